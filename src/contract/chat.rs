@@ -1,0 +1,244 @@
+//! The Chat Completions contract: `chat.completion` objects and `chat.completion.chunk` streams.
+
+use super::view::{self, ChatChunk, ChatCompletion, Choice};
+use super::{Report, TokenUsage, error, set_once};
+use crate::evidence::{Violation, Warning};
+use crate::sse::Event;
+
+const FINISH_REASONS: &[&str] = &["stop", "length", "tool_calls", "content_filter", "function_call"];
+
+/// Checks a non-streaming 2xx body.
+pub(super) fn check_completion(body: &[u8], content_type: Option<&str>, report: &mut Report) {
+    let Some(c) = view::parse::<ChatCompletion<'_>>(body, content_type, report, None) else {
+        return;
+    };
+    let facts = report.facts();
+    set_once(&mut facts.response_id, c.id.as_deref());
+    set_once(&mut facts.response_model, c.model.as_deref());
+    if let Some(usage) = &c.usage {
+        facts.usage = Some(usage.tokens());
+    }
+    let Some(choices) = c.choices else {
+        // No result: an error payload in a 2xx, or simply the wrong object.
+        match error::in_band(body) {
+            Some(e) => {
+                report.fail(Violation::ErrorIn2xx);
+                report.set_api_error(e);
+            }
+            None if c.object.as_deref().is_some_and(|o| o != "chat.completion") => {
+                report.fail(Violation::WrongObject);
+            }
+            None => report.fail(Violation::MissingField),
+        }
+        return;
+    };
+    if c.error.is_some_and(|e| e.get() != "null") {
+        report.fail(Violation::ErrorIn2xx);
+        if let Some(e) = c.error.and_then(|e| error::in_band(e.get().as_bytes())) {
+            report.set_api_error(e);
+        }
+    }
+    match c.object.as_deref() {
+        Some("chat.completion") => {}
+        Some(_) => report.fail(Violation::WrongObject),
+        None => report.warn(Warning::MissingObject),
+    }
+    if c.id.is_none() || c.model.is_none() || c.created.is_none() {
+        report.warn(Warning::MissingMetadata);
+    }
+    if choices.is_empty() {
+        report.fail(Violation::NoChoices);
+    }
+    for choice in &choices {
+        check_choice(choice, report);
+    }
+}
+
+fn check_choice(choice: &Choice<'_>, report: &mut Report) {
+    match &choice.finish_reason {
+        Some(Some(reason)) => {
+            if !FINISH_REASONS.contains(&reason.as_ref()) {
+                report.warn(Warning::UnknownFinishReason);
+            }
+            report.facts().finish_reasons.push(reason.clone().into_owned());
+        }
+        _ => report.warn(Warning::MissingFinishReason),
+    }
+    if choice.logprobs.is_none() {
+        report.warn(Warning::MissingLogprobs);
+    }
+    let Some(message) = &choice.message else {
+        report.fail(Violation::MissingField);
+        return;
+    };
+    let tool_calls = message.tool_calls.as_deref().unwrap_or_default();
+    if message.content.is_none() {
+        if tool_calls.is_empty() {
+            report.fail(Violation::MissingField);
+        } else {
+            report.warn(Warning::MissingContent);
+        }
+    }
+    if message.refusal.is_none() {
+        report.warn(Warning::MissingRefusal);
+    }
+    for call in tool_calls {
+        if call.kind.is_none() {
+            report.warn(Warning::MissingToolCallType);
+        }
+        if call.id.as_deref().is_none_or(str::is_empty) {
+            report.warn(Warning::EmptyToolCallId);
+        }
+        match &call.function {
+            Some(f) if f.name.is_some() && f.arguments.is_some() => {}
+            None if call.custom.is_some() => {}
+            _ => report.fail(Violation::MissingField),
+        }
+    }
+}
+
+/// The Chat stream's state: chunk shape, one finish reason per choice, `[DONE]` last.
+#[derive(Debug, Default)]
+pub(super) struct ChatStream {
+    done: bool,
+    /// Per choice index (bounded): a finish reason was seen; the first tool-call index seen.
+    choices: Vec<ChoiceState>,
+    finish_seen: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ChoiceState {
+    finished: bool,
+    first_tool_index: Option<u64>,
+}
+
+/// More choices than any provider allows (`n` ≤ 128): past it, per-choice state is not kept.
+const MAX_TRACKED_CHOICES: u64 = 128;
+
+impl ChatStream {
+    pub(super) fn on_event(&mut self, event: &Event<'_>, report: &mut Report) {
+        let at = Some(event.offset());
+        if !event.is_complete() {
+            report.warn_at(Warning::UnterminatedEvent, at);
+        }
+        let data = event.data();
+        if self.done {
+            report.fail_at(Violation::EventAfterTerminal, at);
+            return;
+        }
+        if data == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        if event.event_type() == Some("error") {
+            // Groq: `event: error` with the error envelope as data, HTTP 200.
+            report.fail_at(Violation::ErrorInStream, at);
+            if let Some(e) = error::in_band(data) {
+                report.set_api_error(e);
+            }
+            return;
+        }
+        let Some(chunk) = view::parse::<ChatChunk<'_>>(data, None, report, at) else {
+            return;
+        };
+        if let Some(raw) = chunk.error.filter(|e| e.get() != "null") {
+            // OpenRouter: an error inside an otherwise ordinary chunk.
+            report.fail_at(Violation::ErrorInStream, at);
+            if let Some(e) = error::in_band(data).or_else(|| error::in_band(raw.get().as_bytes())) {
+                report.set_api_error(e);
+            }
+        }
+        self.check_chunk(&chunk, report);
+    }
+
+    fn check_chunk(&mut self, chunk: &ChatChunk<'_>, report: &mut Report) {
+        match chunk.object.as_deref() {
+            Some("chat.completion.chunk") => {}
+            Some(_) => report.warn(Warning::UnexpectedObject),
+            None => report.warn(Warning::MissingObject),
+        }
+        let empty = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().is_none_or(str::is_empty);
+        if empty(&chunk.id) || empty(&chunk.model) || chunk.created.is_none() {
+            report.warn(Warning::MissingMetadata);
+        }
+        let facts = report.facts();
+        set_once(&mut facts.response_id, chunk.id.as_deref());
+        set_once(&mut facts.response_model, chunk.model.as_deref());
+        if let Some(usage) = &chunk.usage {
+            let tokens: TokenUsage = usage.tokens();
+            if tokens.input_tokens.is_some() || tokens.output_tokens.is_some() {
+                facts.usage = Some(tokens);
+            }
+        }
+        let Some(choices) = &chunk.choices else {
+            report.warn(Warning::MissingChoices);
+            return;
+        };
+        for choice in choices {
+            let index = choice.index.unwrap_or(0);
+            match &choice.finish_reason {
+                None => report.warn(Warning::MissingFinishReason),
+                Some(None) => {}
+                Some(Some(reason)) if reason.is_empty() => report.warn(Warning::UnknownFinishReason),
+                Some(Some(reason)) => {
+                    if !FINISH_REASONS.contains(&reason.as_ref()) {
+                        report.warn(Warning::UnknownFinishReason);
+                    }
+                    self.finish_seen = true;
+                    let repeated = self
+                        .state(index)
+                        .is_some_and(|s| std::mem::replace(&mut s.finished, true));
+                    if repeated {
+                        report.warn(Warning::RepeatedFinishReason);
+                    } else {
+                        report.facts().finish_reasons.push(reason.clone().into_owned());
+                    }
+                }
+            }
+            let calls = choice.delta.as_ref().and_then(|d| d.tool_calls.as_deref());
+            for call in calls.unwrap_or_default() {
+                match call.index {
+                    None => report.warn(Warning::MissingToolCallIndex),
+                    Some(i) => {
+                        if let Some(state) = self.state(index) {
+                            if *state.first_tool_index.get_or_insert(i) != 0 {
+                                report.warn(Warning::ToolCallIndexOffset);
+                            }
+                        }
+                    }
+                }
+                if call.id.as_deref() == Some("") {
+                    report.warn(Warning::EmptyToolCallId);
+                }
+            }
+        }
+    }
+
+    fn state(&mut self, index: u64) -> Option<&mut ChoiceState> {
+        if index >= MAX_TRACKED_CHOICES {
+            return None;
+        }
+        let i = usize::try_from(index).ok()?;
+        if self.choices.len() <= i {
+            self.choices.resize(i + 1, ChoiceState::default());
+        }
+        self.choices.get_mut(i)
+    }
+
+    /// A stream ends well with `[DONE]`; compat accepts a finish reason without it.
+    pub(super) fn on_end(&mut self, end_offset: u64, report: &mut Report) {
+        if self.done {
+            if !self.finish_seen {
+                report.warn(Warning::MissingFinishReason);
+            }
+        } else if self.finish_seen {
+            report.warn_at(Warning::MissingDone, Some(end_offset));
+        } else {
+            report.fail_at(Violation::StreamTruncated, Some(end_offset));
+        }
+    }
+
+    pub(super) fn terminal_seen(&self) -> bool {
+        self.done
+    }
+}

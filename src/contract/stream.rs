@@ -1,0 +1,156 @@
+//! Checking an SSE body chunk by chunk.
+
+use super::chat::ChatStream;
+use super::responses::ResponsesStream;
+use super::{Mode, Report, Verdict};
+use crate::evidence::{ApiSurface, SkipReason, Violation};
+use crate::sse::{DEFAULT_MAX_EVENT_BYTES, Decoder, Frame};
+
+#[derive(Debug)]
+enum Machine {
+    Chat(ChatStream),
+    Responses(ResponsesStream),
+    /// Not checked: an `other` surface, or past an oversized event.
+    Off,
+}
+
+/// Checks a streaming body fed in chunks of any size, with memory bounded by the largest event
+/// (at most the per-event cap).
+///
+/// Feed every chunk the caller receives, then end with exactly one of [`finish`](Self::finish)
+/// (the body ended), [`interrupted`](Self::interrupted) (the connection failed) or
+/// [`abandoned`](Self::abandoned) (the caller dropped the stream). Splitting the body
+/// differently never changes the verdict.
+///
+/// ```
+/// use reqwest_llm_guard::contract::{Mode, StreamChecker};
+/// use reqwest_llm_guard::evidence::{ApiSurface, ParseCheck, Violation};
+///
+/// let mut checker = StreamChecker::new(ApiSurface::ChatCompletions, Mode::Compat);
+/// checker.feed(b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,");
+/// checker.feed(b"\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},");
+/// checker.feed(b"\"finish_reason\":null}]}\n\n");
+/// // The connection closed here: no finish reason, no [DONE].
+/// let verdict = checker.finish();
+/// assert_eq!(verdict.parse_check, ParseCheck::Fail);
+/// assert_eq!(verdict.violation, Some(Violation::StreamTruncated));
+/// ```
+#[derive(Debug)]
+pub struct StreamChecker {
+    decoder: Decoder,
+    machine: Machine,
+    report: Report,
+}
+
+impl StreamChecker {
+    /// A checker for this surface (an `other` surface gives a `skipped` verdict), with the
+    /// default per-event cap ([`DEFAULT_MAX_EVENT_BYTES`]).
+    pub fn new(surface: ApiSurface, mode: Mode) -> Self {
+        Self::with_max_event_bytes(surface, mode, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// A checker whose events may hold at most `max` bytes. A larger event ends the check
+    /// with `parse_check=skipped`, `contract.skip_reason=too_large` (unless a violation came
+    /// first); the bytes themselves are unaffected.
+    pub fn with_max_event_bytes(surface: ApiSurface, mode: Mode, max: usize) -> Self {
+        let mut report = Report::new(mode);
+        let machine = match surface {
+            ApiSurface::ChatCompletions => Machine::Chat(ChatStream::default()),
+            ApiSurface::Responses => Machine::Responses(ResponsesStream::default()),
+            ApiSurface::Other => {
+                report.skip(SkipReason::OtherSurface);
+                Machine::Off
+            }
+        };
+        Self {
+            decoder: Decoder::with_max_event_bytes(max),
+            machine,
+            report,
+        }
+    }
+
+    /// Feeds the next bytes of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if matches!(self.machine, Machine::Off) {
+            return;
+        }
+        let Self {
+            decoder,
+            machine,
+            report,
+        } = self;
+        decoder.feed(chunk, &mut |frame| on_frame(machine, report, frame));
+    }
+
+    /// Whether the stream's terminal event has been seen (`[DONE]` for Chat, the terminal
+    /// `response.*` event for Responses).
+    pub fn terminal_seen(&self) -> bool {
+        match &self.machine {
+            Machine::Chat(c) => c.terminal_seen(),
+            Machine::Responses(r) => r.terminal_seen(),
+            Machine::Off => false,
+        }
+    }
+
+    /// SSE events seen so far.
+    pub fn events(&self) -> u64 {
+        self.report.facts.events
+    }
+
+    /// The body ended cleanly: the verdict.
+    pub fn finish(mut self) -> Verdict {
+        let Self {
+            decoder,
+            machine,
+            report,
+        } = &mut self;
+        if !matches!(machine, Machine::Off) {
+            decoder.finish(&mut |frame| on_frame(machine, report, frame));
+        }
+        let end = decoder.bytes_seen();
+        match machine {
+            Machine::Chat(c) if end > 0 => c.on_end(end, report),
+            Machine::Responses(r) if end > 0 => r.on_end(end, report),
+            Machine::Chat(_) | Machine::Responses(_) => report.fail(Violation::EmptyBody),
+            Machine::Off => {}
+        }
+        self.report.into_verdict()
+    }
+
+    /// The connection failed mid-body: `body_read_error`, unless a violation came first or
+    /// the terminal event had already arrived.
+    pub fn interrupted(mut self) -> Verdict {
+        if !self.terminal_seen() && !matches!(self.machine, Machine::Off) {
+            let end = self.decoder.bytes_seen();
+            self.report.fail_at(Violation::BodyReadError, Some(end));
+        }
+        self.report.into_verdict()
+    }
+
+    /// The caller dropped the stream before its end: `skipped` (`abandoned`), unless a
+    /// violation came first or the terminal event had already arrived (then the verdict
+    /// stands as if the stream had ended).
+    pub fn abandoned(mut self) -> Verdict {
+        if !self.terminal_seen() {
+            self.report.skip(SkipReason::Abandoned);
+        }
+        self.report.into_verdict()
+    }
+}
+
+fn on_frame(machine: &mut Machine, report: &mut Report, frame: Frame<'_>) {
+    match frame {
+        Frame::Event(event) => {
+            report.facts.events += 1;
+            match machine {
+                Machine::Chat(c) => c.on_event(&event, report),
+                Machine::Responses(r) => r.on_event(&event, report),
+                Machine::Off => {}
+            }
+        }
+        Frame::Oversized { .. } => {
+            report.skip(SkipReason::TooLarge);
+            *machine = Machine::Off;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Borrowed, typed views of the wire objects: only the fields a check reads.
+//!
+//! Deserialising into these (strings borrowed where unescaped, unknown fields skipped) is much
+//! cheaper than building a `serde_json::Value` for every SSE event; a `Value` is built only on
+//! the rare paths (error payloads, diagnosing a wrong type).
+
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::{Report, TokenUsage, Violation, not_json};
+
+type Str<'a> = Cow<'a, str>;
+
+/// `Some(None)` for an explicit `null`, `None` for a missing key (with `#[serde(default)]`).
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Parses `body` into a view; on failure records `not_json`/`html_body`/`empty_body`, or
+/// `wrong_type` when the body is JSON of another shape.
+pub(super) fn parse<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    content_type: Option<&str>,
+    report: &mut Report,
+    offset: Option<u64>,
+) -> Option<T> {
+    match serde_json::from_slice::<T>(body) {
+        Ok(view) => Some(view),
+        Err(_) => {
+            let violation = if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+                Violation::WrongType
+            } else {
+                not_json(body, content_type)
+            };
+            report.fail_at(violation, offset);
+            None
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct Usage {
+    pub(super) prompt_tokens: Option<u64>,
+    pub(super) completion_tokens: Option<u64>,
+    pub(super) input_tokens: Option<u64>,
+    pub(super) output_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub(super) fn tokens(&self) -> TokenUsage {
+        TokenUsage {
+            input_tokens: self.prompt_tokens.or(self.input_tokens),
+            output_tokens: self.completion_tokens.or(self.output_tokens),
+        }
+    }
+}
+
+// ---- Chat Completions -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub(super) struct ChatCompletion<'a> {
+    #[serde(borrow)]
+    pub(super) id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) object: Option<Str<'a>>,
+    pub(super) created: Option<IgnoredAny>,
+    #[serde(borrow)]
+    pub(super) model: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) choices: Option<Vec<Choice<'a>>>,
+    pub(super) usage: Option<Usage>,
+    #[serde(borrow)]
+    pub(super) error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Choice<'a> {
+    #[serde(borrow)]
+    pub(super) message: Option<Message<'a>>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    pub(super) finish_reason: Option<Option<Str<'a>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) logprobs: Option<Option<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Message<'a> {
+    #[serde(default, deserialize_with = "present")]
+    pub(super) content: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) refusal: Option<Option<IgnoredAny>>,
+    #[serde(borrow)]
+    pub(super) tool_calls: Option<Vec<ToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ToolCall<'a> {
+    #[serde(borrow)]
+    pub(super) id: Option<Str<'a>>,
+    #[serde(rename = "type", borrow)]
+    pub(super) kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) function: Option<Function<'a>>,
+    pub(super) custom: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Function<'a> {
+    #[serde(borrow)]
+    pub(super) name: Option<Str<'a>>,
+    /// Must be a string (of JSON): an object here fails the view with `wrong_type`.
+    #[serde(borrow)]
+    pub(super) arguments: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChatChunk<'a> {
+    #[serde(borrow)]
+    pub(super) id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) object: Option<Str<'a>>,
+    pub(super) created: Option<IgnoredAny>,
+    #[serde(borrow)]
+    pub(super) model: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) choices: Option<Vec<ChunkChoice<'a>>>,
+    pub(super) usage: Option<Usage>,
+    #[serde(borrow)]
+    pub(super) error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChunkChoice<'a> {
+    pub(super) index: Option<u64>,
+    #[serde(borrow)]
+    pub(super) delta: Option<Delta<'a>>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    pub(super) finish_reason: Option<Option<Str<'a>>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Delta<'a> {
+    #[serde(borrow)]
+    pub(super) tool_calls: Option<Vec<ToolCallChunk<'a>>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ToolCallChunk<'a> {
+    pub(super) index: Option<u64>,
+    #[serde(borrow)]
+    pub(super) id: Option<Str<'a>>,
+}
+
+// ---- Responses --------------------------------------------------------------------------
+
+/// The fields of a Responses object every check reads.
+#[derive(Deserialize)]
+pub(super) struct ResponseHead<'a> {
+    #[serde(borrow)]
+    pub(super) id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) status: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) model: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub(super) incomplete_details: Option<IncompleteDetails<'a>>,
+    pub(super) usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct IncompleteDetails<'a> {
+    #[serde(borrow)]
+    pub(super) reason: Option<Str<'a>>,
+}
+
+/// A whole non-streaming Responses object. (No `#[serde(flatten)]`: it buffers, and it cannot
+/// carry a borrowed `RawValue`.)
+#[derive(Deserialize)]
+pub(super) struct Response<'a> {
+    #[serde(borrow)]
+    pub(super) id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) object: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) status: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) model: Option<Str<'a>>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    pub(super) error: Option<Option<&'a RawValue>>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    pub(super) incomplete_details: Option<Option<IncompleteDetails<'a>>>,
+    pub(super) usage: Option<Usage>,
+    #[serde(borrow)]
+    pub(super) output: Option<Vec<OutputItem<'a>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) created_at: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) instructions: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) tools: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) parallel_tool_calls: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) metadata: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) tool_choice: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) temperature: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) top_p: Option<Option<IgnoredAny>>,
+}
+
+impl Response<'_> {
+    /// Whether every key the spec requires is present (null allowed).
+    pub(super) fn has_required_keys(&self) -> bool {
+        self.id.is_some()
+            && self.object.is_some()
+            && self.model.is_some()
+            && self.output.is_some()
+            && self.error.is_some()
+            && self.incomplete_details.is_some()
+            && [
+                &self.created_at,
+                &self.instructions,
+                &self.tools,
+                &self.parallel_tool_calls,
+                &self.metadata,
+                &self.tool_choice,
+                &self.temperature,
+                &self.top_p,
+            ]
+            .iter()
+            .all(|k| k.is_some())
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct OutputItem<'a> {
+    #[serde(rename = "type", borrow)]
+    pub(super) kind: Option<Str<'a>>,
+    /// `function_call` arguments: must be a string.
+    #[serde(borrow)]
+    pub(super) arguments: Option<Str<'a>>,
+}
+
+/// One Responses stream event.
+#[derive(Deserialize)]
+pub(super) struct StreamEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    pub(super) kind: Option<Str<'a>>,
+    pub(super) sequence_number: Option<u64>,
+    pub(super) output_index: Option<u64>,
+    pub(super) content_index: Option<u64>,
+    pub(super) summary_index: Option<u64>,
+    #[serde(borrow)]
+    pub(super) item: Option<EventItem<'a>>,
+    #[serde(borrow)]
+    pub(super) response: Option<ResponseHead<'a>>,
+    #[serde(borrow)]
+    pub(super) name: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventItem<'a> {
+    #[serde(rename = "type", borrow)]
+    pub(super) kind: Option<Str<'a>>,
+}

@@ -1,0 +1,60 @@
+//! Attribute names, in one place (DESIGN §2).
+//!
+//! The first group is this crate's evidence vocabulary, with exactly these names; the second
+//! group is the OpenTelemetry semantic conventions' names for GenAI and HTTP clients, written out
+//! here because the `opentelemetry-semantic-conventions` crate marks the GenAI ones deprecated
+//! (they moved to the GenAI conventions repository) while the names themselves stand.
+
+/// [`ApiSurface`](super::ApiSurface): `chat_completions`, `responses`, `other`.
+pub const API_SURFACE: &str = "api_surface";
+/// [`StatusClass`](super::StatusClass): `1xx` … `5xx`, `transport_error`.
+pub const STATUS_CLASS: &str = "status_class";
+/// [`ParseCheck`](super::ParseCheck): `pass`, `fail`, `skipped`.
+pub const PARSE_CHECK: &str = "parse_check";
+/// [`FallbackDecision`](super::FallbackDecision): `none`, `retry`, `fallback`, `hold`.
+pub const FALLBACK_DECISION: &str = "fallback_decision";
+/// Retries made for the call (0 when the first attempt stood).
+pub const RETRY_COUNT: &str = "retry_count";
+/// The first hard [`Violation`](super::Violation).
+pub const CONTRACT_VIOLATION: &str = "contract.violation";
+/// Count of distinct tolerated deviations ([`Warnings::len`](super::Warnings::len)).
+pub const CONTRACT_WARNINGS: &str = "contract.warnings";
+/// Why the body was not checked ([`SkipReason`](super::SkipReason)).
+pub const CONTRACT_SKIP_REASON: &str = "contract.skip_reason";
+/// The WAF or bot-wall vendor (`cloudflare`, `aws`, `akamai`, …).
+pub const WAF_VENDOR: &str = "waf.vendor";
+/// `block`, `challenge` or `suspected`.
+pub const WAF_KIND: &str = "waf.kind";
+/// The reference support asks for: Cloudflare Ray ID, Akamai Reference #, F5 support ID, …
+pub const WAF_REFERENCE: &str = "waf.reference";
+
+/// `chat` for both surfaces.
+pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
+/// `openai`, or the gateway's provider name when known.
+pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
+/// The model the request asked for.
+pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+/// The model that answered.
+pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
+/// The response's id (`chatcmpl-…`, `resp_…`).
+pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
+/// Finish reasons, one per choice.
+pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+/// Input (prompt) tokens.
+pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+/// Output (completion) tokens.
+pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+/// `chat_completions` or `responses`.
+pub const OPENAI_API_TYPE: &str = "openai.api.type";
+/// The class of error: `timeout`, `connect`, a status code, a violation.
+pub const ERROR_TYPE: &str = "error.type";
+/// The server's host name.
+pub const SERVER_ADDRESS: &str = "server.address";
+/// The server's port.
+pub const SERVER_PORT: &str = "server.port";
+/// `GET`, `POST`, …
+pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+/// The response status code.
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+/// How many times this request was re-sent (attempt spans; 0 on the first attempt).
+pub const HTTP_REQUEST_RESEND_COUNT: &str = "http.request.resend_count";

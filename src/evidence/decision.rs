@@ -1,0 +1,337 @@
+//! The fallback decision for a call: a pure, replaceable table (DESIGN §2).
+
+use std::fmt;
+
+use http::StatusCode;
+
+use super::{FallbackDecision, ParseCheck, StatusClass, Violation, WafVerdict, str_enum};
+
+str_enum! {
+    /// Why no response arrived (attribute `error.type` when `status_class=transport_error`).
+    pub enum TransportErrorKind {
+        /// The request or a deadline timed out.
+        Timeout => "timeout",
+        /// The connection could not be made (DNS, refused, TLS).
+        Connect => "connect",
+        /// The connection failed while sending the request or reading the headers.
+        Request => "request",
+        /// Any other failure before a response (a middleware error, a redirect loop).
+        Other => "other",
+    }
+}
+
+impl TransportErrorKind {
+    /// Classifies a `reqwest-middleware` error.
+    pub fn of(error: &reqwest_middleware::Error) -> Self {
+        match error {
+            reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => Self::Timeout,
+            reqwest_middleware::Error::Reqwest(e) if e.is_connect() => Self::Connect,
+            reqwest_middleware::Error::Reqwest(e) if e.is_request() => Self::Request,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// What came back from a call's last attempt: the input of a [`DecisionPolicy`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Outcome<'a> {
+    /// The status, or `None` when no response arrived.
+    pub status: Option<StatusCode>,
+    /// Set when no response arrived.
+    pub transport_error: Option<TransportErrorKind>,
+    /// The contract check's result for the body.
+    pub parse_check: ParseCheck,
+    /// The first hard violation, when `parse_check` is `fail`.
+    pub violation: Option<Violation>,
+    /// Set when a WAF or bot wall answered.
+    pub waf: Option<&'a WafVerdict>,
+}
+
+impl<'a> Outcome<'a> {
+    /// A response with this status whose body was checked with this result.
+    pub fn response(status: StatusCode, parse_check: ParseCheck, violation: Option<Violation>) -> Self {
+        Self {
+            status: Some(status),
+            transport_error: None,
+            parse_check,
+            violation,
+            waf: None,
+        }
+    }
+
+    /// No response arrived.
+    pub fn transport_error(kind: TransportErrorKind) -> Self {
+        Self {
+            status: None,
+            transport_error: Some(kind),
+            parse_check: ParseCheck::Skipped,
+            violation: None,
+            waf: None,
+        }
+    }
+
+    /// The same outcome, answered by a wall.
+    #[must_use]
+    pub fn with_waf(mut self, waf: &'a WafVerdict) -> Self {
+        self.waf = Some(waf);
+        self
+    }
+
+    /// The status class (`transport_error` when no response arrived).
+    pub fn status_class(&self) -> StatusClass {
+        self.status.map_or(StatusClass::TransportError, StatusClass::of)
+    }
+}
+
+/// Decides `fallback_decision` for a call from its final [`Outcome`].
+///
+/// [`DecisionTable::default()`] is the default; replace it with another table or any type (or
+/// closure) implementing this trait. It must be pure: same outcome, same decision.
+///
+/// ```
+/// use reqwest_llm_guard::evidence::{DecisionPolicy, FallbackDecision, Outcome, ParseCheck};
+///
+/// // Send everything that is not a clean success to the fallback provider.
+/// let eager = |o: &Outcome<'_>| {
+///     if o.status.is_some_and(|s| s.is_success()) && o.violation.is_none() {
+///         FallbackDecision::None
+///     } else {
+///         FallbackDecision::Fallback
+///     }
+/// };
+/// let o = Outcome::response(http::StatusCode::NOT_FOUND, ParseCheck::Pass, None);
+/// assert_eq!(eager.decide(&o), FallbackDecision::Fallback);
+/// ```
+pub trait DecisionPolicy: Send + Sync + 'static {
+    /// The decision for this outcome. Never [`FallbackDecision::Retry`]: retrying is the retry
+    /// layer's call, made per attempt.
+    fn decide(&self, outcome: &Outcome<'_>) -> FallbackDecision;
+}
+
+impl<F> DecisionPolicy for F
+where
+    F: Fn(&Outcome<'_>) -> FallbackDecision + Send + Sync + 'static,
+{
+    fn decide(&self, outcome: &Outcome<'_>) -> FallbackDecision {
+        self(outcome)
+    }
+}
+
+/// One row's condition in a [`DecisionTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// A WAF or bot wall answered, at any status.
+    Waf,
+    /// No response arrived.
+    TransportError,
+    /// A 2xx whose body broke its contract.
+    ContractFailOn2xx,
+    /// Exactly this status.
+    Status(u16),
+    /// A status in this inclusive range.
+    StatusRange(u16, u16),
+}
+
+impl Rule {
+    /// Whether the outcome meets this condition.
+    pub fn matches(&self, o: &Outcome<'_>) -> bool {
+        let code = o.status.map(|s| s.as_u16());
+        match *self {
+            Rule::Waf => o.waf.is_some(),
+            Rule::TransportError => o.status.is_none(),
+            Rule::ContractFailOn2xx => {
+                o.status.is_some_and(|s| s.is_success()) && o.parse_check == ParseCheck::Fail
+            }
+            Rule::Status(s) => code == Some(s),
+            Rule::StatusRange(lo, hi) => code.is_some_and(|c| (lo..=hi).contains(&c)),
+        }
+    }
+}
+
+/// The decision table: rows tried in order, the first match decides.
+///
+/// The default rows (DESIGN §2):
+///
+/// | # | rule | decision | why |
+/// |---|---|---|---|
+/// | 1 | WAF or bot wall, any status | `hold` | no path gets through; a human must act |
+/// | 2 | transport error, timeout | `fallback` | the endpoint is unreachable |
+/// | 3 | 2xx breaking its contract | `fallback` | HTML, error payload, `failed`, truncated stream |
+/// | 4 | 2xx | `none` | |
+/// | 5 | 429 | `fallback` | retries, deadline or budget ran out (the retry layer retries first) |
+/// | 6 | 402, 408 | `fallback` | credits or a timeout on this provider |
+/// | 7 | 400, 401, 403, 404, 409, 422 | `hold` | the same request fails on any path |
+/// | 8 | other 4xx | `hold` | a request problem |
+/// | 9 | 5xx | `fallback` | the provider is failing |
+/// | 10 | 1xx, 3xx | `fallback` | not an API answer: the endpoint is misconfigured |
+///
+/// ```
+/// use reqwest_llm_guard::evidence::{
+///     DecisionPolicy, DecisionTable, FallbackDecision, Outcome, ParseCheck, Rule,
+/// };
+/// use http::StatusCode;
+///
+/// // This gateway answers 404 for a model that only the fallback provider has.
+/// let table = DecisionTable::default().with_first(Rule::Status(404), FallbackDecision::Fallback);
+/// let o = Outcome::response(StatusCode::NOT_FOUND, ParseCheck::Pass, None);
+/// assert_eq!(table.decide(&o), FallbackDecision::Fallback);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct DecisionTable {
+    rows: Vec<(Rule, FallbackDecision)>,
+    otherwise: FallbackDecision,
+}
+
+impl Default for DecisionTable {
+    fn default() -> Self {
+        use FallbackDecision::{Fallback, Hold, None};
+        let rows = vec![
+            (Rule::Waf, Hold),
+            (Rule::TransportError, Fallback),
+            (Rule::ContractFailOn2xx, Fallback),
+            (Rule::StatusRange(200, 299), None),
+            (Rule::Status(429), Fallback),
+            (Rule::Status(402), Fallback),
+            (Rule::Status(408), Fallback),
+            (Rule::Status(400), Hold),
+            (Rule::Status(401), Hold),
+            (Rule::Status(403), Hold),
+            (Rule::Status(404), Hold),
+            (Rule::Status(409), Hold),
+            (Rule::Status(422), Hold),
+            (Rule::StatusRange(400, 499), Hold),
+            (Rule::StatusRange(500, 599), Fallback),
+        ];
+        Self {
+            rows,
+            otherwise: Fallback,
+        }
+    }
+}
+
+impl DecisionTable {
+    /// A table with no rows: everything gets `otherwise`.
+    pub fn empty(otherwise: FallbackDecision) -> Self {
+        Self {
+            rows: Vec::new(),
+            otherwise,
+        }
+    }
+
+    /// The rows, in the order they are tried.
+    pub fn rows(&self) -> &[(Rule, FallbackDecision)] {
+        &self.rows
+    }
+
+    /// The decision when no row matches.
+    pub fn otherwise(&self) -> FallbackDecision {
+        self.otherwise
+    }
+
+    /// Adds a row tried before all others.
+    #[must_use]
+    pub fn with_first(mut self, rule: Rule, decision: FallbackDecision) -> Self {
+        self.rows.insert(0, (rule, decision));
+        self
+    }
+
+    /// Adds a row tried after all others (before `otherwise`).
+    #[must_use]
+    pub fn with_last(mut self, rule: Rule, decision: FallbackDecision) -> Self {
+        self.rows.push((rule, decision));
+        self
+    }
+}
+
+impl DecisionPolicy for DecisionTable {
+    fn decide(&self, outcome: &Outcome<'_>) -> FallbackDecision {
+        self.rows
+            .iter()
+            .find(|(rule, _)| rule.matches(outcome))
+            .map_or(self.otherwise, |(_, d)| *d)
+    }
+}
+
+impl fmt::Debug for DecisionTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionTable")
+            .field("rows", &self.rows)
+            .field("otherwise", &self.otherwise)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{WafKind, WafVendor};
+    use FallbackDecision::{Fallback, Hold, None};
+
+    fn status(code: u16, check: ParseCheck) -> Outcome<'static> {
+        let violation = (check == ParseCheck::Fail).then_some(Violation::HtmlBody);
+        Outcome::response(StatusCode::from_u16(code).unwrap(), check, violation)
+    }
+
+    /// DESIGN §2's table, row by row, through the default policy.
+    #[test]
+    fn default_table_row_by_row() {
+        let table = DecisionTable::default();
+        let wall = WafVerdict::new(WafVendor::Cloudflare, WafKind::Challenge);
+        let rows: Vec<(&str, Outcome<'_>, FallbackDecision)> = vec![
+            ("2xx pass", status(200, ParseCheck::Pass), None),
+            ("2xx skipped", status(200, ParseCheck::Skipped), None),
+            ("2xx fail", status(200, ParseCheck::Fail), Fallback),
+            ("202 fail", status(202, ParseCheck::Fail), Fallback),
+            ("429", status(429, ParseCheck::Pass), Fallback),
+            ("waf on 403", status(403, ParseCheck::Fail).with_waf(&wall), Hold),
+            ("waf on 200", status(200, ParseCheck::Fail).with_waf(&wall), Hold),
+            ("waf on 429", status(429, ParseCheck::Fail).with_waf(&wall), Hold),
+            ("waf on 503", status(503, ParseCheck::Fail).with_waf(&wall), Hold),
+            ("401", status(401, ParseCheck::Pass), Hold),
+            ("403 json", status(403, ParseCheck::Pass), Hold),
+            ("400", status(400, ParseCheck::Pass), Hold),
+            ("404", status(404, ParseCheck::Pass), Hold),
+            ("409", status(409, ParseCheck::Pass), Hold),
+            ("422", status(422, ParseCheck::Pass), Hold),
+            ("413 other 4xx", status(413, ParseCheck::Pass), Hold),
+            ("402", status(402, ParseCheck::Pass), Fallback),
+            ("408", status(408, ParseCheck::Pass), Fallback),
+            ("500", status(500, ParseCheck::Pass), Fallback),
+            ("502 html", status(502, ParseCheck::Fail), Fallback),
+            ("503", status(503, ParseCheck::Pass), Fallback),
+            ("529 anthropic", status(529, ParseCheck::Pass), Fallback),
+            ("timeout", Outcome::transport_error(TransportErrorKind::Timeout), Fallback),
+            ("connect", Outcome::transport_error(TransportErrorKind::Connect), Fallback),
+            ("301", status(301, ParseCheck::Skipped), Fallback),
+        ];
+        for (name, outcome, want) in rows {
+            assert_eq!(table.decide(&outcome), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn rows_are_tried_in_order_and_replaceable() {
+        let table = DecisionTable::default()
+            .with_first(Rule::Status(404), Fallback)
+            .with_first(Rule::Waf, Fallback);
+        assert_eq!(table.decide(&status(404, ParseCheck::Pass)), Fallback);
+        let wall = WafVerdict::new(WafVendor::Aws, WafKind::Block);
+        assert_eq!(table.decide(&status(403, ParseCheck::Fail).with_waf(&wall)), Fallback);
+        let empty = DecisionTable::empty(Hold);
+        assert_eq!(empty.decide(&status(200, ParseCheck::Pass)), Hold);
+        assert!(empty.rows().is_empty());
+    }
+
+    #[test]
+    fn the_policy_never_says_retry() {
+        let table = DecisionTable::default();
+        for code in 100..=599 {
+            for check in ParseCheck::ALL {
+                let d = table.decide(&status(code, *check));
+                assert_ne!(d, FallbackDecision::Retry, "{code} {check}");
+            }
+        }
+    }
+}
