@@ -122,6 +122,13 @@ impl Verdict {
         }
     }
 
+    /// A verdict for a body that failed before it could be checked.
+    pub(crate) fn failed(violation: Violation) -> Self {
+        let mut report = Report::new(Mode::Compat);
+        report.fail(violation);
+        report.into_verdict()
+    }
+
     /// `parse_check == pass`.
     pub fn is_pass(&self) -> bool {
         self.parse_check == ParseCheck::Pass

@@ -45,12 +45,56 @@ pub(super) fn parse<'a, T: Deserialize<'a>>(
     }
 }
 
+/// Token counts. Lenient: usage is informational, so a gateway that sends `12.0` or a string
+/// loses the figure, not the contract.
 #[derive(Deserialize, Default)]
 pub(super) struct Usage {
+    #[serde(default, deserialize_with = "count")]
     pub(super) prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
     pub(super) completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
     pub(super) input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
     pub(super) output_tokens: Option<u64>,
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a token count")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(u64::try_from(v).ok())
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok((v.is_finite() && v >= 0.0).then_some(v as u64))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Count)
 }
 
 impl Usage {

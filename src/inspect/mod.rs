@@ -1,0 +1,260 @@
+//! The inspect layer: per attempt, checks the response's contract and hands the response back
+//! unchanged, with the verdict in its extensions (DESIGN §3.3).
+//!
+//! What it does with each response:
+//!
+//! | response | body | verdict in the extensions |
+//! |---|---|---|
+//! | surface `other`, `HEAD`, 1xx, 204, 3xx | untouched | [`Verdict`] `skipped` |
+//! | `Content-Length` over the cap | untouched | [`Verdict`] `skipped` (`too_large`) |
+//! | 2xx `text/event-stream` | wrapped, never buffered: each chunk is passed on as it arrives and checked on the way | [`StreamVerdict`], filled when the stream ends, fails or is dropped |
+//! | anything else | read once up to the cap, checked, handed back byte-identical | [`Verdict`] |
+//!
+//! A body that turns out longer than the cap is handed back whole (the bytes read, then the
+//! rest, streamed) with `skipped` (`too_large`). A body whose connection fails while the layer
+//! reads it is handed back as it came: the bytes read, then the same error when the caller reads
+//! on; its verdict is `fail` (`body_read_error`). The layer never fails a request itself: its
+//! findings are evidence, the caller's code and the outer layers decide.
+//!
+//! The request's [`ApiSurface`] is classified from its path
+//! ([`ApiSurface::classify`]), or taken from the request's extensions when the caller put one
+//! there; it is copied into the response's extensions too.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use reqwest_llm_guard::contract::Verdict;
+//! use reqwest_llm_guard::inspect::Inspect;
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(Inspect::new())
+//!     .build();
+//! let response = client
+//!     .post("http://127.0.0.1:8080/v1/chat/completions")
+//!     .header("content-type", "application/json")
+//!     .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+//!     .send()
+//!     .await?;
+//! if let Some(verdict) = response.extensions().get::<Verdict>() {
+//!     println!("parse_check={} violation={:?}", verdict.parse_check, verdict.violation);
+//! }
+//! let body = response.bytes().await?; // the server's bytes, unchanged
+//! # let _ = body; Ok(()) }
+//! ```
+
+mod body;
+mod verdict;
+
+pub use verdict::StreamVerdict;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{Extensions, Method};
+use http_body_util::BodyExt;
+use reqwest::{Request, Response, ResponseBuilderExt};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::contract::{self, Mode, StreamChecker, Verdict};
+use crate::evidence::{ApiSurface, SkipReason, Violation};
+use crate::sse::DEFAULT_MAX_EVENT_BYTES;
+use body::{CheckedBody, Replay};
+
+/// Default cap on a non-streaming body the layer reads: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The inspect middleware. See the [module docs](self).
+///
+/// Defaults: [`Mode::Compat`], bodies read up to [`DEFAULT_MAX_BODY_BYTES`], SSE events up to
+/// [`DEFAULT_MAX_EVENT_BYTES`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Inspect {
+    config: Arc<Config>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    mode: Mode,
+    max_body_bytes: usize,
+    max_event_bytes: usize,
+}
+
+impl Default for Inspect {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inspect {
+    /// The layer with its defaults.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(Config {
+                mode: Mode::Compat,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            }),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Compat (default) or strict contracts.
+    #[must_use]
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.config_mut().mode = mode;
+        self
+    }
+
+    /// The largest non-streaming body the layer reads to check; larger ones pass unread with
+    /// `parse_check=skipped`, `contract.skip_reason=too_large`.
+    #[must_use]
+    pub fn with_max_body_bytes(mut self, max: usize) -> Self {
+        self.config_mut().max_body_bytes = max;
+        self
+    }
+
+    /// The largest SSE event the stream checker keeps; a larger one ends the check with
+    /// `skipped` (`too_large`) while the bytes keep flowing to the caller.
+    #[must_use]
+    pub fn with_max_event_bytes(mut self, max: usize) -> Self {
+        self.config_mut().max_event_bytes = max;
+        self
+    }
+
+    /// Checks one response and hands it back with the verdict in its extensions.
+    pub async fn inspect(&self, surface: ApiSurface, method: &Method, response: Response) -> Response {
+        let mut response = response;
+        response.extensions_mut().insert(surface);
+        let status = response.status();
+        if surface == ApiSurface::Other {
+            return with_verdict(response, Verdict::skipped(SkipReason::OtherSurface));
+        }
+        if method == Method::HEAD
+            || status.is_informational()
+            || status.is_redirection()
+            || status == http::StatusCode::NO_CONTENT
+        {
+            return with_verdict(response, Verdict::skipped(SkipReason::NoBody));
+        }
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status.is_success() && content_type.as_deref().is_some_and(contract::is_event_stream) {
+            return self.wrap_stream(surface, response);
+        }
+        let cap = self.config.max_body_bytes;
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return with_verdict(response, Verdict::skipped(SkipReason::TooLarge));
+        }
+        let (parts, body, url) = split(response);
+        let (verdict, body) = match read_capped(body, cap).await {
+            Read::Whole(bytes) => {
+                let verdict =
+                    contract::check_body(surface, status, content_type.as_deref(), &bytes, self.config.mode);
+                (verdict, reqwest::Body::from(bytes))
+            }
+            Read::TooLarge(prefix, rest) => (
+                Verdict::skipped(SkipReason::TooLarge),
+                reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
+            ),
+            Read::Failed(prefix, error) => (
+                Verdict::failed(Violation::BodyReadError),
+                reqwest::Body::wrap(Replay::then_error(prefix, error)),
+            ),
+        };
+        let mut response = join(parts, body, url);
+        response.extensions_mut().insert(verdict);
+        response
+    }
+
+    fn wrap_stream(&self, surface: ApiSurface, response: Response) -> Response {
+        let checker =
+            StreamChecker::with_max_event_bytes(surface, self.config.mode, self.config.max_event_bytes);
+        let verdict = StreamVerdict::new();
+        let (mut parts, body, url) = split(response);
+        parts.extensions.insert(verdict.clone());
+        let body = reqwest::Body::wrap(CheckedBody::new(body, checker, verdict));
+        join(parts, body, url)
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Inspect {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let surface = extensions
+            .get::<ApiSurface>()
+            .copied()
+            .unwrap_or_else(|| ApiSurface::of_request(&req));
+        let method = req.method().clone();
+        let response = next.run(req, extensions).await?;
+        Ok(self.inspect(surface, &method, response).await)
+    }
+}
+
+fn with_verdict(mut response: Response, verdict: Verdict) -> Response {
+    response.extensions_mut().insert(verdict);
+    response
+}
+
+fn split(response: Response) -> (http::response::Parts, reqwest::Body, reqwest::Url) {
+    let url = response.url().clone();
+    let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+    (parts, body, url)
+}
+
+fn join(parts: http::response::Parts, body: reqwest::Body, url: reqwest::Url) -> Response {
+    // `url` travels in a private extension that only reqwest's builder can set.
+    let mut response = http::Response::from_parts(parts, body);
+    if let Ok(with_url) = http::Response::builder().url(url).body(()) {
+        response.extensions_mut().extend(with_url.into_parts().0.extensions);
+    }
+    Response::from(response)
+}
+
+enum Read {
+    Whole(Bytes),
+    TooLarge(Vec<Bytes>, reqwest::Body),
+    Failed(Vec<Bytes>, reqwest::Error),
+}
+
+/// Reads a body to its end or until it passes `cap` bytes. Trailers, if any, are dropped with
+/// the frame that carried them (LLM APIs send none).
+async fn read_capped(mut body: reqwest::Body, cap: usize) -> Read {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Read::Failed(chunks, e),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    chunks.push(data);
+                    if len > cap {
+                        return Read::TooLarge(chunks, body);
+                    }
+                }
+            }
+        }
+    }
+    Read::Whole(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(len);
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            all.freeze()
+        }
+    })
+}
