@@ -1,5 +1,114 @@
-//! reqwest-llm-guard (crate docs are written in full below, once the layers are in).
+//! # reqwest-llm-guard
+//!
+//! [`reqwest-middleware`](reqwest_middleware) layers for services that call OpenAI-compatible
+//! LLM APIs (Chat Completions and Responses), directly or through gateways such as CometAPI,
+//! OpenRouter, LiteLLM, Azure OpenAI, vLLM or Ollama. Every call leaves evidence: which API
+//! surface it used, which status class came back, whether the body kept the response contract
+//! (streams included), and what the fallback decision is.
+//!
+//! Failover goes wrong silently: a 200 that is really a WAF page, an error shape the retry logic
+//! misreads, a stream that ends without its terminator. This crate makes each of those a
+//! verdict you can read, count and act on.
+//!
+//! ## Quickstart
+//!
+//! Add the [`Inspect`](inspect::Inspect) layer to the client you already have; call sites do
+//! not change. The verdict of each response is in its extensions.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use reqwest_llm_guard::contract::Verdict;
+//! use reqwest_llm_guard::evidence::{DecisionPolicy, DecisionTable, Outcome};
+//! use reqwest_llm_guard::inspect::Inspect;
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(Inspect::new())
+//!     .build();
+//!
+//! let response = client
+//!     .post("https://api.openai.com/v1/chat/completions")
+//!     .bearer_auth(std::env::var("OPENAI_API_KEY")?)
+//!     .header("content-type", "application/json")
+//!     .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say PASS"}]}"#)
+//!     .send()
+//!     .await?;
+//!
+//! let verdict = response.extensions().get::<Verdict>().cloned().expect("inspected");
+//! let outcome = Outcome::response(response.status(), verdict.parse_check, verdict.violation);
+//! let decision = DecisionTable::default().decide(&outcome);
+//! println!("parse_check={} fallback_decision={decision}", verdict.parse_check);
+//! # Ok(()) }
+//! ```
+//!
+//! A streaming response (`text/event-stream`) is never buffered: its body is wrapped, each
+//! chunk reaches the caller as it arrives, and the verdict arrives in a
+//! [`StreamVerdict`](inspect::StreamVerdict) when the stream ends, fails or is dropped.
+//!
+//! ## What is checked
+//!
+//! | body | checked against |
+//! |---|---|
+//! | Chat Completions, 2xx | `chat.completion`: `choices[]`, each with a `message` and a finish reason |
+//! | Chat Completions, SSE | `chat.completion.chunk`s, finish reasons, `data: [DONE]` |
+//! | Responses, 2xx | `response` object: `output[]`, `status` (`failed`, `cancelled` fail; `incomplete` passes with its reason) |
+//! | Responses, SSE | the event grammar: `response.created` first, items opened before their deltas, `sequence_number` increasing, one terminal event and nothing after it |
+//! | any non-2xx | the error envelope `{"error":{"message","type","code","param"}}`; every other shape seen in the wild is normalised into one [`ApiError`](contract::ApiError) |
+//! | anything | in-stream errors in every known shape (Groq's `event: error`, OpenRouter's `error` inside a chunk, Responses' flat and nested `error` events) |
+//!
+//! [`Mode::Compat`](contract::Mode::Compat), the default, tolerates the deviations that real
+//! providers send and counts them as [`Warning`](evidence::Warning)s;
+//! [`Mode::Strict`](contract::Mode::Strict) holds bodies to the OpenAI spec literally.
+//!
+//! ## The evidence vocabulary
+//!
+//! The names of [`evidence::attr`] and the values of the [`evidence`] enums are stable: they are
+//! the attributes of spans and the labels of metrics.
+//!
+//! | attribute | values |
+//! |---|---|
+//! | `api_surface` | `chat_completions`, `responses`, `other` ([`ApiSurface`](evidence::ApiSurface)) |
+//! | `status_class` | `1xx` … `5xx`, `transport_error` ([`StatusClass`](evidence::StatusClass)) |
+//! | `parse_check` | `pass`, `fail`, `skipped` ([`ParseCheck`](evidence::ParseCheck)) |
+//! | `fallback_decision` | `none`, `retry`, `fallback`, `hold` ([`FallbackDecision`](evidence::FallbackDecision)) |
+//! | `contract.violation` | the first hard [`Violation`](evidence::Violation): `not_json`, `html_body`, `error_in_2xx`, `stream_truncated`, … |
+//! | `contract.warnings` | distinct tolerated deviations ([`Warnings::len`](evidence::Warnings::len)) |
+//! | `contract.skip_reason` | [`SkipReason`](evidence::SkipReason): `other_surface`, `too_large`, `abandoned`, `no_body` |
+//!
+//! The default decision for a call is the table in [`DecisionTable`](evidence::DecisionTable)
+//! (a WAF wall or a request error: `hold`; a broken 2xx, 429 after retries, 5xx or a transport
+//! error: `fallback`); replace it with any [`DecisionPolicy`](evidence::DecisionPolicy).
+//!
+//! ## Defaults
+//!
+//! | setting | default |
+//! |---|---|
+//! | contract mode | [`Mode::Compat`](contract::Mode::Compat) |
+//! | largest non-streaming body read to check | 8 MiB ([`inspect::DEFAULT_MAX_BODY_BYTES`]); larger: `skipped`, `too_large`, body untouched |
+//! | largest SSE event kept | 16 MiB ([`sse::DEFAULT_MAX_EVENT_BYTES`]); larger: `skipped`, `too_large`, bytes still flow |
+//!
+//! ## Errors
+//!
+//! The inspect layer never fails a request: a response that breaks its contract is still
+//! handed back, byte-identical, with the verdict beside it. A connection that fails while the
+//! layer reads a body is handed back as it came (the bytes that arrived, then the same error).
+//!
+//! ## Features
+//!
+//! | feature | what it adds | status |
+//! |---|---|---|
+//! | (none) | the contract checkers, the SSE decoder, the inspect layer | available |
+//! | `otlp` | an OTLP export pipeline built from the `OTEL_*` environment variables | planned |
+//! | `mock` | an OpenAI-compatible mock gateway that misbehaves on request | planned |
+//! | `cli` | the `llm-guard` command: the smoke drill and the mock gateway | planned |
+//!
+//! The crate chooses no TLS backend: enable the one you want on your own `reqwest`.
 
 pub mod contract;
 pub mod evidence;
+pub mod inspect;
 pub mod sse;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,4 +1,9 @@
 //! Every recorded fixture through the checkers, with the verdict real traffic deserves.
+// One arm per recording reads as the specification, even where two arms agree.
+#![allow(
+    clippy::match_same_arms,
+    clippy::case_sensitive_file_extension_comparisons
+)]
 
 mod common;
 
@@ -53,15 +58,17 @@ fn expected(r: &Recorded) -> Expect {
         ("cloudscraper__cloudflare-js-challenge-2021-11-02.html", _) => {
             fail(Violation::HtmlBody, None)
         }
-        ("pydantic-ai__gemini-openai-compat-chat-toolcall-empty-id.yaml", "0") => {
-            pass(&[W::EmptyToolCallId, W::MissingLogprobs], Some("tool_calls"))
-        }
+        ("pydantic-ai__gemini-openai-compat-chat-toolcall-empty-id.yaml", "0") => pass(
+            &[W::EmptyToolCallId, W::MissingLogprobs],
+            Some("tool_calls"),
+        ),
         ("pydantic-ai__gemini-openai-compat-chat-toolcall-empty-id.yaml", _) => {
             pass(&[W::MissingLogprobs], Some("stop"))
         }
-        ("pydantic-ai__groq-chat-stream-event-error-no-done.yaml", "0") => {
-            fail(Violation::ErrorInStream, Some("Tool call validation failed"))
-        }
+        ("pydantic-ai__groq-chat-stream-event-error-no-done.yaml", "0") => fail(
+            Violation::ErrorInStream,
+            Some("Tool call validation failed"),
+        ),
         ("pydantic-ai__groq-chat-stream-event-error-no-done.yaml", "1") => {
             pass(&[], Some("tool_calls"))
         }
@@ -112,7 +119,11 @@ fn expected(r: &Recorded) -> Expect {
         }
         ("pydantic-ai__openrouter-chat-429-int-code.yaml", _) => error_envelope(
             "",
-            &[W::IntegerErrorCode, W::MissingErrorType, W::MissingErrorParam],
+            &[
+                W::IntegerErrorCode,
+                W::MissingErrorType,
+                W::MissingErrorParam,
+            ],
         ),
         ("pydantic-ai__openrouter-chat-stream-comments-midstream-error.yaml", _) => {
             fail(Violation::ErrorInStream, Some("Token limit reached"))
@@ -121,18 +132,20 @@ fn expected(r: &Recorded) -> Expect {
             pass(&[W::DoneOnResponses, W::InterleavedItems], Some("stop"))
         }
         // Ends `data: [DONE]\n` with no blank line after it.
-        ("vercel-ai__anthropic-openai-compat-chat-stream-toolcall-index1.sse", _) => {
-            pass(&[W::ToolCallIndexOffset, W::UnterminatedEvent], Some("tool_calls"))
-        }
+        ("vercel-ai__anthropic-openai-compat-chat-stream-toolcall-index1.sse", _) => pass(
+            &[W::ToolCallIndexOffset, W::UnterminatedEvent],
+            Some("tool_calls"),
+        ),
         ("vercel-ai__azure-openai-chat-stream-empty-prelude-chunk.chunks.jsonl", _) => {
             pass(&[W::UnexpectedObject, W::MissingDone], Some("stop"))
         }
         ("vercel-ai__openai-chat-400-unsupported-parameter.json", _) => {
             error_envelope("max_tokens", &[])
         }
-        ("vercel-ai__openai-responses-stream-midstream-error-nested.chunks.jsonl", _) => {
-            fail(Violation::ErrorInStream, Some("You exceeded your current quota"))
-        }
+        ("vercel-ai__openai-responses-stream-midstream-error-nested.chunks.jsonl", _) => fail(
+            Violation::ErrorInStream,
+            Some("You exceeded your current quota"),
+        ),
         _ => panic!("{}: no expectation written for this fixture", r.name),
     }
 }
@@ -147,12 +160,23 @@ fn assert_deserved(r: &Recorded, v: &Verdict, want: &Expect) {
     assert_eq!(v.parse_check, want.parse, "{name}: {v:#?}");
     assert_eq!(v.violation, want.violation, "{name}: {v:#?}");
     for w in want.warnings {
-        assert!(v.warnings.contains(*w), "{name}: expected warning {w}, got {:?}", v.warnings);
+        assert!(
+            v.warnings.contains(*w),
+            "{name}: expected warning {w}, got {:?}",
+            v.warnings
+        );
     }
     if let Some(message) = want.error_message {
-        let e = v.api_error.as_ref().unwrap_or_else(|| panic!("{name}: no API error: {v:#?}"));
+        let e = v
+            .api_error
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no API error: {v:#?}"));
         assert!(!e.message.is_empty(), "{name}: empty message");
-        assert!(e.message.contains(message), "{name}: message {:?}", e.message);
+        assert!(
+            e.message.contains(message),
+            "{name}: message {:?}",
+            e.message
+        );
     }
     if let Some(finish) = want.finish {
         assert!(
@@ -177,7 +201,10 @@ fn every_fixture_gets_the_verdict_it_deserves() {
             checked += 1;
         }
     }
-    println!("{checked} recorded exchanges from {} files checked", files.len());
+    println!(
+        "{checked} recorded exchanges from {} files checked",
+        files.len()
+    );
     assert!(checked >= 26, "only {checked} exchanges");
 }
 
@@ -210,7 +237,9 @@ fn every_error_body_normalises_to_an_api_error_with_its_message() {
                 continue;
             }
             let v = check(&r, Mode::Compat);
-            let e = v.api_error.unwrap_or_else(|| panic!("{}: no API error", r.name));
+            let e = v
+                .api_error
+                .unwrap_or_else(|| panic!("{}: no API error", r.name));
             assert!(!e.message.is_empty(), "{}", r.name);
             assert_eq!(e.status, Some(r.status.as_u16()), "{}", r.name);
         }
@@ -242,10 +271,16 @@ fn strict_mode_holds_openai_to_the_letter() {
     }
     // The 2025 recording predates `sequence_number`: strict fails it, compat warns.
     let old = load("pydantic-ai__openai-responses-stream-2025-03-no-seqnum.yaml").remove(0);
-    assert_eq!(check(&old, Mode::Strict).violation, Some(Violation::MissingField));
+    assert_eq!(
+        check(&old, Mode::Strict).violation,
+        Some(Violation::MissingField)
+    );
     // OpenRouter's integer error code is not the OpenAI envelope.
     let or = load("pydantic-ai__openrouter-chat-429-int-code.yaml").remove(0);
-    assert_eq!(check(&or, Mode::Strict).violation, Some(Violation::ErrorShapeInvalid));
+    assert_eq!(
+        check(&or, Mode::Strict).violation,
+        Some(Violation::ErrorShapeInvalid)
+    );
     // OpenAI's own errors keep the envelope even in strict mode.
     let e404 = load("pydantic-ai__openai-chat-404-model-not-found.yaml").remove(0);
     assert_eq!(check(&e404, Mode::Strict).parse_check, ParseCheck::Pass);
@@ -259,7 +294,13 @@ fn dump() {
             let v = check(&r, Mode::Compat);
             println!(
                 "{:80} {} {:?} {:?} {:?} ev={} usage={:?}",
-                r.name, v.parse_check, v.violation, v.warnings, v.facts.finish_reasons, v.facts.events, v.facts.usage
+                r.name,
+                v.parse_check,
+                v.violation,
+                v.warnings,
+                v.facts.finish_reasons,
+                v.facts.events,
+                v.facts.usage
             );
         }
     }

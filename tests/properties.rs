@@ -1,4 +1,9 @@
 //! Invariants: a stream split anywhere checks the same as the whole; no input panics a checker.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
 
 mod common;
 
@@ -12,7 +17,11 @@ fn streams() -> Vec<Recorded> {
     all_files()
         .iter()
         .flat_map(|f| load(f))
-        .filter(|r| r.content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream")))
+        .filter(|r| {
+            r.content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("text/event-stream"))
+        })
         .collect()
 }
 
@@ -23,7 +32,12 @@ fn decode(chunks: &[&[u8]]) -> Events {
     let mut out = Vec::new();
     let mut on = |f: Frame<'_>| {
         if let Frame::Event(e) = f {
-            out.push((e.event_type().map(str::to_owned), e.data().to_vec(), e.offset(), e.is_complete()));
+            out.push((
+                e.event_type().map(str::to_owned),
+                e.data().to_vec(),
+                e.offset(),
+                e.is_complete(),
+            ));
         }
     };
     for c in chunks {
@@ -43,7 +57,10 @@ fn check_stream(r: &Recorded, chunks: &[&[u8]], mode: Mode) -> Verdict {
 
 /// Cuts `body` at the given fractions of its length.
 fn split<'a>(body: &'a [u8], cuts: &[f64]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = cuts.iter().map(|f| (f * body.len() as f64) as usize).collect();
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|f| (f * body.len() as f64) as usize)
+        .collect();
     points.sort_unstable();
     let mut out = Vec::new();
     let mut last = 0;
@@ -142,11 +159,20 @@ fn sse_line() -> impl Strategy<Value = String> {
 
 fn exercise(body: &[u8], cuts: &[f64]) {
     let chunks = split(body, cuts);
-    for surface in [ApiSurface::ChatCompletions, ApiSurface::Responses, ApiSurface::Other] {
+    for surface in [
+        ApiSurface::ChatCompletions,
+        ApiSurface::Responses,
+        ApiSurface::Other,
+    ] {
         for mode in [Mode::Compat, Mode::Strict] {
             for status in [200u16, 400, 429, 503] {
                 let status = http::StatusCode::from_u16(status).unwrap();
-                for ct in [None, Some("application/json"), Some("text/event-stream"), Some("text/html")] {
+                for ct in [
+                    None,
+                    Some("application/json"),
+                    Some("text/event-stream"),
+                    Some("text/html"),
+                ] {
                     let _ = check_body(surface, status, ct, body, mode);
                 }
             }

@@ -5,7 +5,13 @@ use super::{Report, TokenUsage, error, set_once};
 use crate::evidence::{Violation, Warning};
 use crate::sse::Event;
 
-const FINISH_REASONS: &[&str] = &["stop", "length", "tool_calls", "content_filter", "function_call"];
+const FINISH_REASONS: &[&str] = &[
+    "stop",
+    "length",
+    "tool_calls",
+    "content_filter",
+    "function_call",
+];
 
 /// Checks a non-streaming 2xx body.
 pub(super) fn check_completion(body: &[u8], content_type: Option<&str>, report: &mut Report) {
@@ -60,7 +66,10 @@ fn check_choice(choice: &Choice<'_>, report: &mut Report) {
             if !FINISH_REASONS.contains(&reason.as_ref()) {
                 report.warn(Warning::UnknownFinishReason);
             }
-            report.facts().finish_reasons.push(reason.clone().into_owned());
+            report
+                .facts()
+                .finish_reasons
+                .push(reason.clone().into_owned());
         }
         _ => report.warn(Warning::MissingFinishReason),
     }
@@ -179,7 +188,9 @@ impl ChatStream {
             match &choice.finish_reason {
                 None => report.warn(Warning::MissingFinishReason),
                 Some(None) => {}
-                Some(Some(reason)) if reason.is_empty() => report.warn(Warning::UnknownFinishReason),
+                Some(Some(reason)) if reason.is_empty() => {
+                    report.warn(Warning::UnknownFinishReason);
+                }
                 Some(Some(reason)) => {
                     if !FINISH_REASONS.contains(&reason.as_ref()) {
                         report.warn(Warning::UnknownFinishReason);
@@ -191,7 +202,10 @@ impl ChatStream {
                     if repeated {
                         report.warn(Warning::RepeatedFinishReason);
                     } else {
-                        report.facts().finish_reasons.push(reason.clone().into_owned());
+                        report
+                            .facts()
+                            .finish_reasons
+                            .push(reason.clone().into_owned());
                     }
                 }
             }
@@ -200,10 +214,10 @@ impl ChatStream {
                 match call.index {
                     None => report.warn(Warning::MissingToolCallIndex),
                     Some(i) => {
-                        if let Some(state) = self.state(index) {
-                            if *state.first_tool_index.get_or_insert(i) != 0 {
-                                report.warn(Warning::ToolCallIndexOffset);
-                            }
+                        if let Some(state) = self.state(index)
+                            && *state.first_tool_index.get_or_insert(i) != 0
+                        {
+                            report.warn(Warning::ToolCallIndexOffset);
                         }
                     }
                 }

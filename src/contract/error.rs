@@ -312,7 +312,13 @@ mod tests {
 
     #[test]
     fn non_errors_do_not_normalise() {
-        for body in [json!({}), json!([]), json!("x"), json!(3), json!({"choices":[]})] {
+        for body in [
+            json!({}),
+            json!([]),
+            json!("x"),
+            json!(3),
+            json!({"choices":[]}),
+        ] {
             assert_eq!(ApiError::from_json(&body), None, "{body}");
         }
         assert_eq!(ApiError::from_body(b"<html>"), None);
@@ -342,16 +348,26 @@ mod tests {
     #[test]
     fn empty_message_and_unknown_shapes_fail() {
         let v = json!({"error":{"message":"","type":"t","param":null,"code":null}});
-        assert_eq!(check(Mode::Compat, &v).violation, Some(Violation::ErrorShapeInvalid));
+        assert_eq!(
+            check(Mode::Compat, &v).violation,
+            Some(Violation::ErrorShapeInvalid)
+        );
         let v = json!({"status":"bad"});
-        assert_eq!(check(Mode::Compat, &v).violation, Some(Violation::ErrorShapeInvalid));
+        assert_eq!(
+            check(Mode::Compat, &v).violation,
+            Some(Violation::ErrorShapeInvalid)
+        );
     }
 
     #[test]
     fn status_comes_from_the_body_or_the_response() {
-        let groq = json!({"error":{"message":"m","type":"t","code":"tool_use_failed","status_code":400}});
+        let groq =
+            json!({"error":{"message":"m","type":"t","code":"tool_use_failed","status_code":400}});
         assert_eq!(ApiError::from_json(&groq).unwrap().status, Some(400));
-        let v = check(Mode::Compat, &json!({"error":{"message":"m","type":"t","code":"c"}}));
+        let v = check(
+            Mode::Compat,
+            &json!({"error":{"message":"m","type":"t","code":"c"}}),
+        );
         assert_eq!(v.api_error.unwrap().status, Some(400));
     }
 }

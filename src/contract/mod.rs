@@ -152,10 +152,7 @@ pub fn check_body(
     if surface == ApiSurface::Other {
         return Verdict::skipped(SkipReason::OtherSurface);
     }
-    if status.is_informational()
-        || status.is_redirection()
-        || status == StatusCode::NO_CONTENT
-    {
+    if status.is_informational() || status.is_redirection() || status == StatusCode::NO_CONTENT {
         return Verdict::skipped(SkipReason::NoBody);
     }
     if status.is_success() && content_type.is_some_and(is_event_stream) {
@@ -191,13 +188,11 @@ fn parse_json(
     content_type: Option<&str>,
     report: &mut Report,
 ) -> Option<serde_json::Value> {
-    match serde_json::from_slice(body) {
-        Ok(value) => Some(value),
-        Err(_) => {
-            report.fail(not_json(body, content_type));
-            None
-        }
+    let parsed = serde_json::from_slice(body).ok();
+    if parsed.is_none() {
+        report.fail(not_json(body, content_type));
     }
+    parsed
 }
 
 /// Why a body that failed to parse is not JSON: empty, HTML, or anything else.
@@ -299,9 +294,9 @@ impl Report {
 
 /// Keeps the first value of an optional fact.
 fn set_once(slot: &mut Option<String>, value: Option<&str>) {
-    if slot.is_none() {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            *slot = Some(v.to_owned());
-        }
+    if slot.is_none()
+        && let Some(v) = value.filter(|v| !v.is_empty())
+    {
+        *slot = Some(v.to_owned());
     }
 }

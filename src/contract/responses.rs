@@ -150,7 +150,11 @@ enum Kind {
 
 fn kind_of(t: &str) -> Kind {
     let Some(rest) = t.strip_prefix("response.") else {
-        return if t == "error" { Kind::Error } else { Kind::Unknown };
+        return if t == "error" {
+            Kind::Error
+        } else {
+            Kind::Unknown
+        };
     };
     match rest {
         "created" => Kind::Created,
@@ -285,30 +289,30 @@ impl ResponsesStream {
                 }
             }
             Kind::PartAdded => {
-                if self.require_item(ev.output_index, at, report) {
-                    if let Some(part) = part_key(&ev) {
-                        self.track_part(part);
-                    }
+                if self.require_item(ev.output_index, at, report)
+                    && let Some(part) = part_key(&ev)
+                {
+                    self.track_part(part);
                 }
             }
             Kind::PartDone => {
-                if self.require_item(ev.output_index, at, report) {
-                    if let Some(part) = part_key(&ev) {
-                        let before = self.open_parts.len();
-                        self.open_parts.retain(|p| *p != part);
-                        if before == self.open_parts.len() && !self.overflow {
-                            report.warn_at(Warning::MissingContentPart, at);
-                        }
+                if self.require_item(ev.output_index, at, report)
+                    && let Some(part) = part_key(&ev)
+                {
+                    let before = self.open_parts.len();
+                    self.open_parts.retain(|p| *p != part);
+                    if before == self.open_parts.len() && !self.overflow {
+                        report.warn_at(Warning::MissingContentPart, at);
                     }
                 }
             }
             Kind::PartEvent => {
-                if self.require_item(ev.output_index, at, report) && !self.overflow {
-                    if let Some(part) = part_key(&ev) {
-                        if !self.open_parts.contains(&part) {
-                            report.warn_at(Warning::MissingContentPart, at);
-                        }
-                    }
+                if self.require_item(ev.output_index, at, report)
+                    && !self.overflow
+                    && let Some(part) = part_key(&ev)
+                    && !self.open_parts.contains(&part)
+                {
+                    report.warn_at(Warning::MissingContentPart, at);
                 }
             }
             Kind::ArgumentsDone => {
@@ -345,7 +349,10 @@ impl ResponsesStream {
             report.fail(Violation::MissingField);
             return;
         };
-        let reason = head.incomplete_details.as_ref().and_then(|d| d.reason.as_deref());
+        let reason = head
+            .incomplete_details
+            .as_ref()
+            .and_then(|d| d.reason.as_deref());
         check_status(
             head.status.as_deref(),
             head.error,

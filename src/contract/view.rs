@@ -31,23 +31,22 @@ pub(super) fn parse<'a, T: Deserialize<'a>>(
     report: &mut Report,
     offset: Option<u64>,
 ) -> Option<T> {
-    match serde_json::from_slice::<T>(body) {
-        Ok(view) => Some(view),
-        Err(_) => {
-            let violation = if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
-                Violation::WrongType
-            } else {
-                not_json(body, content_type)
-            };
-            report.fail_at(violation, offset);
-            None
-        }
+    if let Ok(view) = serde_json::from_slice::<T>(body) {
+        return Some(view);
     }
+    let violation = if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+        Violation::WrongType
+    } else {
+        not_json(body, content_type)
+    };
+    report.fail_at(violation, offset);
+    None
 }
 
 /// Token counts. Lenient: usage is informational, so a gateway that sends `12.0` or a string
 /// loses the figure, not the contract.
 #[derive(Deserialize, Default)]
+#[allow(clippy::struct_field_names)]
 pub(super) struct Usage {
     #[serde(default, deserialize_with = "count")]
     pub(super) prompt_tokens: Option<u64>,
@@ -85,11 +84,17 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
             Ok(None)
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
             while a.next_element::<IgnoredAny>()?.is_some() {}
             Ok(None)
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
             while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             Ok(None)
         }

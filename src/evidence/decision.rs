@@ -50,7 +50,11 @@ pub struct Outcome<'a> {
 
 impl<'a> Outcome<'a> {
     /// A response with this status whose body was checked with this result.
-    pub fn response(status: StatusCode, parse_check: ParseCheck, violation: Option<Violation>) -> Self {
+    pub fn response(
+        status: StatusCode,
+        parse_check: ParseCheck,
+        violation: Option<Violation>,
+    ) -> Self {
         Self {
             status: Some(status),
             transport_error: None,
@@ -80,7 +84,8 @@ impl<'a> Outcome<'a> {
 
     /// The status class (`transport_error` when no response arrived).
     pub fn status_class(&self) -> StatusClass {
-        self.status.map_or(StatusClass::TransportError, StatusClass::of)
+        self.status
+            .map_or(StatusClass::TransportError, StatusClass::of)
     }
 }
 
@@ -285,10 +290,26 @@ mod tests {
             ("2xx fail", status(200, ParseCheck::Fail), Fallback),
             ("202 fail", status(202, ParseCheck::Fail), Fallback),
             ("429", status(429, ParseCheck::Pass), Fallback),
-            ("waf on 403", status(403, ParseCheck::Fail).with_waf(&wall), Hold),
-            ("waf on 200", status(200, ParseCheck::Fail).with_waf(&wall), Hold),
-            ("waf on 429", status(429, ParseCheck::Fail).with_waf(&wall), Hold),
-            ("waf on 503", status(503, ParseCheck::Fail).with_waf(&wall), Hold),
+            (
+                "waf on 403",
+                status(403, ParseCheck::Fail).with_waf(&wall),
+                Hold,
+            ),
+            (
+                "waf on 200",
+                status(200, ParseCheck::Fail).with_waf(&wall),
+                Hold,
+            ),
+            (
+                "waf on 429",
+                status(429, ParseCheck::Fail).with_waf(&wall),
+                Hold,
+            ),
+            (
+                "waf on 503",
+                status(503, ParseCheck::Fail).with_waf(&wall),
+                Hold,
+            ),
             ("401", status(401, ParseCheck::Pass), Hold),
             ("403 json", status(403, ParseCheck::Pass), Hold),
             ("400", status(400, ParseCheck::Pass), Hold),
@@ -302,8 +323,16 @@ mod tests {
             ("502 html", status(502, ParseCheck::Fail), Fallback),
             ("503", status(503, ParseCheck::Pass), Fallback),
             ("529 anthropic", status(529, ParseCheck::Pass), Fallback),
-            ("timeout", Outcome::transport_error(TransportErrorKind::Timeout), Fallback),
-            ("connect", Outcome::transport_error(TransportErrorKind::Connect), Fallback),
+            (
+                "timeout",
+                Outcome::transport_error(TransportErrorKind::Timeout),
+                Fallback,
+            ),
+            (
+                "connect",
+                Outcome::transport_error(TransportErrorKind::Connect),
+                Fallback,
+            ),
             ("301", status(301, ParseCheck::Skipped), Fallback),
         ];
         for (name, outcome, want) in rows {
@@ -318,7 +347,10 @@ mod tests {
             .with_first(Rule::Waf, Fallback);
         assert_eq!(table.decide(&status(404, ParseCheck::Pass)), Fallback);
         let wall = WafVerdict::new(WafVendor::Aws, WafKind::Block);
-        assert_eq!(table.decide(&status(403, ParseCheck::Fail).with_waf(&wall)), Fallback);
+        assert_eq!(
+            table.decide(&status(403, ParseCheck::Fail).with_waf(&wall)),
+            Fallback
+        );
         let empty = DecisionTable::empty(Hold);
         assert_eq!(empty.decide(&status(200, ParseCheck::Pass)), Hold);
         assert!(empty.rows().is_empty());

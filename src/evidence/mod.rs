@@ -331,7 +331,9 @@ impl Warnings {
 
 impl fmt::Debug for Warnings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(Warning::as_str)).finish()
+        f.debug_set()
+            .entries(self.iter().map(Warning::as_str))
+            .finish()
     }
 }
 
@@ -377,7 +379,11 @@ mod tests {
         let mut all: Vec<&str> = Violation::ALL.iter().map(|v| v.as_str()).collect();
         all.extend(Warning::ALL.iter().map(|w| w.as_str()));
         for s in &all {
-            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{s}");
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{s}"
+            );
         }
         let n = all.len();
         all.sort_unstable();

@@ -58,7 +58,10 @@ impl ApiSurface {
 /// (`resp_…`, `chatcmpl-…`); gateways' ids (`gen-…`) too.
 fn is_id(segment: &str) -> bool {
     !segment.is_empty()
-        && !matches!(segment, "input_tokens" | "compact" | "messages" | "input_items")
+        && !matches!(
+            segment,
+            "input_tokens" | "compact" | "messages" | "input_items"
+        )
 }
 
 #[cfg(test)]
@@ -90,7 +93,11 @@ mod tests {
             (&post, "/v1/responses", Resp),
             (&post, "/api/v1/responses", Resp),
             (&post, "/openai/v1/responses?api-version=preview", Resp),
-            (&get, "/v1/responses/resp_123?stream=true&starting_after=4", Resp),
+            (
+                &get,
+                "/v1/responses/resp_123?stream=true&starting_after=4",
+                Resp,
+            ),
             (&post, "/v1/responses/resp_123/cancel", Resp),
             (&get, "/v1/responses/resp_123/input_items", Other),
             (&post, "/v1/responses/input_tokens", Other),

@@ -30,7 +30,11 @@ struct Tap {
 }
 
 impl CheckedBody {
-    pub(super) fn new(inner: reqwest::Body, checker: StreamChecker, verdict: StreamVerdict) -> Self {
+    pub(super) fn new(
+        inner: reqwest::Body,
+        checker: StreamChecker,
+        verdict: StreamVerdict,
+    ) -> Self {
         Self {
             inner,
             tap: Tap {

@@ -124,7 +124,12 @@ impl Inspect {
     }
 
     /// Checks one response and hands it back with the verdict in its extensions.
-    pub async fn inspect(&self, surface: ApiSurface, method: &Method, response: Response) -> Response {
+    pub async fn inspect(
+        &self,
+        surface: ApiSurface,
+        method: &Method,
+        response: Response,
+    ) -> Response {
         let mut response = response;
         response.extensions_mut().insert(surface);
         let status = response.status();
@@ -143,7 +148,11 @@ impl Inspect {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        if status.is_success() && content_type.as_deref().is_some_and(contract::is_event_stream) {
+        if status.is_success()
+            && content_type
+                .as_deref()
+                .is_some_and(contract::is_event_stream)
+        {
             return self.wrap_stream(surface, response);
         }
         let cap = self.config.max_body_bytes;
@@ -153,8 +162,13 @@ impl Inspect {
         let (parts, body, url) = split(response);
         let (verdict, body) = match read_capped(body, cap).await {
             Read::Whole(bytes) => {
-                let verdict =
-                    contract::check_body(surface, status, content_type.as_deref(), &bytes, self.config.mode);
+                let verdict = contract::check_body(
+                    surface,
+                    status,
+                    content_type.as_deref(),
+                    &bytes,
+                    self.config.mode,
+                );
                 (verdict, reqwest::Body::from(bytes))
             }
             Read::TooLarge(prefix, rest) => (
@@ -172,8 +186,11 @@ impl Inspect {
     }
 
     fn wrap_stream(&self, surface: ApiSurface, response: Response) -> Response {
-        let checker =
-            StreamChecker::with_max_event_bytes(surface, self.config.mode, self.config.max_event_bytes);
+        let checker = StreamChecker::with_max_event_bytes(
+            surface,
+            self.config.mode,
+            self.config.max_event_bytes,
+        );
         let verdict = StreamVerdict::new();
         let (mut parts, body, url) = split(response);
         parts.extensions.insert(verdict.clone());
@@ -215,7 +232,9 @@ fn join(parts: http::response::Parts, body: reqwest::Body, url: reqwest::Url) ->
     // `url` travels in a private extension that only reqwest's builder can set.
     let mut response = http::Response::from_parts(parts, body);
     if let Ok(with_url) = http::Response::builder().url(url).body(()) {
-        response.extensions_mut().extend(with_url.into_parts().0.extensions);
+        response
+            .extensions_mut()
+            .extend(with_url.into_parts().0.extensions);
     }
     Response::from(response)
 }

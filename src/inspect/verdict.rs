@@ -65,7 +65,10 @@ impl StreamVerdict {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panicking callback must not take the verdict down with it.
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The verdict, once the stream has ended, failed or been dropped.
@@ -120,8 +123,15 @@ impl StreamVerdict {
             if state.verdict.is_some() {
                 return;
             }
+            let callbacks = std::mem::take(&mut state.callbacks);
+            if callbacks.is_empty() {
+                state.verdict = Some(verdict);
+                drop(state);
+                self.inner.ready.notify_waiters();
+                return;
+            }
             state.verdict = Some(verdict.clone());
-            std::mem::take(&mut state.callbacks)
+            callbacks
         };
         self.inner.ready.notify_waiters();
         for f in callbacks {

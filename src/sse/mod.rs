@@ -47,7 +47,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// callback returns.
 #[derive(Clone, Copy)]
 pub struct Event<'a> {
-    event: &'a [u8],
+    kind: &'a [u8],
     data: &'a [u8],
     offset: u64,
     complete: bool,
@@ -56,16 +56,16 @@ pub struct Event<'a> {
 impl<'a> Event<'a> {
     /// The `event:` field, if the event had a non-empty one (SSE's default type is `message`).
     pub fn event_type(&self) -> Option<&'a str> {
-        if self.event.is_empty() {
+        if self.kind.is_empty() {
             None
         } else {
-            std::str::from_utf8(self.event).ok()
+            std::str::from_utf8(self.kind).ok()
         }
     }
 
     /// The raw `event:` field bytes (empty when absent).
     pub fn event_type_bytes(&self) -> &'a [u8] {
-        self.event
+        self.kind
     }
 
     /// The event's data: its `data:` lines joined with `\n`.
@@ -89,7 +89,7 @@ impl fmt::Debug for Event<'_> {
     // Data can be a prompt's completion: keep it out of debug output.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
-            .field("event", &String::from_utf8_lossy(self.event))
+            .field("event", &String::from_utf8_lossy(self.kind))
             .field("data_len", &self.data.len())
             .field("offset", &self.offset)
             .field("complete", &self.complete)
@@ -227,7 +227,7 @@ impl Decoder {
             });
         } else if self.has_data {
             on_frame(Frame::Event(Event {
-                event: &self.event,
+                kind: &self.event,
                 data: &self.data,
                 offset: self.event_start.unwrap_or(self.offset),
                 complete: false,
@@ -359,7 +359,7 @@ impl Decoder {
             });
         } else if self.has_data {
             on_frame(Frame::Event(Event {
-                event: &self.event,
+                kind: &self.event,
                 data: &self.data,
                 offset,
                 complete: true,
@@ -423,7 +423,11 @@ mod tests {
             let body = format!("data: a{nl}{nl}event: e{nl}data: b{nl}{nl}");
             let got = decode(&[body.as_bytes()]);
             let second = 7 + 2 * nl.len() as u64;
-            assert_eq!(got, vec![ev(None, "a", 0), ev(Some("e"), "b", second)], "{nl:?}");
+            assert_eq!(
+                got,
+                vec![ev(None, "a", 0), ev(Some("e"), "b", second)],
+                "{nl:?}"
+            );
         }
     }
 
@@ -447,7 +451,10 @@ mod tests {
 
     #[test]
     fn event_without_data_is_not_dispatched() {
-        assert_eq!(decode(&[b"event: ping\n\ndata: y\n\n"]), vec![ev(None, "y", 13)]);
+        assert_eq!(
+            decode(&[b"event: ping\n\ndata: y\n\n"]),
+            vec![ev(None, "y", 13)]
+        );
     }
 
     #[test]
@@ -455,10 +462,7 @@ mod tests {
         let got = decode(&[b"\xEF", b"\xBB", b"\xBFdata: z\n\n"]);
         assert_eq!(got, vec![ev(None, "z", 3)]);
         // A body too short to be a BOM still decodes.
-        assert_eq!(
-            decode(&[b"da", b"ta: q\n\n"]),
-            vec![ev(None, "q", 0)]
-        );
+        assert_eq!(decode(&[b"da", b"ta: q\n\n"]), vec![ev(None, "q", 0)]);
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! Reading the recorded fixtures in ../shared/fixtures (never copied into this repo).
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::case_sensitive_file_extension_comparisons
+)]
 
 use std::path::PathBuf;
 
@@ -12,10 +16,15 @@ pub fn fixtures_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing and CI=true: the fixtures are required", dir.display());
-    }
-    eprintln!("skipped: {} not found (set CI=true to make this a failure)", dir.display());
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is missing and CI=true: the fixtures are required",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: {} not found (set CI=true to make this a failure)",
+        dir.display()
+    );
     None
 }
 
@@ -55,17 +64,45 @@ pub fn load(file: &str) -> Vec<Recorded> {
             sse.push_str(line);
             sse.push_str("\n\n");
         }
-        let p = if file.contains("responses") { "/v1/responses" } else { "/v1/chat/completions" };
-        return vec![one(http::Method::POST, p, 200, "text/event-stream", sse.into_bytes())];
+        let p = if file.contains("responses") {
+            "/v1/responses"
+        } else {
+            "/v1/chat/completions"
+        };
+        return vec![one(
+            http::Method::POST,
+            p,
+            200,
+            "text/event-stream",
+            sse.into_bytes(),
+        )];
     }
     if file.ends_with(".sse") {
-        return vec![one(http::Method::POST, "/v1/chat/completions", 200, "text/event-stream", bytes)];
+        return vec![one(
+            http::Method::POST,
+            "/v1/chat/completions",
+            200,
+            "text/event-stream",
+            bytes,
+        )];
     }
     if file.ends_with(".json") {
-        return vec![one(http::Method::POST, "/v1/chat/completions", 400, "application/json", bytes)];
+        return vec![one(
+            http::Method::POST,
+            "/v1/chat/completions",
+            400,
+            "application/json",
+            bytes,
+        )];
     }
     if file.ends_with(".html") {
-        return vec![one(http::Method::POST, "/v1/chat/completions", 403, "text/html", bytes)];
+        return vec![one(
+            http::Method::POST,
+            "/v1/chat/completions",
+            403,
+            "text/html",
+            bytes,
+        )];
     }
     let doc: Value = serde_norway::from_slice(&bytes).unwrap();
     let interactions = doc["interactions"].as_array().unwrap();
@@ -76,8 +113,13 @@ pub fn load(file: &str) -> Vec<Recorded> {
             let req = &it["request"];
             let resp = &it["response"];
             let uri = req["uri"].as_str().unwrap();
-            let path = uri.splitn(4, '/').nth(3).map_or("/".to_owned(), |p| format!("/{p}"));
-            let content_type = resp["headers"]["content-type"][0].as_str().map(str::to_owned);
+            let path = uri
+                .splitn(4, '/')
+                .nth(3)
+                .map_or("/".to_owned(), |p| format!("/{p}"));
+            let content_type = resp["headers"]["content-type"][0]
+                .as_str()
+                .map(str::to_owned);
             let body = match resp["body"]["string"].as_str() {
                 Some(s) => s.as_bytes().to_vec(),
                 None => serde_json::to_vec(&resp["parsed_body"]).unwrap(),
@@ -86,8 +128,10 @@ pub fn load(file: &str) -> Vec<Recorded> {
                 name: format!("{file}#{i}"),
                 method: req["method"].as_str().unwrap().parse().unwrap(),
                 path,
-                status: http::StatusCode::from_u16(resp["status"]["code"].as_u64().unwrap() as u16)
-                    .unwrap(),
+                status: http::StatusCode::from_u16(
+                    u16::try_from(resp["status"]["code"].as_u64().unwrap()).unwrap(),
+                )
+                .unwrap(),
                 content_type,
                 body,
             }
