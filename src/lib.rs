@@ -12,17 +12,19 @@
 //!
 //! ## Quickstart
 //!
-//! Add the [`Inspect`](inspect::Inspect) layer to the client you already have; call sites do
-//! not change. The verdict of each response is in its extensions.
+//! Add the layers to the client you already have; call sites do not change. The verdict of
+//! each response is in its extensions.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use reqwest_llm_guard::contract::Verdict;
-//! use reqwest_llm_guard::evidence::{DecisionPolicy, DecisionTable, Outcome};
+//! use reqwest_llm_guard::evidence::{DecisionPolicy, DecisionTable, Outcome, WafVerdict};
 //! use reqwest_llm_guard::inspect::Inspect;
+//! use reqwest_llm_guard::retry::{Retry, RetryRecord};
 //!
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-//!     .with(Inspect::new())
+//!     .with(Retry::new()) // outer: bounded 429 retry
+//!     .with(Inspect::new()) // inner: per attempt, WAF walls and the contract
 //!     .build();
 //!
 //! let response = client
@@ -34,11 +36,26 @@
 //!     .await?;
 //!
 //! let verdict = response.extensions().get::<Verdict>().cloned().expect("inspected");
-//! let outcome = Outcome::response(response.status(), verdict.parse_check, verdict.violation);
+//! let retries = response.extensions().get::<RetryRecord>().map_or(0, RetryRecord::retries);
+//! let mut outcome = Outcome::response(response.status(), verdict.parse_check, verdict.violation);
+//! if let Some(wall) = response.extensions().get::<WafVerdict>() {
+//!     outcome = outcome.with_waf(wall);
+//! }
 //! let decision = DecisionTable::default().decide(&outcome);
-//! println!("parse_check={} fallback_decision={decision}", verdict.parse_check);
+//! println!("parse_check={} retry_count={retries} fallback_decision={decision}", verdict.parse_check);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Layers and their order
+//!
+//! The first `.with()` runs outermost. Put [`Retry`](retry::Retry) outside
+//! [`Inspect`](inspect::Inspect), so every attempt is inspected and the retry layer sees each
+//! attempt's WAF verdict:
+//!
+//! | layer | per | does |
+//! |---|---|---|
+//! | [`retry::Retry`] | call | retries 429 within bounds: `Retry-After` honoured and capped, a deadline, a shared [`RetryBudget`](retry::RetryBudget); never a wall or a 403 |
+//! | [`inspect::Inspect`] | attempt | recognises WAF and bot walls ([`waf`]), checks the contract ([`contract`]), hands the response back byte-identical with the verdicts in its extensions |
 //!
 //! A streaming response (`text/event-stream`) is never buffered: its body is wrapped, each
 //! chunk reaches the caller as it arrives, and the verdict arrives in a
@@ -82,6 +99,11 @@
 //!
 //! | setting | default |
 //! |---|---|
+//! | retried | 429 only ([`retry::On429`]); preset [`Retry::openai_sdk`](retry::Retry::openai_sdk): 408, 409, 429, 5xx, transport errors |
+//! | retries, backoff | 2, full-jitter exponential 0.5 s → 8 s |
+//! | largest server-requested wait (`retry-after`, `retry-after-ms`) | 60 s; longer: no retry, `fallback` |
+//! | retry deadline | 60 s from the call's start (tokio's clock); the attempt in flight is never cut |
+//! | retry budget | 10 retries/s reserve plus 20% of calls, over a 10 s window, shared by clones |
 //! | contract mode | [`Mode::Compat`](contract::Mode::Compat) |
 //! | largest non-streaming body read to check | 8 MiB ([`inspect::DEFAULT_MAX_BODY_BYTES`]); larger: `skipped`, `too_large`, body untouched |
 //! | largest SSE event kept | 16 MiB ([`sse::DEFAULT_MAX_EVENT_BYTES`]); larger: `skipped`, `too_large`, bytes still flow |
@@ -92,11 +114,16 @@
 //! handed back, byte-identical, with the verdict beside it. A connection that fails while the
 //! layer reads a body is handed back as it came (the bytes that arrived, then the same error).
 //!
+//! The retry layer returns the last attempt's result as it came (`Ok(429)` when retries ran
+//! out; a transport error unwrapped). Its one error of its own is an [`Error`] of kind
+//! [`ErrorKind::RequestNotCloneable`], inside `reqwest_middleware::Error::Middleware`, for a
+//! request whose streaming body cannot be resent: downcast to read it.
+//!
 //! ## Features
 //!
 //! | feature | what it adds | status |
 //! |---|---|---|
-//! | (none) | the contract checkers, the SSE decoder, the inspect layer | available |
+//! | (none) | the contract checkers, the SSE decoder, the WAF classifier, the inspect and retry layers | available |
 //! | `otlp` | an OTLP export pipeline built from the `OTEL_*` environment variables | planned |
 //! | `mock` | an OpenAI-compatible mock gateway that misbehaves on request | planned |
 //! | `cli` | the `llm-guard` command: the smoke drill and the mock gateway | planned |
@@ -104,9 +131,14 @@
 //! The crate chooses no TLS backend: enable the one you want on your own `reqwest`.
 
 pub mod contract;
+mod error;
 pub mod evidence;
 pub mod inspect;
+pub mod retry;
 pub mod sse;
+pub mod waf;
+
+pub use error::{Error, ErrorKind};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

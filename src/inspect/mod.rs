@@ -3,6 +3,12 @@
 //!
 //! What it does with each response:
 //!
+//! Every attempt is first checked for a WAF or bot wall ([`waf::classify`]), at any status: from
+//! the headers, then from the first 64 KiB of a body the layer reads (a body it does not read is
+//! judged by its block headers alone, [`waf::classify_headers`]). A wall leaves a
+//! [`WafVerdict`](crate::evidence::WafVerdict) in the response's extensions (the retry layer
+//! never retries it).
+//!
 //! | response | body | verdict in the extensions |
 //! |---|---|---|
 //! | surface `other`, `HEAD`, 1xx, 204, 3xx | untouched | [`Verdict`] `skipped` |
@@ -57,6 +63,7 @@ use reqwest_middleware::{Middleware, Next};
 use crate::contract::{self, Mode, StreamChecker, Verdict};
 use crate::evidence::{ApiSurface, SkipReason, Violation};
 use crate::sse::DEFAULT_MAX_EVENT_BYTES;
+use crate::waf;
 use body::{CheckedBody, Replay};
 
 /// Default cap on a non-streaming body the layer reads: 8 MiB.
@@ -159,9 +166,12 @@ impl Inspect {
         if response.content_length().is_some_and(|n| n > cap as u64) {
             return with_verdict(response, Verdict::skipped(SkipReason::TooLarge));
         }
-        let (parts, body, url) = split(response);
+        let (mut parts, body, url) = split(response);
         let (verdict, body) = match read_capped(body, cap).await {
             Read::Whole(bytes) => {
+                if let Some(wall) = waf::classify(status, &parts.headers, &bytes) {
+                    parts.extensions.insert(wall);
+                }
                 let verdict = contract::check_body(
                     surface,
                     status,
@@ -171,14 +181,25 @@ impl Inspect {
                 );
                 (verdict, reqwest::Body::from(bytes))
             }
-            Read::TooLarge(prefix, rest) => (
-                Verdict::skipped(SkipReason::TooLarge),
-                reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
-            ),
-            Read::Failed(prefix, error) => (
-                Verdict::failed(Violation::BodyReadError),
-                reqwest::Body::wrap(Replay::then_error(prefix, error)),
-            ),
+            Read::TooLarge(prefix, rest) => {
+                let head = prefix.first().map_or(&[][..], |b| &b[..]);
+                if let Some(wall) = waf::classify(status, &parts.headers, head) {
+                    parts.extensions.insert(wall);
+                }
+                (
+                    Verdict::skipped(SkipReason::TooLarge),
+                    reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
+                )
+            }
+            Read::Failed(prefix, error) => {
+                if let Some(wall) = waf::classify_headers(&parts.headers) {
+                    parts.extensions.insert(wall);
+                }
+                (
+                    Verdict::failed(Violation::BodyReadError),
+                    reqwest::Body::wrap(Replay::then_error(prefix, error)),
+                )
+            }
         };
         let mut response = join(parts, body, url);
         response.extensions_mut().insert(verdict);
@@ -193,6 +214,9 @@ impl Inspect {
         );
         let verdict = StreamVerdict::new();
         let (mut parts, body, url) = split(response);
+        if let Some(wall) = waf::classify_headers(&parts.headers) {
+            parts.extensions.insert(wall);
+        }
         parts.extensions.insert(verdict.clone());
         let body = reqwest::Body::wrap(CheckedBody::new(body, checker, verdict));
         join(parts, body, url)
@@ -217,7 +241,12 @@ impl Middleware for Inspect {
     }
 }
 
+/// For a response whose body the layer does not read: the verdict, and a wall known from the
+/// headers alone.
 fn with_verdict(mut response: Response, verdict: Verdict) -> Response {
+    if let Some(wall) = waf::classify_headers(response.headers()) {
+        response.extensions_mut().insert(wall);
+    }
     response.extensions_mut().insert(verdict);
     response
 }

@@ -11,6 +11,10 @@ use crate::evidence::{WafKind, WafVendor};
 
 use super::reference::{PageRef, Shape};
 
+use Sign::{Cookie, Header};
+use ValueTest::{Any, Contains, StartsWith};
+use WafKind::{Block, Challenge};
+
 /// How a header value is tested. Comparisons ignore ASCII case and surrounding whitespace.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ValueTest {
@@ -157,8 +161,6 @@ const fn gated(
         gate,
     }
 }
-
-use WafKind::{Block, Challenge};
 
 /// Step 3: block-page markers, first match wins. A vendor's challenge rules come before its
 /// block rules (Cloudflare's challenge pages carry the block template too), and the generic
@@ -320,7 +322,10 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
     rule_also(
         WafVendor::F5,
         Block,
-        &["the requested url was rejected", "<title>request rejected</title>"],
+        &[
+            "the requested url was rejected",
+            "<title>request rejected</title>",
+        ],
         &["support id"],
     ),
     // Azure Application Gateway: the nginx-style template signed by the gateway. Its 502 page
@@ -365,7 +370,10 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
     rule(
         WafVendor::Vercel,
         Challenge,
-        &["<title>vercel security checkpoint</title>", "/vercel/security/"],
+        &[
+            "<title>vercel security checkpoint</title>",
+            "/vercel/security/",
+        ],
     ),
     // PerimeterX / HUMAN: the "Press & Hold" CAPTCHA, then the block wording.
     rule(WafVendor::PerimeterX, Challenge, &["px-captcha"]),
@@ -484,9 +492,6 @@ pub(crate) struct Edge {
 
 /// The statuses at which presence signs on a non-JSON body make a `suspected` wall.
 pub(crate) const SUSPECT_STATUSES: &[u16] = &[403, 406, 429, 503];
-
-use Sign::{Cookie, Header};
-use ValueTest::{Any, Contains, StartsWith};
 
 /// Step 4: edges by their presence signs, first match wins (the client-facing edge first).
 ///

@@ -1,0 +1,380 @@
+//! The retry layer: bounded retry for 429, walls never retried (DESIGN §3.2).
+//!
+//! Built on reqwest-retry's public traits, so a user's
+//! [`RetryableStrategy`](reqwest_retry::RetryableStrategy) ("whether") and any
+//! [`RetryPolicy`](retry_policies::RetryPolicy) ("when") plug in. On top of them it does what
+//! reqwest-retry does not:
+//!
+//! - honours the server's `retry-after-ms`, `retry-after` (seconds or an HTTP date) and
+//!   `x-should-retry`, the way the OpenAI SDKs do;
+//! - caps a server's requested wait (default 60 s): asked to wait longer, it does not retry and
+//!   the call goes to `fallback`;
+//! - keeps a total deadline on tokio's clock (default 60 s from the call's start): no retry
+//!   starts, and no wait runs, past it. The attempt in flight is never cut short: a long
+//!   generation is not a failure;
+//! - draws every retry from a [`RetryBudget`] shared by all clones of the client, so a 429
+//!   storm cannot multiply load;
+//! - never retries a WAF or bot wall (at any status) nor a 403, whatever the strategy says.
+//!
+//! Each attempt runs the rest of the stack with a [`CurrentAttempt`] in the request's
+//! extensions (inner layers read `http.request.resend_count` from it). When the call ends, a
+//! [`RetryRecord`] (every attempt's status, WAF verdict, wait and its reason, and why the layer
+//! stopped) is left in the request's extensions and copied into the response's.
+//!
+//! The last attempt's result is returned as it came: `Ok(429)` when retries ran out, the
+//! transport error unwrapped (reqwest-retry wraps it, which hides `is_timeout()`).
+//!
+//! # Defaults
+//!
+//! | setting | default |
+//! |---|---|
+//! | what is retried | 429 only ([`On429`]); [`Retry::openai_sdk`] adds 408, 409, 5xx and transport errors |
+//! | retries | 2 |
+//! | backoff | full-jitter exponential, 0.5 s doubling to 8 s |
+//! | largest server-requested wait | 60 s |
+//! | deadline | 60 s from the start of the call |
+//! | budget | [`RetryBudget::default`]: 10 retries/s reserve plus 20% of calls, over 10 s |
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use reqwest_llm_guard::inspect::Inspect;
+//! use reqwest_llm_guard::retry::Retry;
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(Retry::new().with_deadline(Some(Duration::from_secs(30))))
+//!     .with(Inspect::new()) // inside: its WAF verdicts stop retries
+//!     .build();
+//! ```
+
+mod after;
+mod budget;
+mod strategy;
+
+pub use after::WaitReason;
+pub use budget::RetryBudget;
+pub use strategy::{On429, OpenAiSdk};
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Extensions, StatusCode};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
+use retry_policies::policies::ExponentialBackoff;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind};
+use crate::evidence::{WafVerdict, str_enum};
+
+str_enum! {
+    /// Why the retry layer stopped after an attempt.
+    pub enum StopReason {
+        /// The strategy found nothing to retry (a success, usually).
+        Done => "done",
+        /// The strategy called the failure fatal.
+        NotRetryable => "not_retryable",
+        /// A WAF or bot wall answered: never retried.
+        WafWall => "waf_wall",
+        /// A 403: never retried.
+        Forbidden => "forbidden",
+        /// The server said `x-should-retry: false`.
+        ServerSaidNo => "x_should_retry_false",
+        /// The server asked to wait longer than the cap.
+        RetryAfterOverCap => "retry_after_over_cap",
+        /// The policy's retries ran out.
+        AttemptsExhausted => "attempts_exhausted",
+        /// The next attempt would start after the deadline.
+        Deadline => "deadline",
+        /// The shared retry budget is spent.
+        BudgetExhausted => "budget_exhausted",
+    }
+}
+
+impl StopReason {
+    /// Whether the layer gave up on a failure it would otherwise have retried (the call's
+    /// decision is then `fallback`).
+    pub fn is_exhausted(self) -> bool {
+        matches!(
+            self,
+            Self::RetryAfterOverCap
+                | Self::AttemptsExhausted
+                | Self::Deadline
+                | Self::BudgetExhausted
+        )
+    }
+}
+
+/// The attempt the rest of the stack is running, in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CurrentAttempt {
+    /// 0 for the first attempt: `http.request.resend_count`.
+    pub resend_count: u32,
+}
+
+/// What happened to one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptRecord {
+    /// 0 for the first attempt.
+    pub resend_count: u32,
+    /// The status, or `None` for a transport error.
+    pub status: Option<StatusCode>,
+    /// The wall that answered, if one did.
+    pub waf: Option<WafVerdict>,
+    /// The wait before the next attempt and why that long; `None` on the last attempt.
+    pub retry_after: Option<(Duration, WaitReason)>,
+    /// Why the layer stopped; `None` on a retried attempt.
+    pub stop: Option<StopReason>,
+}
+
+/// Every attempt of a call, left in the request's and the response's extensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryRecord {
+    /// The attempts, first to last.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl RetryRecord {
+    /// Retries made (`retry_count`): 0 when the first attempt stood.
+    pub fn retries(&self) -> u32 {
+        u32::try_from(self.attempts.len().saturating_sub(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Why the layer stopped.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.attempts.last().and_then(|a| a.stop)
+    }
+}
+
+/// The retry middleware. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Retry<P = ExponentialBackoff, S = On429> {
+    policy: P,
+    strategy: S,
+    max_server_wait: Duration,
+    deadline: Option<Duration>,
+    budget: Option<Arc<RetryBudget>>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Full-jitter exponential backoff from 0.5 s to 8 s, 2 retries.
+pub fn default_policy() -> ExponentialBackoff {
+    ExponentialBackoff::builder()
+        .retry_bounds(Duration::from_millis(500), Duration::from_secs(8))
+        .jitter(Jitter::Full)
+        .base(2)
+        .build_with_max_retries(2)
+}
+
+impl Retry {
+    /// 429 only, with the defaults in the [module docs](self#defaults).
+    pub fn new() -> Self {
+        Self {
+            policy: default_policy(),
+            strategy: On429,
+            max_server_wait: Duration::from_secs(60),
+            deadline: Some(Duration::from_secs(60)),
+            budget: Some(Arc::new(RetryBudget::default())),
+        }
+    }
+}
+
+impl Retry<ExponentialBackoff, OpenAiSdk> {
+    /// The OpenAI SDKs' set (408, 409, 429, 5xx, transport errors); other defaults unchanged.
+    pub fn openai_sdk() -> Self {
+        Retry::new().with_strategy(OpenAiSdk)
+    }
+}
+
+impl<P, S> Retry<P, S> {
+    /// Another "when": any `retry_policies::RetryPolicy`. Its elapsed-time bounds use the
+    /// system clock; this layer's deadline uses tokio's.
+    #[must_use]
+    pub fn with_policy<P2: RetryPolicy>(self, policy: P2) -> Retry<P2, S> {
+        Retry {
+            policy,
+            strategy: self.strategy,
+            max_server_wait: self.max_server_wait,
+            deadline: self.deadline,
+            budget: self.budget,
+        }
+    }
+
+    /// Another "whether": any reqwest-retry `RetryableStrategy`. Walls and 403s stay unretried.
+    #[must_use]
+    pub fn with_strategy<S2: RetryableStrategy>(self, strategy: S2) -> Retry<P, S2> {
+        Retry {
+            policy: self.policy,
+            strategy,
+            max_server_wait: self.max_server_wait,
+            deadline: self.deadline,
+            budget: self.budget,
+        }
+    }
+
+    /// The longest server-requested wait honoured; above it, no retry (default 60 s).
+    #[must_use]
+    pub fn with_max_server_wait(mut self, max: Duration) -> Self {
+        self.max_server_wait = max;
+        self
+    }
+
+    /// The total deadline from the call's start (default 60 s); `None` for none.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The budget to draw retries from (share one across clients to bound them together);
+    /// `None` for none.
+    #[must_use]
+    pub fn with_budget(mut self, budget: Option<Arc<RetryBudget>>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The budget retries are drawn from.
+    pub fn budget(&self) -> Option<&Arc<RetryBudget>> {
+        self.budget.as_ref()
+    }
+}
+
+enum Step {
+    Stop(StopReason),
+    Retry(Duration, WaitReason),
+}
+
+struct CallClock {
+    started: Instant,
+    started_system: SystemTime,
+}
+
+impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
+    fn next_step(
+        &self,
+        result: &reqwest_middleware::Result<Response>,
+        waf: Option<&WafVerdict>,
+        retries: u32,
+        clock: &CallClock,
+    ) -> Step {
+        let response = result.as_ref().ok();
+        if waf.is_some() {
+            return Step::Stop(StopReason::WafWall);
+        }
+        if response.is_some_and(|r| r.status() == StatusCode::FORBIDDEN) {
+            return Step::Stop(StopReason::Forbidden);
+        }
+        let Some(verdict) = self.strategy.handle(result) else {
+            return Step::Stop(StopReason::Done);
+        };
+        let headers = response.map(Response::headers);
+        match (verdict, headers.and_then(after::should_retry_header)) {
+            (_, Some(false)) => return Step::Stop(StopReason::ServerSaidNo),
+            (Retryable::Fatal, None) => return Step::Stop(StopReason::NotRetryable),
+            (Retryable::Fatal | Retryable::Transient, _) => {}
+        }
+        let server = headers.and_then(|h| after::server_wait(h, SystemTime::now()));
+        if let Some((wait, _)) = server
+            && wait > self.max_server_wait
+        {
+            return Step::Stop(StopReason::RetryAfterOverCap);
+        }
+        let backoff = match self.policy.should_retry(clock.started_system, retries) {
+            RetryDecision::DoNotRetry => return Step::Stop(StopReason::AttemptsExhausted),
+            RetryDecision::Retry { execute_after } => execute_after
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+        };
+        let (wait, reason) = server.unwrap_or((backoff, WaitReason::Backoff));
+        if let Some(deadline) = self.deadline
+            && clock.started.elapsed() + wait >= deadline
+        {
+            return Step::Stop(StopReason::Deadline);
+        }
+        if let Some(budget) = &self.budget
+            && !budget.withdraw()
+        {
+            return Step::Stop(StopReason::BudgetExhausted);
+        }
+        Step::Retry(wait, reason)
+    }
+}
+
+#[async_trait::async_trait]
+impl<P, S> Middleware for Retry<P, S>
+where
+    P: RetryPolicy + Send + Sync + 'static,
+    S: RetryableStrategy + Send + Sync + 'static,
+{
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let clock = CallClock {
+            started: Instant::now(),
+            started_system: SystemTime::now(),
+        };
+        if let Some(budget) = &self.budget {
+            budget.deposit();
+        }
+        let mut record = RetryRecord::default();
+        let mut retries = 0u32;
+        loop {
+            let Some(attempt) = req.try_clone() else {
+                return Err(Error::new(ErrorKind::RequestNotCloneable).into());
+            };
+            extensions.insert(CurrentAttempt {
+                resend_count: retries,
+            });
+            let result = next.clone().run(attempt, extensions).await;
+            let waf = result.as_ref().ok().and_then(|r| {
+                r.extensions()
+                    .get::<WafVerdict>()
+                    .cloned()
+                    .or_else(|| crate::waf::classify_headers(r.headers()))
+            });
+            let step = self.next_step(&result, waf.as_ref(), retries, &clock);
+            let status = result.as_ref().ok().map(Response::status);
+            match step {
+                Step::Stop(reason) => {
+                    record.attempts.push(AttemptRecord {
+                        resend_count: retries,
+                        status,
+                        waf,
+                        retry_after: None,
+                        stop: Some(reason),
+                    });
+                    extensions.insert(record.clone());
+                    return result.map(|mut r| {
+                        r.extensions_mut().insert(record);
+                        r
+                    });
+                }
+                Step::Retry(wait, reason) => {
+                    record.attempts.push(AttemptRecord {
+                        resend_count: retries,
+                        status,
+                        waf,
+                        retry_after: Some((wait, reason)),
+                        stop: None,
+                    });
+                    // Free the connection before sleeping.
+                    drop(result);
+                    tokio::time::sleep(wait).await;
+                    retries += 1;
+                }
+            }
+        }
+    }
+}
