@@ -136,9 +136,12 @@ pub mod evidence;
 pub mod inspect;
 pub mod retry;
 pub mod sse;
+mod stack;
+pub mod telemetry;
 pub mod waf;
 
 pub use error::{Error, ErrorKind};
+pub use stack::Guard;
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

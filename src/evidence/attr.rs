@@ -21,6 +21,15 @@ pub const CONTRACT_VIOLATION: &str = "contract.violation";
 pub const CONTRACT_WARNINGS: &str = "contract.warnings";
 /// Why the body was not checked ([`SkipReason`](super::SkipReason)).
 pub const CONTRACT_SKIP_REASON: &str = "contract.skip_reason";
+/// On a retried attempt span: the wait before the next attempt, in seconds.
+pub const RETRY_WAIT: &str = "retry.wait";
+/// On a retried attempt span and the retries metric: why that wait
+/// ([`WaitReason`](crate::retry::WaitReason): `backoff`, `retry_after`, `retry_after_ms`).
+pub const RETRY_WAIT_REASON: &str = "retry.wait_reason";
+/// The retries metric's label for the wait reason.
+pub const RETRY_REASON: &str = "retry.reason";
+/// Why retries stopped ([`StopReason`](crate::retry::StopReason)), on the exhausted-retries metric.
+pub const RETRY_STOP_REASON: &str = "retry.stop_reason";
 /// The WAF or bot-wall vendor (`cloudflare`, `aws`, `akamai`, …).
 pub const WAF_VENDOR: &str = "waf.vendor";
 /// `block`, `challenge` or `suspected`.
@@ -40,6 +49,10 @@ pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
 pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
 /// Finish reasons, one per choice.
 pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+/// `input` or `output`, on the token-usage metric.
+pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
+/// Seconds from the request to the first body bytes of a stream.
+pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
 /// Input (prompt) tokens.
 pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 /// Output (completion) tokens.

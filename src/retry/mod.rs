@@ -369,6 +369,8 @@ where
                         retry_after: Some((wait, reason)),
                         stop: None,
                     });
+                    // Inner layers of the next attempt see why this one was retried.
+                    extensions.insert(record.clone());
                     // Free the connection before sleeping.
                     drop(result);
                     tokio::time::sleep(wait).await;

@@ -1,0 +1,142 @@
+//! The instruments: the GenAI semantic conventions' histograms and this crate's counters.
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+
+/// Bucket boundaries the GenAI conventions give for `gen_ai.client.operation.duration` and
+/// `gen_ai.client.operation.time_to_first_chunk` (seconds).
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// Bucket boundaries the GenAI conventions give for `gen_ai.client.token.usage`.
+pub const TOKEN_BUCKETS: &[f64] = &[
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
+/// Metric names, in one place. In Prometheus (through the OpenTelemetry Collector) dots become
+/// underscores, units are appended to histograms (`_seconds`) and counters end in `_total`.
+pub mod name {
+    /// Histogram, `s`: the call, from the request to the last byte (of the stream, too).
+    pub const OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+    /// Histogram, `{token}`, with `gen_ai.token.type` = `input` | `output`.
+    pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+    /// Histogram, `s`: streaming calls only, from the request to the first body bytes.
+    pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+    /// Counter, `{call}`: by `api_surface`, `status_class`, `parse_check`, `fallback_decision`.
+    pub const CALLS: &str = "llm_guard.calls";
+    /// Counter, `{retry}`: retries made, by `api_surface` and `retry.reason`.
+    pub const RETRIES: &str = "llm_guard.retries";
+    /// Counter, `{call}`: calls whose retries ran out, by `api_surface` and `retry.stop_reason`
+    /// (`attempts_exhausted`, `deadline`, `budget_exhausted`, `retry_after_over_cap`).
+    pub const RETRIES_EXHAUSTED: &str = "llm_guard.retries.exhausted";
+    /// Counter, `{wall}`: WAF and bot walls, by `waf.vendor`, `waf.kind`, `api_surface`.
+    pub const WAF_WALLS: &str = "llm_guard.waf.walls";
+    /// Counter, `{violation}`: hard contract violations, by `api_surface`, `contract.violation`.
+    pub const CONTRACT_VIOLATIONS: &str = "llm_guard.contract.violations";
+}
+
+#[derive(Clone)]
+pub(crate) struct Instruments {
+    pub(crate) duration: Histogram<f64>,
+    pub(crate) tokens: Histogram<u64>,
+    pub(crate) ttfc: Histogram<f64>,
+    pub(crate) calls: Counter<u64>,
+    pub(crate) retries: Counter<u64>,
+    pub(crate) exhausted: Counter<u64>,
+    pub(crate) walls: Counter<u64>,
+    pub(crate) violations: Counter<u64>,
+}
+
+impl Instruments {
+    pub(crate) fn new(meter: &Meter) -> Self {
+        Self {
+            duration: meter
+                .f64_histogram(name::OPERATION_DURATION)
+                .with_unit("s")
+                .with_description("GenAI operation duration.")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            tokens: meter
+                .u64_histogram(name::TOKEN_USAGE)
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used.")
+                .with_boundaries(TOKEN_BUCKETS.to_vec())
+                .build(),
+            ttfc: meter
+                .f64_histogram(name::TIME_TO_FIRST_CHUNK)
+                .with_unit("s")
+                .with_description(
+                    "Time to receive the first chunk, from when the client issues the request.",
+                )
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            calls: meter
+                .u64_counter(name::CALLS)
+                .with_unit("{call}")
+                .with_description(
+                    "LLM API calls by surface, status class, contract check and decision.",
+                )
+                .build(),
+            retries: meter
+                .u64_counter(name::RETRIES)
+                .with_unit("{retry}")
+                .with_description("Retries made by the retry layer.")
+                .build(),
+            exhausted: meter
+                .u64_counter(name::RETRIES_EXHAUSTED)
+                .with_unit("{call}")
+                .with_description(
+                    "Calls whose retries ran out (attempts, deadline, budget, server wait).",
+                )
+                .build(),
+            walls: meter
+                .u64_counter(name::WAF_WALLS)
+                .with_unit("{wall}")
+                .with_description("WAF and bot walls that answered instead of the API.")
+                .build(),
+            violations: meter
+                .u64_counter(name::CONTRACT_VIOLATIONS)
+                .with_unit("{violation}")
+                .with_description("Hard response-contract violations.")
+                .build(),
+        }
+    }
+}
+
+/// Attributes every GenAI metric carries.
+pub(crate) fn genai_attributes(
+    operation: &'static str,
+    provider: &str,
+    model: Option<&str>,
+    server: (Option<&str>, Option<u16>),
+) -> Vec<KeyValue> {
+    use crate::evidence::attr;
+    let mut kv = vec![
+        KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation),
+        KeyValue::new(attr::GEN_AI_PROVIDER_NAME, provider.to_owned()),
+    ];
+    if let Some(model) = model {
+        kv.push(KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.to_owned()));
+    }
+    if let Some(address) = server.0 {
+        kv.push(KeyValue::new(attr::SERVER_ADDRESS, address.to_owned()));
+        if let Some(port) = server.1 {
+            kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+        }
+    }
+    kv
+}

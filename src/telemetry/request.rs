@@ -1,0 +1,74 @@
+//! What the call span may say about a request: the model, whether it streams, where it goes.
+//! Never the URL's userinfo or query, never a header, never the prompt (unless opted in).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// The request fields telemetry reads, parsed from a JSON body without copying the rest.
+#[derive(Deserialize, Default)]
+struct RequestView<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+}
+
+/// What the call span records about the request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestFacts {
+    pub(crate) model: Option<String>,
+    pub(crate) server_address: Option<String>,
+    pub(crate) server_port: Option<u16>,
+}
+
+impl RequestFacts {
+    pub(crate) fn of(request: &reqwest::Request) -> Self {
+        let url = request.url();
+        let view = request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .and_then(|b| serde_json::from_slice::<RequestView<'_>>(b).ok())
+            .unwrap_or_default();
+        Self {
+            // A model name is an identifier, but a hostile or buggy caller could put anything
+            // there: keep it short.
+            model: view.model.map(|m| truncate(&m, 128).into_owned()),
+            server_address: url.host_str().map(str::to_owned),
+            server_port: url.port_or_known_default(),
+        }
+    }
+}
+
+/// At most `max` characters of `s`, cut on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
+        None => Cow::Borrowed(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_comes_from_the_body_and_nothing_else() {
+        let client = reqwest::Client::new();
+        let req = client
+            .post("https://user:secret@gw.example:8443/v1/chat/completions?key=sk-CANARY")
+            .header("authorization", "Bearer sk-CANARY")
+            .body(r#"{"messages":[{"role":"user","content":"sk-CANARY"}],"model":"gpt-4o","stream":true}"#)
+            .build()
+            .unwrap();
+        let facts = RequestFacts::of(&req);
+        assert_eq!(facts.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(facts.server_address.as_deref(), Some("gw.example"));
+        assert_eq!(facts.server_port, Some(8443));
+        assert!(!format!("{facts:?}").contains("CANARY"));
+    }
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(truncate("hi", 5), "hi");
+    }
+}
