@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use std::error::Error as StdError;
 use std::fmt;
 
 /// What went wrong. Match on it; the message text is not API.
@@ -10,9 +11,25 @@ pub enum ErrorKind {
     /// cloned. Buffer the body (`.body(bytes)` or `.json(..)`), or send such requests through a
     /// client without the retry layer.
     RequestNotCloneable,
+    /// The OTLP export pipeline could not be built from its configuration (feature `otlp`).
+    /// The cause is in [`source`](std::error::Error::source).
+    OtlpConfig,
 }
 
-/// An error raised by this crate's layers, inside `reqwest_middleware::Error::Middleware`.
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::RequestNotCloneable => {
+                "the request body is a stream and cannot be cloned for a retry; \
+                 buffer it or send it without the retry layer"
+            }
+            ErrorKind::OtlpConfig => "the OTLP export pipeline could not be built",
+        })
+    }
+}
+
+/// An error raised by this crate: inside `reqwest_middleware::Error::Middleware` when a layer
+/// raises it, or returned directly by the OTLP set-up.
 ///
 /// ```
 /// use reqwest_llm_guard::{Error, ErrorKind};
@@ -24,15 +41,26 @@ pub enum ErrorKind {
 ///     }
 /// }
 /// ```
-#[derive(Debug, thiserror::Error)]
-#[error("{kind}")]
+#[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Self {
-        Self { kind }
+        Self { kind, source: None }
+    }
+
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) fn with_source(
+        kind: ErrorKind,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind,
+            source: Some(Box::new(source)),
+        }
     }
 
     /// What went wrong.
@@ -41,14 +69,17 @@ impl Error {
     }
 }
 
-impl fmt::Display for ErrorKind {
+impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorKind::RequestNotCloneable => f.write_str(
-                "the request body is a stream and cannot be cloned for a retry; \
-                 buffer it or send it without the retry layer",
-            ),
-        }
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 

@@ -35,7 +35,10 @@
 //!     .send()
 //!     .await?;
 //!
-//! let verdict = response.extensions().get::<Verdict>().cloned().expect("inspected");
+//! // A streaming response carries a `StreamVerdict` instead, filled when the stream ends.
+//! let Some(verdict) = response.extensions().get::<Verdict>().cloned() else {
+//!     return Ok(());
+//! };
 //! let retries = response.extensions().get::<RetryRecord>().map_or(0, RetryRecord::retries);
 //! let mut outcome = Outcome::response(response.status(), verdict.parse_check, verdict.violation);
 //! if let Some(wall) = response.extensions().get::<WafVerdict>() {

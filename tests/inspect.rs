@@ -427,3 +427,132 @@ async fn raw_server(parts: Vec<Vec<u8>>, go: Option<oneshot::Receiver<()>>) -> S
     });
     addr
 }
+
+#[tokio::test]
+async fn a_stream_mislabelled_as_json_is_still_streamed_not_buffered() {
+    let (first, rest) = CHAT_STREAM.split_at(CHAT_STREAM.find("\n\n").unwrap() + 2);
+    let (go_tx, go_rx) = oneshot::channel();
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    let parts = vec![
+        [head, chunk(first.as_bytes())].concat(),
+        [chunk(rest.as_bytes()), b"0\r\n\r\n".to_vec()].concat(),
+    ];
+    let addr = raw_server(parts, Some(go_rx)).await;
+    let response = client(Inspect::new())
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    let verdict = response
+        .extensions()
+        .get::<StreamVerdict>()
+        .unwrap()
+        .clone();
+    let mut stream = response.bytes_stream();
+    let got = stream.next().await.unwrap().unwrap();
+    assert_eq!(
+        &got[..],
+        first.as_bytes(),
+        "the first event arrives before the rest is sent"
+    );
+    go_tx.send(()).unwrap();
+    let mut all = got.to_vec();
+    while let Some(c) = stream.next().await {
+        all.extend_from_slice(&c.unwrap());
+    }
+    assert_eq!(all, CHAT_STREAM.as_bytes());
+    let v = verdict.wait().await;
+    assert_eq!(v.parse_check, ParseCheck::Pass);
+    assert!(
+        v.warnings
+            .contains(reqwest_llm_guard::evidence::Warning::NotEventStream)
+    );
+}
+
+#[tokio::test]
+async fn a_valid_answer_is_the_api_speaking_whatever_the_headers() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(CHAT_OK, "application/json")
+                .insert_header("cf-mitigated", "challenge")
+                .insert_header("server", "cloudflare"),
+        )
+        .mount(&server)
+        .await;
+    let response = client(Inspect::new())
+        .post(format!("{}/v1/chat/completions", server.uri()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response
+            .extensions()
+            .get::<reqwest_llm_guard::evidence::WafVerdict>()
+            .is_none()
+    );
+    assert_eq!(
+        reqwest_llm_guard::inspect::verdict(&response)
+            .unwrap()
+            .parse_check,
+        ParseCheck::Pass
+    );
+}
+
+#[tokio::test]
+async fn cloudflares_json_problem_document_is_a_wall_with_its_ray_id() {
+    let problem = r#"{"type":"https://developers.cloudflare.com/support/troubleshooting/http-status-codes/cloudflare-1xxx-errors/error-1020/","title":"Error 1020: Access denied","status":403,"detail":"The site owner has blocked access based on your browser's signature.","instance":"9d8e7f6a5b4c3d2e"}"#;
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_raw(problem, "application/problem+json; charset=utf-8")
+                .insert_header("server", "cloudflare"),
+        )
+        .mount(&server)
+        .await;
+    let response = client(Inspect::new())
+        .post(format!("{}/v1/chat/completions", server.uri()))
+        .send()
+        .await
+        .unwrap();
+    let wall = response
+        .extensions()
+        .get::<reqwest_llm_guard::evidence::WafVerdict>()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        wall.vendor,
+        reqwest_llm_guard::evidence::WafVendor::Cloudflare
+    );
+    assert_eq!(wall.reference.as_deref(), Some("9d8e7f6a5b4c3d2e"));
+}
+
+#[tokio::test]
+async fn a_stream_dropped_right_after_done_is_judged_as_ended() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(CHAT_STREAM, "text/event-stream"))
+        .mount(&server)
+        .await;
+    let response = client(Inspect::new())
+        .post(format!("{}/v1/chat/completions", server.uri()))
+        .send()
+        .await
+        .unwrap();
+    let verdict = response
+        .extensions()
+        .get::<StreamVerdict>()
+        .unwrap()
+        .clone();
+    let mut stream = response.bytes_stream();
+    // wiremock sends the body in one piece: after the first chunk the caller has `[DONE]`.
+    let _ = stream.next().await.unwrap().unwrap();
+    drop(stream);
+    let v = verdict.wait().await;
+    assert_eq!(v.parse_check, ParseCheck::Pass);
+    assert_eq!(v.skip_reason, None);
+}

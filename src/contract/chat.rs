@@ -196,16 +196,20 @@ impl ChatStream {
                         report.warn(Warning::UnknownFinishReason);
                     }
                     self.finish_seen = true;
-                    let repeated = self
+                    // Past the tracked choices nothing is recorded: a hostile stream cannot grow
+                    // the list.
+                    match self
                         .state(index)
-                        .is_some_and(|s| std::mem::replace(&mut s.finished, true));
-                    if repeated {
-                        report.warn(Warning::RepeatedFinishReason);
-                    } else {
-                        report
-                            .facts()
-                            .finish_reasons
-                            .push(reason.clone().into_owned());
+                        .map(|s| std::mem::replace(&mut s.finished, true))
+                    {
+                        Some(true) => report.warn(Warning::RepeatedFinishReason),
+                        Some(false) => {
+                            report
+                                .facts()
+                                .finish_reasons
+                                .push(reason.clone().into_owned());
+                        }
+                        None => {}
                     }
                 }
             }
@@ -254,5 +258,11 @@ impl ChatStream {
 
     pub(super) fn terminal_seen(&self) -> bool {
         self.done
+    }
+
+    /// Whether the stream carried its answer: `[DONE]`, or a finish reason (which compat
+    /// accepts without `[DONE]`; strict still flags it in [`on_end`](Self::on_end)).
+    pub(super) fn answered(&self) -> bool {
+        self.done || self.finish_seen
     }
 }

@@ -9,6 +9,7 @@ use crate::evidence::{Violation, Warning, str_enum};
 
 str_enum! {
     /// The shape an error body came in, tried in this order.
+    #[non_exhaustive]
     pub enum ErrorShape {
         /// OpenAI's envelope `{"error":{"message","type","param","code"}}`, and gateways'
         /// variants of it (OpenRouter's integer `code` and `metadata`, Groq's `status_code`).
@@ -134,7 +135,10 @@ fn normalise_object(top: &Map<String, Value>) -> Option<(ApiError, Shape)> {
                 status: None,
                 shape: ErrorShape::StringError,
             },
-            Shape::default(),
+            Shape {
+                message_ok: !message.is_empty(),
+                ..Shape::default()
+            },
         )),
         _ if top.get("object").and_then(Value::as_str) == Some("error") => {
             Some(from_fields(top, ErrorShape::ObjectError))
@@ -153,8 +157,12 @@ fn normalise_object(top: &Map<String, Value>) -> Option<(ApiError, Shape)> {
                     other => other.to_string(),
                 };
                 let mut e = from_fields(top, ErrorShape::Detail).0;
+                let shape = Shape {
+                    message_ok: !message.is_empty(),
+                    ..Shape::default()
+                };
                 e.message = message;
-                Some((e, Shape::default()))
+                Some((e, shape))
             } else if top.get("message").is_some_and(Value::is_string)
                 && !top.contains_key("choices")
                 && !top.contains_key("output")
@@ -185,7 +193,10 @@ fn from_fields(fields: &Map<String, Value>, shape_kind: ErrorShape) -> (ApiError
         })
         .and_then(|s| u16::try_from(s).ok())
         .filter(|s| (100..=599).contains(s));
-    let error_type = text("type").or_else(|| text("status"));
+    // In the flat and `object` shapes, `type: "error"` names the event, not the error.
+    let error_type = text("type")
+        .filter(|t| t != "error")
+        .or_else(|| text("status"));
     let shape = Shape {
         message_ok: !message.is_empty(),
         type_present: fields.get("type").is_some_and(Value::is_string),
@@ -343,6 +354,29 @@ mod tests {
         assert!(compat.warnings.contains(Warning::MissingErrorParam));
         let strict = check(Mode::Strict, &v);
         assert_eq!(strict.violation, Some(Violation::ErrorShapeInvalid));
+    }
+
+    #[test]
+    fn other_recognised_shapes_pass_in_compat_with_a_warning() {
+        for v in [
+            json!({"error":"Model not found"}),
+            json!({"detail":"422: The model does not exist."}),
+            json!({"message":"Not Found"}),
+            json!([{"error":{"code":400,"message":"m","status":"INVALID_ARGUMENT"}}]),
+        ] {
+            let compat = check(Mode::Compat, &v);
+            assert_eq!(compat.parse_check, ParseCheck::Pass, "{v}");
+            assert!(
+                compat.warnings.contains(Warning::NonOpenaiErrorShape),
+                "{v}"
+            );
+            assert_eq!(
+                check(Mode::Strict, &v).violation,
+                Some(Violation::ErrorShapeInvalid)
+            );
+        }
+        let flat = json!({"type":"error","code":"server_error","message":"m"});
+        assert_eq!(ApiError::from_json(&flat).unwrap().error_type, None);
     }
 
     #[test]

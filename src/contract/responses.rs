@@ -279,7 +279,7 @@ impl ResponsesStream {
                     report.set_api_error(e);
                 }
             }
-            Kind::Terminal => self.on_terminal(&ev, report),
+            Kind::Terminal => self.on_terminal(&ev, at, report),
             Kind::ItemAdded => self.on_item_added(&ev, at, report),
             Kind::ItemDone => {
                 if self.require_item(ev.output_index, at, report) {
@@ -343,10 +343,10 @@ impl ResponsesStream {
         self.next_sequence = Some(n.saturating_add(1));
     }
 
-    fn on_terminal(&mut self, ev: &StreamEvent<'_>, report: &mut Report) {
+    fn on_terminal(&mut self, ev: &StreamEvent<'_>, at: Option<u64>, report: &mut Report) {
         self.terminal = true;
         let Some(head) = &ev.response else {
-            report.fail(Violation::MissingField);
+            report.fail_at(Violation::MissingField, at);
             return;
         };
         let reason = head
@@ -366,10 +366,11 @@ impl ResponsesStream {
     }
 
     fn on_item_added(&mut self, ev: &StreamEvent<'_>, at: Option<u64>, report: &mut Report) {
-        let Some(i) = ev.output_index else {
+        let i = ev.output_index.unwrap_or_else(|| {
+            // Compat follows the item anyway, at the next index, so its own events still match.
             report.strict(Violation::MissingField);
-            return;
-        };
+            self.next_output_index
+        });
         if i < self.next_output_index {
             report.fail_at(Violation::StreamOutOfOrder, at);
             return;
@@ -421,6 +422,12 @@ impl ResponsesStream {
 
     pub(super) fn terminal_seen(&self) -> bool {
         self.terminal
+    }
+
+    /// Whether the stream carried its answer: the terminal event (or an error event, which is
+    /// the answer too).
+    pub(super) fn answered(&self) -> bool {
+        self.terminal || self.errored
     }
 }
 

@@ -92,35 +92,58 @@ impl StreamChecker {
         }
     }
 
+    /// Records a tolerated deviation found outside the body (the inspect layer's
+    /// content-type check).
+    pub(crate) fn warn(&mut self, warning: crate::evidence::Warning) {
+        self.report.warn(warning);
+    }
+
     /// SSE events seen so far.
     pub fn events(&self) -> u64 {
         self.report.facts.events
     }
 
+    /// Whether the body carried its answer (Chat: `[DONE]` or a finish reason; Responses: the
+    /// terminal or an error event). A stream that did is judged as ended even if the connection
+    /// then fails or the caller drops it.
+    fn answered(&self) -> bool {
+        match &self.machine {
+            Machine::Chat(c) => c.answered(),
+            Machine::Responses(r) => r.answered(),
+            Machine::Off => false,
+        }
+    }
+
     /// The body ended cleanly: the verdict.
     pub fn finish(mut self) -> Verdict {
+        self.end();
+        self.report.into_verdict()
+    }
+
+    fn end(&mut self) {
         let Self {
             decoder,
             machine,
             report,
-        } = &mut self;
+        } = self;
+        let end = decoder.bytes_seen();
         if !matches!(machine, Machine::Off) {
             decoder.finish(&mut |frame| on_frame(machine, report, frame));
         }
-        let end = decoder.bytes_seen();
         match machine {
             Machine::Chat(c) if end > 0 => c.on_end(end, report),
             Machine::Responses(r) if end > 0 => r.on_end(end, report),
             Machine::Chat(_) | Machine::Responses(_) => report.fail(Violation::EmptyBody),
             Machine::Off => {}
         }
-        self.report.into_verdict()
     }
 
     /// The connection failed mid-body: `body_read_error`, unless a violation came first or
-    /// the terminal event had already arrived.
+    /// the stream had already carried its answer (then it is judged as if it had ended there).
     pub fn interrupted(mut self) -> Verdict {
-        if !self.terminal_seen() && !matches!(self.machine, Machine::Off) {
+        if self.answered() {
+            self.end();
+        } else if !matches!(self.machine, Machine::Off) {
             let end = self.decoder.bytes_seen();
             self.report.fail_at(Violation::BodyReadError, Some(end));
         }
@@ -128,10 +151,12 @@ impl StreamChecker {
     }
 
     /// The caller dropped the stream before its end: `skipped` (`abandoned`), unless a
-    /// violation came first or the terminal event had already arrived (then the verdict
-    /// stands as if the stream had ended).
+    /// violation came first or the stream had already carried its answer (then it is judged as
+    /// if it had ended there: most SDKs stop reading at `[DONE]`).
     pub fn abandoned(mut self) -> Verdict {
-        if !self.terminal_seen() {
+        if self.answered() {
+            self.end();
+        } else {
             self.report.skip(SkipReason::Abandoned);
         }
         self.report.into_verdict()
@@ -152,5 +177,61 @@ fn on_frame(machine: &mut Machine, report: &mut Report, frame: Frame<'_>) {
             report.skip(SkipReason::TooLarge);
             *machine = Machine::Off;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::ParseCheck;
+
+    fn chat(body: &str) -> StreamChecker {
+        let mut c = StreamChecker::new(ApiSurface::ChatCompletions, Mode::Compat);
+        c.feed(body.as_bytes());
+        c
+    }
+
+    #[test]
+    fn finish_reasons_past_the_tracked_choices_do_not_grow() {
+        let chunk = r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":500,"delta":{},"finish_reason":"stop"}]}
+
+"#;
+        let v = chat(&chunk.repeat(1000)).finish();
+        assert!(v.facts.finish_reasons.is_empty());
+    }
+
+    #[test]
+    fn an_answered_stream_is_judged_the_same_however_it_ends() {
+        let body = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let ended = chat(body).finish();
+        assert_eq!(chat(body).abandoned(), ended);
+        assert_eq!(chat(body).interrupted(), ended);
+        // Not answered yet: dropped is abandoned, a reset is a read error.
+        let half = &body[..40];
+        assert_eq!(
+            chat(half).abandoned().skip_reason,
+            Some(SkipReason::Abandoned)
+        );
+        assert_eq!(
+            chat(half).interrupted().violation,
+            Some(Violation::BodyReadError)
+        );
+    }
+
+    #[test]
+    fn an_item_without_output_index_is_followed_in_compat() {
+        let body = concat!(
+            "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"r\",\"status\":\"in_progress\"}}\n\n",
+            "data: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"item\":{\"type\":\"message\"}}\n\n",
+            "data: {\"type\":\"response.content_part.added\",\"sequence_number\":2,\"output_index\":0,\"content_index\":0}\n\n",
+            "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"output_index\":0,\"content_index\":0,\"delta\":\"x\"}\n\n",
+            "data: {\"type\":\"response.completed\",\"sequence_number\":4,\"response\":{\"id\":\"r\",\"status\":\"completed\"}}\n\n",
+        );
+        let mut c = StreamChecker::new(ApiSurface::Responses, Mode::Compat);
+        c.feed(body.as_bytes());
+        assert_eq!(c.finish().parse_check, ParseCheck::Pass);
+        let mut c = StreamChecker::new(ApiSurface::Responses, Mode::Strict);
+        c.feed(body.as_bytes());
+        assert_eq!(c.finish().violation, Some(Violation::MissingField));
     }
 }

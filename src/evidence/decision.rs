@@ -8,6 +8,7 @@ use super::{FallbackDecision, ParseCheck, StatusClass, Violation, WafVerdict, st
 
 str_enum! {
     /// Why no response arrived (attribute `error.type` when `status_class=transport_error`).
+    #[non_exhaustive]
     pub enum TransportErrorKind {
         /// The request or a deadline timed out.
         Timeout => "timeout",

@@ -118,6 +118,7 @@ str_enum! {
 
 str_enum! {
     /// Why a body was not checked (attribute `contract.skip_reason`).
+    #[non_exhaustive]
     pub enum SkipReason {
         /// The surface is [`ApiSurface::Other`].
         OtherSurface => "other_surface",
@@ -132,6 +133,7 @@ str_enum! {
 
 str_enum! {
     /// The first hard contract violation of a body (attribute `contract.violation`).
+    #[non_exhaustive]
     pub enum Violation {
         /// The body (or an SSE `data:` payload) is not JSON.
         NotJson => "not_json",
@@ -176,6 +178,7 @@ str_enum! {
     /// Each was seen in real traffic from OpenAI itself or a well-known gateway
     /// (research/contracts.md §3, §5). In strict mode most of them are hard violations:
     /// [`Warning::strict_violation`] says which.
+    #[non_exhaustive]
     pub enum Warning {
         /// `object` is absent.
         MissingObject => "missing_object",
@@ -210,6 +213,8 @@ str_enum! {
         MissingDone => "missing_done",
         /// A Responses stream that sent `data: [DONE]` (OpenAI does not; OpenRouter does).
         DoneOnResponses => "done_on_responses",
+        /// A 2xx body of server-sent events whose `Content-Type` is not `text/event-stream`.
+        NotEventStream => "not_event_stream",
         /// The last event had no blank line after it.
         UnterminatedEvent => "unterminated_event",
         /// A Responses event without `sequence_number` (recordings before mid-2025).
@@ -279,7 +284,10 @@ impl Warning {
             | W::NonOpenaiErrorShape => V::ErrorShapeInvalid,
             // The spec is silent (tool-call indexes) or split (Open Responses requires
             // `[DONE]`, OpenAI never sends it); new event types are how the API grows.
-            W::DoneOnResponses | W::UnknownEventType | W::ToolCallIndexOffset => return None,
+            W::DoneOnResponses
+            | W::UnknownEventType
+            | W::ToolCallIndexOffset
+            | W::NotEventStream => return None,
         })
     }
 

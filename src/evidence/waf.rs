@@ -10,6 +10,7 @@ use super::str_enum;
 
 str_enum! {
     /// The edge network or firewall product behind a wall (attribute `waf.vendor`).
+    #[non_exhaustive]
     pub enum WafVendor {
         /// Cloudflare (WAF, bot management, challenge pages).
         Cloudflare => "cloudflare",

@@ -61,7 +61,7 @@ use reqwest::{Request, Response, ResponseBuilderExt};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::contract::{self, Mode, StreamChecker, Verdict};
-use crate::evidence::{ApiSurface, SkipReason, Violation};
+use crate::evidence::{ApiSurface, SkipReason, Violation, Warning};
 use crate::sse::DEFAULT_MAX_EVENT_BYTES;
 use crate::waf;
 use body::{CheckedBody, Replay};
@@ -167,11 +167,11 @@ impl Inspect {
             return with_verdict(response, Verdict::skipped(SkipReason::TooLarge));
         }
         let (mut parts, body, url) = split(response);
-        let (verdict, body) = match read_capped(body, cap).await {
+        // A 2xx without `text/event-stream` may still be a stream (a gateway that mislabels it):
+        // the first bytes tell, before anything is buffered.
+        let sniff = status.is_success();
+        let (verdict, body) = match read_capped(body, cap, sniff).await {
             Read::Whole(bytes) => {
-                if let Some(wall) = waf::classify(status, &parts.headers, &bytes) {
-                    parts.extensions.insert(wall);
-                }
                 let verdict = contract::check_body(
                     surface,
                     status,
@@ -179,11 +179,22 @@ impl Inspect {
                     &bytes,
                     self.config.mode,
                 );
+                // A body that keeps its contract, or an error the API recognisably sent, is the
+                // API speaking whatever the headers say (DESIGN §5); only an edge's own JSON
+                // error can still be a wall then.
+                let wall = if verdict.is_pass() || verdict.api_error.is_some() {
+                    waf::classify_problem(&parts.headers, &bytes)
+                } else {
+                    waf::classify(status, &parts.headers, &bytes)
+                };
+                if let Some(wall) = wall {
+                    parts.extensions.insert(wall);
+                }
                 (verdict, reqwest::Body::from(bytes))
             }
             Read::TooLarge(prefix, rest) => {
-                let head = prefix.first().map_or(&[][..], |b| &b[..]);
-                if let Some(wall) = waf::classify(status, &parts.headers, head) {
+                let head = sniffed(&prefix);
+                if let Some(wall) = waf::classify(status, &parts.headers, &head) {
                     parts.extensions.insert(wall);
                 }
                 (
@@ -200,20 +211,35 @@ impl Inspect {
                     reqwest::Body::wrap(Replay::then_error(prefix, error)),
                 )
             }
+            Read::Stream(prefix, rest) => {
+                let body = reqwest::Body::wrap(Replay::then_rest(prefix, rest));
+                let mut checker = self.checker(surface);
+                checker.warn(Warning::NotEventStream);
+                return self.wrap_parts(parts, body, url, checker);
+            }
         };
         let mut response = join(parts, body, url);
         response.extensions_mut().insert(verdict);
         response
     }
 
+    fn checker(&self, surface: ApiSurface) -> StreamChecker {
+        StreamChecker::with_max_event_bytes(surface, self.config.mode, self.config.max_event_bytes)
+    }
+
     fn wrap_stream(&self, surface: ApiSurface, response: Response) -> Response {
-        let checker = StreamChecker::with_max_event_bytes(
-            surface,
-            self.config.mode,
-            self.config.max_event_bytes,
-        );
+        let (parts, body, url) = split(response);
+        self.wrap_parts(parts, body, url, self.checker(surface))
+    }
+
+    fn wrap_parts(
+        &self,
+        mut parts: http::response::Parts,
+        body: reqwest::Body,
+        url: reqwest::Url,
+        checker: StreamChecker,
+    ) -> Response {
         let verdict = StreamVerdict::new();
-        let (mut parts, body, url) = split(response);
         if let Some(wall) = waf::classify_headers(&parts.headers) {
             parts.extensions.insert(wall);
         }
@@ -221,6 +247,19 @@ impl Inspect {
         let body = reqwest::Body::wrap(CheckedBody::new(body, checker, verdict));
         join(parts, body, url)
     }
+}
+
+/// The first [`waf::SNIFF_BYTES`] of the chunks read.
+fn sniffed(chunks: &[Bytes]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(waf::SNIFF_BYTES);
+    for c in chunks {
+        let room = waf::SNIFF_BYTES - head.len();
+        head.extend_from_slice(&c[..c.len().min(room)]);
+        if head.len() == waf::SNIFF_BYTES {
+            break;
+        }
+    }
+    head
 }
 
 #[async_trait::async_trait]
@@ -243,6 +282,24 @@ impl Middleware for Inspect {
 
 /// For a response whose body the layer does not read: the verdict, and a wall known from the
 /// headers alone.
+/// The verdict of a response that went through the inspect layer: the checked body's, or a
+/// streaming body's once it has arrived (after the body was read to its end or dropped).
+///
+/// ```no_run
+/// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
+/// let response = client.post("http://127.0.0.1:8080/v1/responses").body("{}").send().await?;
+/// if let Some(v) = reqwest_llm_guard::inspect::verdict(&response) {
+///     println!("{} {:?}", v.parse_check, v.violation);
+/// }
+/// # Ok(()) }
+/// ```
+pub fn verdict(response: &Response) -> Option<Verdict> {
+    let ext = response.extensions();
+    ext.get::<Verdict>()
+        .cloned()
+        .or_else(|| ext.get::<StreamVerdict>().and_then(StreamVerdict::get))
+}
+
 fn with_verdict(mut response: Response, verdict: Verdict) -> Response {
     if let Some(wall) = waf::classify_headers(response.headers()) {
         response.extensions_mut().insert(wall);
@@ -272,13 +329,37 @@ enum Read {
     Whole(Bytes),
     TooLarge(Vec<Bytes>, reqwest::Body),
     Failed(Vec<Bytes>, reqwest::Error),
+    /// The first bytes are server-sent events: hand them on as a stream.
+    Stream(Vec<Bytes>, reqwest::Body),
 }
 
-/// Reads a body to its end or until it passes `cap` bytes. Trailers, if any, are dropped with
-/// the frame that carried them (LLM APIs send none).
-async fn read_capped(mut body: reqwest::Body, cap: usize) -> Read {
+/// Whether the body starts like server-sent events; `None` until enough bytes have arrived.
+fn sse_start(head: &[u8]) -> Option<bool> {
+    let head = head
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(head)
+        .trim_ascii_start();
+    if head.is_empty() {
+        return None;
+    }
+    for field in [&b"data:"[..], b"event:", b"id:", b"retry:", b":"] {
+        if head.starts_with(field) {
+            return Some(true);
+        }
+        if field.starts_with(head) {
+            return None;
+        }
+    }
+    Some(false)
+}
+
+/// Reads a body to its end or until it passes `cap` bytes; with `sniff`, stops as soon as the
+/// first bytes look like server-sent events. Trailers, if any, are dropped with the frame that
+/// carried them (LLM APIs send none).
+async fn read_capped(mut body: reqwest::Body, cap: usize, sniff: bool) -> Read {
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
+    let mut sniffing = sniff;
     loop {
         match body.frame().await {
             None => break,
@@ -287,6 +368,17 @@ async fn read_capped(mut body: reqwest::Body, cap: usize) -> Read {
                 if let Ok(data) = frame.into_data() {
                     len += data.len();
                     chunks.push(data);
+                    if sniffing {
+                        let decided = match chunks.len() {
+                            1 => sse_start(&chunks[0]),
+                            _ => sse_start(&chunks.concat()),
+                        };
+                        match decided {
+                            Some(true) => return Read::Stream(chunks, body),
+                            Some(false) => sniffing = false,
+                            None => {}
+                        }
+                    }
                     if len > cap {
                         return Read::TooLarge(chunks, body);
                     }

@@ -96,7 +96,8 @@ impl StreamVerdict {
     }
 
     /// Runs `f` with the verdict when it arrives, or now if it has. Callbacks run on the task
-    /// that ends the stream (inside a poll or a drop): keep them short and non-blocking.
+    /// that ends the stream (inside a poll or a drop): keep them short and non-blocking. A
+    /// callback that panics is stopped there; the others still run.
     pub fn on_verdict(&self, f: impl FnOnce(&Verdict) + Send + 'static) {
         let mut state = self.state();
         if let Some(v) = state.verdict.clone() {
@@ -135,7 +136,8 @@ impl StreamVerdict {
         };
         self.inner.ready.notify_waiters();
         for f in callbacks {
-            f(&verdict);
+            // Callbacks may run inside a drop, where a second panic would abort the process.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&verdict)));
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::evidence::str_enum;
 
 str_enum! {
     /// Why a retry waited as long as it did.
+    #[non_exhaustive]
     pub enum WaitReason {
         /// The policy's backoff: no usable server hint.
         Backoff => "backoff",
@@ -33,21 +34,23 @@ pub(super) fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<(Durat
         && ms.is_finite()
         && ms >= 0.0
     {
-        return Some((
-            Duration::from_secs_f64(ms / 1000.0),
-            WaitReason::RetryAfterMs,
-        ));
+        return Some((seconds(ms / 1000.0), WaitReason::RetryAfterMs));
     }
     let value = text("retry-after")?;
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0)
-            .then(|| (Duration::from_secs_f64(secs), WaitReason::RetryAfter));
+        return (secs.is_finite() && secs >= 0.0).then(|| (seconds(secs), WaitReason::RetryAfter));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some((
         at.duration_since(now).unwrap_or_default(),
         WaitReason::RetryAfter,
     ))
+}
+
+/// A non-negative, finite number of seconds; one too large for a `Duration` is the longest wait
+/// there is (it is over any cap).
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
 }
 
 /// `x-should-retry: true|false`, the server's own verdict (OpenAI sends it).
@@ -107,12 +110,20 @@ mod tests {
                 Some((0, WaitReason::RetryAfter)),
             ),
             (&[("retry-after", "-1")], None),
+            (
+                &[("retry-after", "1e20")],
+                Some((u64::MAX, WaitReason::RetryAfter)),
+            ),
+            (
+                &[("retry-after-ms", "1e300")],
+                Some((u64::MAX, WaitReason::RetryAfterMs)),
+            ),
             (&[("retry-after", "NaN")], None),
             (&[("retry-after", "tomorrow")], None),
         ];
         for (pairs, want) in rows {
             let got = server_wait(&headers(pairs), now)
-                .map(|(d, r)| (u64::try_from(d.as_millis()).unwrap(), r));
+                .map(|(d, r)| (u64::try_from(d.as_millis()).unwrap_or(u64::MAX), r));
             assert_eq!(got, *want, "{pairs:?}");
         }
     }

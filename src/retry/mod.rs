@@ -69,6 +69,7 @@ use crate::evidence::{WafVerdict, str_enum};
 
 str_enum! {
     /// Why the retry layer stopped after an attempt.
+    #[non_exhaustive]
     pub enum StopReason {
         /// The strategy found nothing to retry (a success, usually).
         Done => "done",
@@ -248,6 +249,22 @@ impl<P, S> Retry<P, S> {
     }
 }
 
+/// The wall that answered: the inspect layer's finding when it ran inside, else what the
+/// block headers alone say.
+fn wall_of(response: &Response) -> Option<WafVerdict> {
+    let ext = response.extensions();
+    if let Some(wall) = ext.get::<WafVerdict>() {
+        return Some(wall.clone());
+    }
+    let inspected = ext.get::<crate::contract::Verdict>().is_some()
+        || ext.get::<crate::inspect::StreamVerdict>().is_some();
+    if inspected {
+        None
+    } else {
+        crate::waf::classify_headers(response.headers())
+    }
+}
+
 enum Step {
     Stop(StopReason),
     Retry(Duration, WaitReason),
@@ -296,7 +313,7 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
         };
         let (wait, reason) = server.unwrap_or((backoff, WaitReason::Backoff));
         if let Some(deadline) = self.deadline
-            && clock.started.elapsed() + wait >= deadline
+            && clock.started.elapsed().saturating_add(wait) >= deadline
         {
             return Step::Stop(StopReason::Deadline);
         }
@@ -338,12 +355,7 @@ where
                 resend_count: retries,
             });
             let result = next.clone().run(attempt, extensions).await;
-            let waf = result.as_ref().ok().and_then(|r| {
-                r.extensions()
-                    .get::<WafVerdict>()
-                    .cloned()
-                    .or_else(|| crate::waf::classify_headers(r.headers()))
-            });
+            let waf = result.as_ref().ok().and_then(wall_of);
             let step = self.next_step(&result, waf.as_ref(), retries, &clock);
             let status = result.as_ref().ok().map(Response::status);
             match step {

@@ -6,7 +6,9 @@ use reqwest_retry::{Retryable, RetryableStrategy, default_on_request_failure};
 /// The default: retry 429 only. Every other status, and every transport error, stands.
 ///
 /// A 429 that is really a WAF challenge is not retried either way: the [`Retry`](super::Retry)
-/// layer refuses walls and 403s whatever the strategy says.
+/// layer refuses walls and 403s whatever the strategy says. The server has the last word on
+/// the rest, as in the OpenAI SDKs: `x-should-retry: true` retries a status this strategy calls
+/// fatal, `x-should-retry: false` stops one it would retry.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct On429;
 

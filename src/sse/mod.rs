@@ -120,6 +120,8 @@ pub struct Decoder {
     line: Vec<u8>,
     /// Bytes of the current line seen in earlier chunks (kept in `line` unless oversized).
     line_seen: u64,
+    /// The current line, split across chunks, is a comment: counted, never kept.
+    comment_line: bool,
     data: Vec<u8>,
     event: Vec<u8>,
     has_data: bool,
@@ -153,6 +155,7 @@ impl Decoder {
             head: Some(Vec::new()),
             line: Vec::new(),
             line_seen: 0,
+            comment_line: false,
             data: Vec::new(),
             event: Vec::new(),
             has_data: false,
@@ -202,7 +205,8 @@ impl Decoder {
     }
 
     /// Says the body ended. An event cut off before its blank line is reported with
-    /// [`Event::is_complete`] `== false`; the decoder is then reset for reuse.
+    /// [`Event::is_complete`] `== false`; the decoder is then reset for another body (its
+    /// counters too).
     pub fn finish(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
         if let Some(head) = self.head.take() {
             let rest = if head == BOM {
@@ -213,13 +217,16 @@ impl Decoder {
             };
             self.scan(rest, on_frame);
         }
-        if self.line_seen > 0 && !self.oversized {
+        if self.comment_line {
+            self.comments += 1;
+        } else if self.line_seen > 0 && !self.oversized {
             let line = std::mem::take(&mut self.line);
             self.process_line(&line);
             self.line = line;
         }
         self.line.clear();
         self.line_seen = 0;
+        self.comment_line = false;
         if self.oversized {
             on_frame(Frame::Oversized {
                 offset: self.event_start.unwrap_or(self.offset),
@@ -236,6 +243,8 @@ impl Decoder {
         self.reset_event();
         self.pending_cr = false;
         self.head = Some(Vec::new());
+        self.offset = 0;
+        self.comments = 0;
     }
 
     fn scan(&mut self, mut chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
@@ -259,6 +268,14 @@ impl Decoder {
                     Some(_) => {}
                     None => self.pending_cr = true,
                 }
+            }
+            if self.comment_line {
+                self.comment_line = false;
+                self.comments += 1;
+                self.line_seen = 0;
+                self.offset += consumed as u64;
+                chunk = &chunk[consumed..];
+                continue;
             }
             if self.event_start.is_none() {
                 self.event_start = Some(self.offset - self.line_seen);
@@ -302,6 +319,15 @@ impl Decoder {
 
     /// Bytes of a line whose end has not arrived yet.
     fn partial(&mut self, part: &[u8]) {
+        if self.line_seen == 0 && part.first() == Some(&b':') {
+            // A comment (`: keep-alive`, OpenRouter's `: OPENROUTER PROCESSING`): its text is
+            // never used, so it is neither kept nor counted against the event limit.
+            self.comment_line = true;
+        }
+        if self.comment_line {
+            self.line_seen += part.len() as u64;
+            return;
+        }
         if self.event_start.is_none() {
             self.event_start = Some(self.offset - self.line_seen);
         }
@@ -447,6 +473,15 @@ mod tests {
         );
         assert_eq!(n, 1);
         assert_eq!(d.comments_seen(), 1);
+    }
+
+    #[test]
+    fn a_long_comment_split_across_chunks_is_not_kept_nor_counted_against_the_limit() {
+        let pad = ": ".to_owned() + &"p".repeat(5000) + "\n";
+        let body = format!("{pad}data: a\n\n");
+        let chunks: Vec<&[u8]> = body.as_bytes().chunks(7).collect();
+        let got = decode_with(&chunks, 64);
+        assert_eq!(got, vec![ev(None, "a", pad.len() as u64)]);
     }
 
     #[test]

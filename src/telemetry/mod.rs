@@ -40,6 +40,8 @@
 //! [`evidence::attr`](crate::evidence::attr).
 
 mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod request;
 
 pub use metrics::{DURATION_BUCKETS, TOKEN_BUCKETS, name as metric};

@@ -5,8 +5,14 @@
 //! or `None`. [`classify_headers`] applies rule 1 alone, for responses whose body is not read.
 //! The table itself, vendor by vendor with its sources, is `src/waf/rules.rs`.
 //!
+//! The inspect layer runs [`classify`] on every attempt whose body did not keep its contract
+//! and carried no recognisable API error: a body that keeps its contract, or an error envelope,
+//! is the API speaking whatever the headers say (DESIGN §5). [`classify_problem`] (an edge's own
+//! JSON error) runs on every body, and [`classify_headers`] on bodies the layer does not read.
+//!
 //! # Rule order
 //!
+//! 0. **An edge's JSON problem document** ([`classify_problem`]): Cloudflare's RFC 9457 errors.
 //! The first rule that answers wins (DESIGN §5, research/contracts.md §4.2):
 //!
 //! 1. **Block headers, at any status and whatever the body**: `cf-mitigated: challenge`
@@ -99,6 +105,9 @@ pub const SNIFF_BYTES: usize = 64 * 1024;
 /// The rules and their order are in the [module docs](self). The function does no I/O and
 /// allocates at most one lowercased copy of the sniffed body plus the reference string.
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<WafVerdict> {
+    if let Some(wall) = classify_problem(headers, body) {
+        return Some(wall);
+    }
     let page = Page::new(&body[..body.len().min(SNIFF_BYTES)]);
     let (vendor, kind) = block_header(headers).or_else(|| {
         if api_speaking(headers, page.raw) {
@@ -107,6 +116,41 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<
         block_page(status, headers, page.lower()).or_else(|| suspected(status, headers))
     })?;
     Some(verdict(vendor, kind, headers, &page))
+}
+
+/// Recognises an edge's own error in JSON: since March 2026 Cloudflare answers its 1xxx errors
+/// (1020 access denied, 1015 rate limited, …) with RFC 9457 problem details when the client
+/// accepts JSON, as API clients do. The `type` member points into Cloudflare's documentation and
+/// `instance` is the Ray ID. Such a body parses as JSON, and even as an error, yet it is the edge
+/// speaking, not the API: this check runs before any "the API spoke" rule.
+pub fn classify_problem(headers: &HeaderMap, body: &[u8]) -> Option<WafVerdict> {
+    #[derive(serde::Deserialize)]
+    struct Problem<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        instance: Option<std::borrow::Cow<'a, str>>,
+    }
+    let start = body.trim_ascii_start();
+    if start.first() != Some(&b'{') || body.len() > SNIFF_BYTES {
+        return None;
+    }
+    let problem: Problem<'_> = serde_json::from_slice(body).ok()?;
+    if !problem
+        .kind?
+        .starts_with("https://developers.cloudflare.com/")
+    {
+        return None;
+    }
+    let wall = WafVerdict::new(WafVendor::Cloudflare, WafKind::Block);
+    let reference = problem
+        .instance
+        .and_then(|i| reference::token(i.as_bytes()))
+        .or_else(|| reference(WafVendor::Cloudflare, headers, &Page::new(b"")));
+    Some(match reference {
+        Some(r) => wall.with_reference(r),
+        None => wall,
+    })
 }
 
 /// Classifies a response from its headers alone: only the block headers of rule 1 (a
