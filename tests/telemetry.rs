@@ -43,6 +43,10 @@ fn quick() -> ExponentialBackoff {
 
 impl Harness {
     fn new() -> Self {
+        Self::with(|t| t)
+    }
+
+    fn with(configure: impl FnOnce(Telemetry) -> Telemetry) -> Self {
         let spans = InMemorySpanExporter::default();
         let tracer_provider = SdkTracerProvider::builder()
             .with_simple_exporter(spans.clone())
@@ -51,9 +55,11 @@ impl Harness {
         let meter_provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(metrics.clone()).build())
             .build();
-        let telemetry = Telemetry::new()
-            .with_tracer_provider(&tracer_provider)
-            .with_meter_provider(&meter_provider);
+        let telemetry = configure(
+            Telemetry::new()
+                .with_tracer_provider(&tracer_provider)
+                .with_meter_provider(&meter_provider),
+        );
         let client = Guard::new()
             .with_telemetry(telemetry)
             .with_retry(Retry::new().with_policy(quick()))
@@ -762,4 +768,66 @@ async fn the_callers_tracing_span_is_the_parent_and_traceparent_reaches_the_serv
         assert!(!line.contains("CANARY"), "log leaks: {line}");
     }
     assert_no_canary(&h, "tracing parent");
+}
+
+#[tokio::test]
+async fn content_is_recorded_only_when_asked_and_then_truncated() {
+    let h = Harness::with(|t| t.with_content_capture(20));
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(json(200, CHAT_OK))
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(STREAM, "text/event-stream"))
+        .mount(&server)
+        .await;
+    let prompt = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{CANARY} and a long tail"}}]}}"#
+    );
+    h.client
+        .post(format!("{}/v1/chat/completions?key={CANARY}", server.uri()))
+        .bearer_auth(CANARY)
+        .body(prompt)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (call, _) = h.call();
+    let input = attr(&call, "gen_ai.input.messages").expect("prompt recorded");
+    assert!(input.starts_with(r#"[{"role":"user""#), "{input}");
+    assert_eq!(
+        input.chars().count(),
+        21,
+        "20 characters and an ellipsis: {input}"
+    );
+    assert_eq!(
+        attr(&call, "gen_ai.output.messages").as_deref(),
+        Some("PASS sk-CANARY-7f3a9…")
+    );
+    // Only the two content attributes carry it: never a header or the URL.
+    for kv in &call.attributes {
+        let k = kv.key.as_str();
+        if k != "gen_ai.input.messages" && k != "gen_ai.output.messages" {
+            assert!(!kv.value.as_str().contains("CANARY"), "{k}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn streamed_content_is_captured_from_the_deltas() {
+    let h = Harness::with(|t| t.with_content_capture(100));
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(STREAM, "text/event-stream"))
+        .mount(&server)
+        .await;
+    chat(&h, &server).await.bytes().await.unwrap();
+    let (call, _) = h.call();
+    assert_eq!(
+        attr(&call, "gen_ai.output.messages").as_deref(),
+        Some(CANARY)
+    );
 }

@@ -33,12 +33,14 @@
 //! assert_eq!(verdict.api_error.unwrap().message, "upstream timed out");
 //! ```
 
+mod capture;
 mod chat;
 mod error;
 mod responses;
 mod stream;
 mod view;
 
+pub(crate) use capture::{Capture, CaptureContent};
 pub use error::{ApiError, ErrorCode, ErrorShape};
 pub use stream::StreamChecker;
 
@@ -83,6 +85,9 @@ pub struct ResponseFacts {
     pub usage: Option<TokenUsage>,
     /// SSE events seen (0 for a non-streaming body).
     pub events: u64,
+    /// The completion's text, cut at the configured length: only when content capture is on
+    /// ([`Telemetry::with_content_capture`](crate::telemetry::Telemetry::with_content_capture)).
+    pub output_text: Option<String>,
 }
 
 /// The result of checking one body.

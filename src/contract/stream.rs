@@ -2,7 +2,7 @@
 
 use super::chat::ChatStream;
 use super::responses::ResponsesStream;
-use super::{Mode, Report, Verdict};
+use super::{Capture, Mode, Report, Verdict};
 use crate::evidence::{ApiSurface, SkipReason, Violation};
 use crate::sse::{DEFAULT_MAX_EVENT_BYTES, Decoder, Frame};
 
@@ -40,6 +40,8 @@ pub struct StreamChecker {
     decoder: Decoder,
     machine: Machine,
     report: Report,
+    surface: ApiSurface,
+    capture: Option<Capture>,
 }
 
 impl StreamChecker {
@@ -66,6 +68,8 @@ impl StreamChecker {
             decoder: Decoder::with_max_event_bytes(max),
             machine,
             report,
+            surface,
+            capture: None,
         }
     }
 
@@ -78,8 +82,12 @@ impl StreamChecker {
             decoder,
             machine,
             report,
+            capture,
+            ..
         } = self;
-        decoder.feed(chunk, &mut |frame| on_frame(machine, report, frame));
+        decoder.feed(chunk, &mut |frame| {
+            on_frame(machine, report, capture.as_mut(), frame);
+        });
     }
 
     /// Whether the stream's terminal event has been seen (`[DONE]` for Chat, the terminal
@@ -92,6 +100,11 @@ impl StreamChecker {
         }
     }
 
+    /// Keeps up to `max_chars` of completion text for the verdict (content capture).
+    pub(crate) fn capture(&mut self, max_chars: usize) {
+        self.capture = Some(Capture::new(self.surface, max_chars));
+    }
+
     /// Records a tolerated deviation found outside the body (the inspect layer's
     /// content-type check).
     pub(crate) fn warn(&mut self, warning: crate::evidence::Warning) {
@@ -101,6 +114,14 @@ impl StreamChecker {
     /// SSE events seen so far.
     pub fn events(&self) -> u64 {
         self.report.facts.events
+    }
+
+    fn verdict(self) -> Verdict {
+        let mut report = self.report;
+        if let Some(capture) = self.capture {
+            report.facts.output_text = Some(capture.into_text());
+        }
+        report.into_verdict()
     }
 
     /// Whether the body carried its answer (Chat: `[DONE]` or a finish reason; Responses: the
@@ -117,7 +138,7 @@ impl StreamChecker {
     /// The body ended cleanly: the verdict.
     pub fn finish(mut self) -> Verdict {
         self.end();
-        self.report.into_verdict()
+        self.verdict()
     }
 
     fn end(&mut self) {
@@ -125,10 +146,12 @@ impl StreamChecker {
             decoder,
             machine,
             report,
+            capture,
+            ..
         } = self;
         let end = decoder.bytes_seen();
         if !matches!(machine, Machine::Off) {
-            decoder.finish(&mut |frame| on_frame(machine, report, frame));
+            decoder.finish(&mut |frame| on_frame(machine, report, capture.as_mut(), frame));
         }
         match machine {
             Machine::Chat(c) if end > 0 => c.on_end(end, report),
@@ -147,7 +170,7 @@ impl StreamChecker {
             let end = self.decoder.bytes_seen();
             self.report.fail_at(Violation::BodyReadError, Some(end));
         }
-        self.report.into_verdict()
+        self.verdict()
     }
 
     /// The caller dropped the stream before its end: `skipped` (`abandoned`), unless a
@@ -159,14 +182,22 @@ impl StreamChecker {
         } else {
             self.report.skip(SkipReason::Abandoned);
         }
-        self.report.into_verdict()
+        self.verdict()
     }
 }
 
-fn on_frame(machine: &mut Machine, report: &mut Report, frame: Frame<'_>) {
+fn on_frame(
+    machine: &mut Machine,
+    report: &mut Report,
+    capture: Option<&mut Capture>,
+    frame: Frame<'_>,
+) {
     match frame {
         Frame::Event(event) => {
             report.facts.events += 1;
+            if let Some(capture) = capture {
+                capture.event(event.data());
+            }
             match machine {
                 Machine::Chat(c) => c.on_event(&event, report),
                 Machine::Responses(r) => r.on_event(&event, report),

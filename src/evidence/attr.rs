@@ -53,6 +53,10 @@ pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons
 pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
 /// Seconds from the request to the first body bytes of a stream.
 pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+/// The prompt, only with content capture on (truncated).
+pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
+/// The completion's text, only with content capture on (truncated).
+pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 /// Input (prompt) tokens.
 pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 /// Output (completion) tokens.

@@ -60,7 +60,7 @@ use http_body_util::BodyExt;
 use reqwest::{Request, Response, ResponseBuilderExt};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::contract::{self, Mode, StreamChecker, Verdict};
+use crate::contract::{self, Capture, CaptureContent, Mode, StreamChecker, Verdict};
 use crate::evidence::{ApiSurface, SkipReason, Violation, Warning};
 use crate::sse::DEFAULT_MAX_EVENT_BYTES;
 use crate::waf;
@@ -137,6 +137,17 @@ impl Inspect {
         method: &Method,
         response: Response,
     ) -> Response {
+        self.inspect_capturing(surface, method, response, None)
+            .await
+    }
+
+    async fn inspect_capturing(
+        &self,
+        surface: ApiSurface,
+        method: &Method,
+        response: Response,
+        capture: Option<usize>,
+    ) -> Response {
         let mut response = response;
         response.extensions_mut().insert(surface);
         let status = response.status();
@@ -160,7 +171,7 @@ impl Inspect {
                 .as_deref()
                 .is_some_and(contract::is_event_stream)
         {
-            return self.wrap_stream(surface, response);
+            return self.wrap_stream(surface, response, capture);
         }
         let cap = self.config.max_body_bytes;
         if response.content_length().is_some_and(|n| n > cap as u64) {
@@ -172,7 +183,7 @@ impl Inspect {
         let sniff = status.is_success();
         let (verdict, body) = match read_capped(body, cap, sniff).await {
             Read::Whole(bytes) => {
-                let verdict = contract::check_body(
+                let mut verdict = contract::check_body(
                     surface,
                     status,
                     content_type.as_deref(),
@@ -189,6 +200,11 @@ impl Inspect {
                 };
                 if let Some(wall) = wall {
                     parts.extensions.insert(wall);
+                }
+                if let Some(max) = capture {
+                    let mut text = Capture::new(surface, max);
+                    text.body(&bytes);
+                    verdict.facts.output_text = Some(text.into_text());
                 }
                 (verdict, reqwest::Body::from(bytes))
             }
@@ -213,9 +229,9 @@ impl Inspect {
             }
             Read::Stream(prefix, rest) => {
                 let body = reqwest::Body::wrap(Replay::then_rest(prefix, rest));
-                let mut checker = self.checker(surface);
+                let mut checker = self.checker(surface, capture);
                 checker.warn(Warning::NotEventStream);
-                return self.wrap_parts(parts, body, url, checker);
+                return Self::wrap_parts(parts, body, url, checker);
             }
         };
         let mut response = join(parts, body, url);
@@ -223,17 +239,29 @@ impl Inspect {
         response
     }
 
-    fn checker(&self, surface: ApiSurface) -> StreamChecker {
-        StreamChecker::with_max_event_bytes(surface, self.config.mode, self.config.max_event_bytes)
+    fn checker(&self, surface: ApiSurface, capture: Option<usize>) -> StreamChecker {
+        let mut checker = StreamChecker::with_max_event_bytes(
+            surface,
+            self.config.mode,
+            self.config.max_event_bytes,
+        );
+        if let Some(max) = capture {
+            checker.capture(max);
+        }
+        checker
     }
 
-    fn wrap_stream(&self, surface: ApiSurface, response: Response) -> Response {
+    fn wrap_stream(
+        &self,
+        surface: ApiSurface,
+        response: Response,
+        capture: Option<usize>,
+    ) -> Response {
         let (parts, body, url) = split(response);
-        self.wrap_parts(parts, body, url, self.checker(surface))
+        Self::wrap_parts(parts, body, url, self.checker(surface, capture))
     }
 
     fn wrap_parts(
-        &self,
         mut parts: http::response::Parts,
         body: reqwest::Body,
         url: reqwest::Url,
@@ -275,8 +303,11 @@ impl Middleware for Inspect {
             .copied()
             .unwrap_or_else(|| ApiSurface::of_request(&req));
         let method = req.method().clone();
+        let capture = extensions.get::<CaptureContent>().map(|c| c.0);
         let response = next.run(req, extensions).await?;
-        Ok(self.inspect(surface, &method, response).await)
+        Ok(self
+            .inspect_capturing(surface, &method, response, capture)
+            .await)
     }
 }
 

@@ -26,6 +26,7 @@
 //! `server.address` and `server.port`: no userinfo, path or query, so no `?key=`), no request
 //! or response body, and no API error message (it may quote the request). Prompt and completion
 //! text are recorded only after [`Telemetry::with_content_capture`], truncated.
+//! Model names and response ids are cut at 128 characters.
 //!
 //! # Attributes
 //!
@@ -58,7 +59,7 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::contract::Verdict;
+use crate::contract::{CaptureContent, Verdict};
 use crate::evidence::{
     ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, Outcome, ParseCheck, StatusClass,
     TransportErrorKind, WafVerdict, attr,
@@ -82,6 +83,7 @@ struct Shared {
     instruments: Instruments,
     provider: Cow<'static, str>,
     policy: Arc<dyn DecisionPolicy>,
+    capture: Option<usize>,
 }
 
 /// The call-level telemetry middleware. See the [module docs](self).
@@ -116,6 +118,7 @@ impl Telemetry {
                 instruments: Instruments::new(&global::meter_with_scope(scope())),
                 provider: Cow::Borrowed("openai"),
                 policy: Arc::new(DecisionTable::default()),
+                capture: None,
             }),
         }
     }
@@ -164,6 +167,15 @@ impl Telemetry {
     pub fn with_decision_policy(self, policy: impl DecisionPolicy) -> Self {
         let policy: Arc<dyn DecisionPolicy> = Arc::new(policy);
         self.edit(|s| s.policy = policy)
+    }
+
+    /// Records prompt and completion text, each cut at `max_chars` characters: the request's
+    /// `messages` (or Responses `input`) as `gen_ai.input.messages` and the completion's text
+    /// as `gen_ai.output.messages`, on the call span. Off by default: prompts and completions
+    /// are often personal data, and may hold secrets.
+    #[must_use]
+    pub fn with_content_capture(self, max_chars: usize) -> Self {
+        self.edit(|s| s.capture = Some(max_chars))
     }
 
     /// The attempt layer that belongs with this one (same tracer). Take it after configuring
@@ -293,6 +305,9 @@ impl CallEnd {
         }
         if let Some(v) = verdict {
             verdict_attributes(v, &mut kv);
+            if let Some(text) = &v.facts.output_text {
+                kv.push(KeyValue::new(attr::GEN_AI_OUTPUT_MESSAGES, text.clone()));
+            }
         }
         if let Some(waf) = &self.waf {
             waf_attributes(waf, &mut kv);
@@ -497,6 +512,12 @@ impl Middleware for Telemetry {
         }
         if let Some(port) = facts.server_port {
             kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+        }
+        if let Some(max) = self.shared.capture {
+            extensions.insert(CaptureContent(max));
+            if let Some(prompt) = request::prompt(&req, max) {
+                kv.push(KeyValue::new(attr::GEN_AI_INPUT_MESSAGES, prompt));
+            }
         }
         let parent = parent_context();
         let span = self

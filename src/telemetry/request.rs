@@ -38,6 +38,22 @@ impl RequestFacts {
     }
 }
 
+/// The prompt as sent (`messages` for Chat, `input` and `instructions` for Responses), as JSON
+/// text cut at `max` characters: only for content capture.
+pub(crate) fn prompt(request: &reqwest::Request, max: usize) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Prompt<'a> {
+        #[serde(borrow)]
+        messages: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        input: Option<&'a serde_json::value::RawValue>,
+    }
+    let body = request.body()?.as_bytes()?;
+    let p: Prompt<'_> = serde_json::from_slice(body).ok()?;
+    let raw = p.messages.or(p.input)?;
+    Some(truncate(raw.get(), max).into_owned())
+}
+
 /// At most `max` characters of `s`, cut on a character boundary.
 pub(crate) fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {

@@ -12,9 +12,9 @@
 //!
 //! # Rule order
 //!
-//! 0. **An edge's JSON problem document** ([`classify_problem`]): Cloudflare's RFC 9457 errors.
 //! The first rule that answers wins (DESIGN §5, research/contracts.md §4.2):
 //!
+//! 0. **An edge's JSON problem document** ([`classify_problem`]): Cloudflare's RFC 9457 errors.
 //! 1. **Block headers, at any status and whatever the body**: `cf-mitigated: challenge`
 //!    (Cloudflare challenge), `x-amzn-waf-action: captcha|challenge|block` (AWS WAF; CAPTCHA
 //!    comes as 405, challenge as 202), `x-sucuri-block` (Sucuri block),
