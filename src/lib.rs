@@ -49,15 +49,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The whole stack with telemetry, in the right order, is one line: [`Guard`].
+//!
+//! ```no_run
+//! let client = reqwest_llm_guard::Guard::new().client(reqwest::Client::new());
+//! ```
+//!
 //! ## Layers and their order
 //!
-//! The first `.with()` runs outermost. Put [`Retry`](retry::Retry) outside
+//! The first `.with()` runs outermost. [`Guard`] assembles them in this order; to assemble them
+//! yourself, keep it: [`Telemetry`](telemetry::Telemetry) outside [`Retry`](retry::Retry), so
+//! one call span covers every attempt; [`Retry`](retry::Retry) outside
 //! [`Inspect`](inspect::Inspect), so every attempt is inspected and the retry layer sees each
-//! attempt's WAF verdict:
+//! attempt's WAF verdict; the attempt spans ([`Telemetry::attempts`](telemetry::Telemetry::attempts))
+//! between them.
 //!
 //! | layer | per | does |
 //! |---|---|---|
+//! | [`telemetry::Telemetry`] | call | the call span `{operation} {model}`, its evidence, the metrics; injects `traceparent` |
 //! | [`retry::Retry`] | call | retries 429 within bounds: `Retry-After` honoured and capped, a deadline, a shared [`RetryBudget`](retry::RetryBudget); never a wall or a 403 |
+//! | [`telemetry::AttemptTelemetry`] | attempt | one child span per attempt with `http.request.resend_count` |
 //! | [`inspect::Inspect`] | attempt | recognises WAF and bot walls ([`waf`]), checks the contract ([`contract`]), hands the response back byte-identical with the verdicts in its extensions |
 //!
 //! A streaming response (`text/event-stream`) is never buffered: its body is wrapped, each
@@ -108,6 +119,7 @@
 //! | retry deadline | 60 s from the call's start (tokio's clock); the attempt in flight is never cut |
 //! | retry budget | 10 retries/s reserve plus 20% of calls, over a 10 s window, shared by clones |
 //! | contract mode | [`Mode::Compat`](contract::Mode::Compat) |
+//! | telemetry | global tracer and meter providers, `gen_ai.provider.name=openai`, no content recorded |
 //! | largest non-streaming body read to check | 8 MiB ([`inspect::DEFAULT_MAX_BODY_BYTES`]); larger: `skipped`, `too_large`, body untouched |
 //! | largest SSE event kept | 16 MiB ([`sse::DEFAULT_MAX_EVENT_BYTES`]); larger: `skipped`, `too_large`, bytes still flow |
 //!
@@ -126,8 +138,8 @@
 //!
 //! | feature | what it adds | status |
 //! |---|---|---|
-//! | (none) | the contract checkers, the SSE decoder, the WAF classifier, the inspect and retry layers | available |
-//! | `otlp` | an OTLP export pipeline built from the `OTEL_*` environment variables | planned |
+//! | (none) | the contract checkers, the SSE decoder, the WAF classifier, the inspect, retry and telemetry layers | available |
+//! | `otlp` | [`telemetry::otlp`]: OTLP export (gRPC, HTTP/protobuf) built from the `OTEL_*` environment variables, with a guard that flushes on drop | available |
 //! | `mock` | an OpenAI-compatible mock gateway that misbehaves on request | planned |
 //! | `cli` | the `llm-guard` command: the smoke drill and the mock gateway | planned |
 //!

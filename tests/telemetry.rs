@@ -337,15 +337,27 @@ async fn every_row_of_the_decision_table_leaves_its_evidence_on_the_spans() {
     for row in rows() {
         let h = Harness::new();
         let server = serve(&row).await;
+        let logs = LogSink::default();
+        let _logging = {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(logs.clone()))
+        };
+        // Every place a credential or a prompt can travel.
         let response = h
             .client
-            .post(format!("{}{}", server.uri(), row.path))
+            .post(format!("{}{}?key={CANARY}&api_key={CANARY}", server.uri(), row.path))
             .bearer_auth(CANARY)
+            .header("api-key", CANARY)
+            .header("x-api-key", CANARY)
+            .header("cookie", format!("session={CANARY}"))
             .body(format!(r#"{{"model":"gpt-4o-mini","input":"{CANARY}","messages":[{{"role":"user","content":"{CANARY}"}}]}}"#))
             .send()
             .await
             .unwrap();
         let _ = response.bytes().await.unwrap();
+        for line in logs.0.lock().unwrap().iter() {
+            assert!(!line.contains("CANARY"), "{}: log leaks: {line}", row.name);
+        }
         let (call, attempts) = h.call();
         let got = attrs(&call);
         for (k, v) in row.call {

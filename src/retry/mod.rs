@@ -1,8 +1,8 @@
 //! The retry layer: bounded retry for 429, walls never retried (DESIGN §3.2).
 //!
 //! Built on reqwest-retry's public traits, so a user's
-//! [`RetryableStrategy`](reqwest_retry::RetryableStrategy) ("whether") and any
-//! [`RetryPolicy`](retry_policies::RetryPolicy) ("when") plug in. On top of them it does what
+//! `RetryableStrategy` ("whether") and any
+//! `RetryPolicy` ("when") plug in. On top of them it does what
 //! reqwest-retry does not:
 //!
 //! - honours the server's `retry-after-ms`, `retry-after` (seconds or an HTTP date) and
