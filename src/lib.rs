@@ -140,15 +140,19 @@
 //! |---|---|---|
 //! | (none) | the contract checkers, the SSE decoder, the WAF classifier, the inspect, retry and telemetry layers | available |
 //! | `otlp` | [`telemetry::otlp`]: OTLP export (gRPC, HTTP/protobuf) built from the `OTEL_*` environment variables, with a guard that flushes on drop | available |
-//! | `mock` | an OpenAI-compatible mock gateway that misbehaves on request | planned |
-//! | `cli` | the `llm-guard` command: the smoke drill and the mock gateway | planned |
+//! | `mock` | [`mock`]: an OpenAI-compatible mock gateway on loopback that misbehaves on request | available |
+//! | `cli` | the `llm-guard` command ([`drill`]: the evidence drill; the mock gateway); implies `mock` and `otlp`, and enables reqwest's default TLS for the command | available |
 //!
 //! The crate chooses no TLS backend: enable the one you want on your own `reqwest`.
 
 pub mod contract;
+#[cfg(feature = "cli")]
+pub mod drill;
 mod error;
 pub mod evidence;
 pub mod inspect;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod retry;
 pub mod sse;
 mod stack;
@@ -156,7 +160,7 @@ pub mod telemetry;
 pub mod waf;
 
 pub use error::{Error, ErrorKind};
-pub use stack::Guard;
+pub use stack::{Evidence, Guard};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -267,7 +267,11 @@ struct CallEnd {
 
 impl CallEnd {
     /// Records the call's verdict on its span and in the metrics, and ends the span.
-    fn finish(mut self, verdict: Option<&Verdict>, first_chunk: Option<Instant>) {
+    fn finish(
+        mut self,
+        verdict: Option<&Verdict>,
+        first_chunk: Option<Instant>,
+    ) -> FallbackDecision {
         let span = self.cx.span();
         let (parse_check, violation) = verdict.map_or((ParseCheck::Skipped, None), |v| {
             (v.parse_check, v.violation)
@@ -329,6 +333,7 @@ impl CallEnd {
         span.end();
 
         self.record_metrics(verdict, decision, status_class, error_type, ttfc);
+        decision
     }
 
     fn record_metrics(
@@ -531,7 +536,7 @@ impl Middleware for Telemetry {
         inject(&cx, &mut req);
         extensions.insert(CallContext(cx.clone()));
 
-        let result = next.run(req, extensions).await;
+        let mut result = next.run(req, extensions).await;
 
         let pending = extensions.remove::<PendingAttempt>();
         let mut end = CallEnd {
@@ -546,20 +551,25 @@ impl Middleware for Telemetry {
             retry: extensions.get::<RetryRecord>().cloned(),
             pending,
         };
-        match &result {
+        match &mut result {
             Err(e) => {
                 end.transport = Some(TransportErrorKind::of(e));
-                end.finish(None, None);
+                let decision = end.finish(None, None);
+                extensions.insert(decision);
             }
             Ok(response) => {
                 end.status = Some(response.status());
                 end.waf = response.extensions().get::<WafVerdict>().cloned();
                 if let Some(stream) = response.extensions().get::<StreamVerdict>() {
                     let handle = stream.clone();
-                    stream.on_verdict(move |v| end.finish(Some(v), handle.first_chunk_at()));
+                    stream.on_verdict(move |v| {
+                        end.finish(Some(v), handle.first_chunk_at());
+                    });
                 } else {
                     let verdict = response.extensions().get::<Verdict>().cloned();
-                    end.finish(verdict.as_ref(), None);
+                    let decision = end.finish(verdict.as_ref(), None);
+                    // The caller reads it with `Evidence::of`.
+                    response.extensions_mut().insert(decision);
                 }
             }
         }

@@ -1,0 +1,183 @@
+//! A tour of what goes wrong between a service and an LLM gateway, through the whole stack,
+//! against the embedded mock gateway.
+//!
+//!     cargo run --example demo              # one tour, one line per call
+//!     cargo run --example demo -- --loop    # forever (the compose stack's traffic service)
+//!
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set (and `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`
+//! as you like), spans and metrics go to that OTLP backend.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest_llm_guard::evidence::ApiSurface;
+use reqwest_llm_guard::inspect::StreamVerdict;
+use reqwest_llm_guard::mock::{MockGateway, Scenario};
+use reqwest_llm_guard::retry::Retry;
+use reqwest_llm_guard::telemetry::otlp;
+use reqwest_llm_guard::{Evidence, Guard};
+
+/// The tour: every decision of the decision table, on both surfaces, streaming and not.
+const TOUR: &[(Scenario, ApiSurface, bool)] = &[
+    (Scenario::Ok, ApiSurface::ChatCompletions, false),
+    (Scenario::Ok, ApiSurface::Responses, false),
+    (Scenario::Ok, ApiSurface::ChatCompletions, true),
+    (Scenario::Ok, ApiSurface::Responses, true),
+    (Scenario::Incomplete, ApiSurface::Responses, false),
+    (
+        Scenario::RateLimitedOnce,
+        ApiSurface::ChatCompletions,
+        false,
+    ),
+    (Scenario::RateLimitedMs, ApiSurface::ChatCompletions, false),
+    (Scenario::RateLimitedLong, ApiSurface::Responses, false),
+    (Scenario::WafCloudflare, ApiSurface::ChatCompletions, false),
+    (
+        Scenario::WafCloudflareChallenge,
+        ApiSurface::ChatCompletions,
+        false,
+    ),
+    (Scenario::WafAkamai, ApiSurface::Responses, false),
+    (Scenario::WafF5, ApiSurface::ChatCompletions, false),
+    (Scenario::WafAwsCaptcha, ApiSurface::Responses, false),
+    (Scenario::Unauthorized, ApiSurface::ChatCompletions, false),
+    (Scenario::NotFound, ApiSurface::Responses, false),
+    (Scenario::GeminiError, ApiSurface::ChatCompletions, false),
+    (
+        Scenario::OpenrouterCredits,
+        ApiSurface::ChatCompletions,
+        false,
+    ),
+    (
+        Scenario::AnthropicOverloaded,
+        ApiSurface::ChatCompletions,
+        false,
+    ),
+    (Scenario::ServerError, ApiSurface::Responses, false),
+    (Scenario::Html200, ApiSurface::ChatCompletions, false),
+    (Scenario::ErrorIn200, ApiSurface::ChatCompletions, false),
+    (Scenario::ResponsesFailed, ApiSurface::Responses, false),
+    (Scenario::StreamTruncated, ApiSurface::ChatCompletions, true),
+    (Scenario::StreamOutOfOrder, ApiSurface::Responses, true),
+    (Scenario::StreamError, ApiSurface::ChatCompletions, true),
+    (Scenario::StreamError, ApiSurface::Responses, true),
+    (Scenario::Slow, ApiSurface::ChatCompletions, false),
+    (Scenario::Drop, ApiSurface::ChatCompletions, false),
+];
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let looping = std::env::args().any(|a| a == "--loop");
+    let otel = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        // The HTTP exporter builds a blocking client: do it off the async workers.
+        Some(tokio::task::spawn_blocking(otlp::init_from_env).await??)
+    } else {
+        None
+    };
+    let gateway = MockGateway::start().await?;
+    // Quick retries so the tour stays short; everything else is the default stack.
+    let retry = Retry::new().with_max_server_wait(Duration::from_secs(5));
+    let client = Guard::new()
+        .with_retry(retry)
+        .client(reqwest::Client::new());
+    println!("mock gateway at {}", gateway.url());
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        println!(
+            "\n{:<26} {:<17} {:<6} {:<15} {:<8} {:<9} {:<7} {:<10} violation",
+            "scenario", "surface", "stream", "status", "parse", "decision", "retries", "waf"
+        );
+        for (i, &(scenario, surface, stream)) in TOUR.iter().enumerate() {
+            let evidence = call(
+                &client,
+                &gateway,
+                scenario,
+                surface,
+                stream,
+                format!("{round}-{i}"),
+            )
+            .await;
+            print_line(scenario, stream, &evidence);
+        }
+        if let Some(otel) = &otel {
+            otel.flush();
+        }
+        if !looping {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if let Some(otel) = otel {
+        tokio::task::spawn_blocking(move || drop(otel)).await?;
+    }
+    Ok(())
+}
+
+async fn call(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    gateway: &MockGateway,
+    scenario: Scenario,
+    surface: ApiSurface,
+    stream: bool,
+    session: String,
+) -> Evidence {
+    let path = match surface {
+        ApiSurface::Responses => "/v1/responses",
+        _ => "/v1/chat/completions",
+    };
+    let body = match surface {
+        ApiSurface::Responses => format!(
+            r#"{{"model":"gpt-4.1-mini","input":"Reply with exactly the word PASS.","stream":{stream}}}"#
+        ),
+        _ => format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Reply with exactly the word PASS."}}],"stream":{stream}}}"#
+        ),
+    };
+    let sent = client
+        .post(format!("{}{path}", gateway.url()))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-demo-not-a-real-key")
+        .header("x-mock-scenario", scenario.as_str())
+        .header("x-mock-session", session)
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => return Evidence::of_error(&e, surface),
+    };
+    let evidence = Evidence::of(&response);
+    let verdict = response.extensions().get::<StreamVerdict>().cloned();
+    // Read the body as a caller would; a stream's verdict arrives at its end.
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        if chunk.is_err() {
+            break;
+        }
+    }
+    drop(body);
+    match verdict {
+        Some(v) => evidence.with_stream_verdict(&v.wait().await),
+        None => evidence,
+    }
+}
+
+fn print_line(scenario: Scenario, stream: bool, e: &Evidence) {
+    let waf = e
+        .waf
+        .as_ref()
+        .map_or("-".to_owned(), |w| w.vendor.as_str().to_owned());
+    println!(
+        "{:<26} {:<17} {:<6} {:<15} {:<8} {:<9} {:<7} {:<10} {}",
+        scenario.as_str(),
+        e.api_surface.as_str(),
+        if stream { "yes" } else { "no" },
+        e.status_class.as_str(),
+        e.parse_check.map_or("-", |p| p.as_str()),
+        e.fallback_decision.as_str(),
+        e.retry_count,
+        waf,
+        e.violation.map_or("-", |v| v.as_str()),
+    );
+}

@@ -1,0 +1,468 @@
+//! The mock gateway's answers, scenario by scenario, as plain data.
+
+use super::Scenario;
+use crate::evidence::ApiSurface;
+
+/// What the server sends.
+#[derive(Debug, Clone)]
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(&'static str, String)>,
+    pub(super) body: Body,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Body {
+    /// One piece.
+    Full(Vec<u8>),
+    /// SSE events, sent one frame each.
+    Events(Vec<String>),
+    /// These bytes, then the connection is cut.
+    Cut(Vec<u8>),
+}
+
+/// What the request asked for.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Ask {
+    pub(super) model: Option<String>,
+    pub(super) stream: bool,
+    pub(super) n: Option<u64>,
+}
+
+impl Ask {
+    pub(super) fn parse(body: &[u8]) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        Some(Self {
+            model: v.get("model").and_then(|m| m.as_str()).map(str::to_owned),
+            stream: v
+                .get("stream")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            n: v.get("n").and_then(serde_json::Value::as_u64),
+        })
+    }
+}
+
+const RAY: &str = "8f3a2b1c0d9e8f7a-AMS";
+
+fn json(status: u16, body: String) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type", "application/json".to_owned())],
+        body: Body::Full(body.into_bytes()),
+    }
+}
+
+fn html(status: u16, body: &str, headers: Vec<(&'static str, String)>) -> Reply {
+    let mut h = vec![("content-type", "text/html; charset=UTF-8".to_owned())];
+    h.extend(headers);
+    Reply {
+        status,
+        headers: h,
+        body: Body::Full(body.as_bytes().to_vec()),
+    }
+}
+
+fn envelope(message: &str, kind: &str, code: &str, param: Option<&str>) -> String {
+    serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+        .to_string()
+}
+
+fn events(events: Vec<String>) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![(
+            "content-type",
+            "text/event-stream; charset=utf-8".to_owned(),
+        )],
+        body: Body::Events(events),
+    }
+}
+
+const TEXT: &str = "PASS";
+
+fn chat_completion(model: &str, finish: &str, n: u64) -> String {
+    let choices: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "index": i,
+                "message": {"role": "assistant", "content": TEXT, "refusal": null, "annotations": []},
+                "logprobs": null,
+                "finish_reason": finish,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": "chatcmpl-mock0001",
+        "object": "chat.completion",
+        "created": 1_767_225_600,
+        "model": model,
+        "choices": choices,
+        "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
+        "service_tier": "default",
+        "system_fingerprint": "fp_mock",
+    })
+    .to_string()
+}
+
+fn response_object(model: &str, status: &str) -> serde_json::Value {
+    let (error, incomplete) = match status {
+        "failed" => (
+            serde_json::json!({"code": "server_error", "message": "The model failed to generate a response."}),
+            serde_json::Value::Null,
+        ),
+        "incomplete" => (
+            serde_json::Value::Null,
+            serde_json::json!({"reason": "max_output_tokens"}),
+        ),
+        _ => (serde_json::Value::Null, serde_json::Value::Null),
+    };
+    let output = if status == "failed" {
+        serde_json::json!([])
+    } else {
+        serde_json::json!([{
+            "id": "msg_mock0001", "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": TEXT, "annotations": [], "logprobs": []}],
+        }])
+    };
+    serde_json::json!({
+        "id": "resp_mock0001", "object": "response", "created_at": 1_767_225_600,
+        "status": status, "error": error, "incomplete_details": incomplete,
+        "instructions": null, "model": model, "output": output,
+        "parallel_tool_calls": true, "metadata": {}, "tool_choice": "auto", "tools": [],
+        "temperature": 1.0, "top_p": 1.0,
+        "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": 1, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 13},
+    })
+}
+
+fn chat_chunks(model: &str, finish: Option<&str>, done: bool) -> Vec<String> {
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        serde_json::json!({
+            "id": "chatcmpl-mock0001", "object": "chat.completion.chunk", "created": 1_767_225_600,
+            "model": model, "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+        .to_string()
+    };
+    let mut out = vec![
+        chunk(
+            serde_json::json!({"role": "assistant", "content": "", "refusal": null}),
+            None,
+        ),
+        chunk(serde_json::json!({"content": "PA"}), None),
+        chunk(serde_json::json!({"content": "SS"}), None),
+    ];
+    if let Some(f) = finish {
+        out.push(chunk(serde_json::json!({}), Some(f)));
+        out.push(
+            serde_json::json!({
+                "id": "chatcmpl-mock0001", "object": "chat.completion.chunk", "created": 1_767_225_600,
+                "model": model, "choices": [],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
+            })
+            .to_string(),
+        );
+    }
+    if done {
+        out.push("[DONE]".to_owned());
+    }
+    out.into_iter().map(|d| format!("data: {d}\n\n")).collect()
+}
+
+/// `(type, payload)` pairs, framed with `event:` lines and sequence numbers.
+fn responses_events(pairs: Vec<(&str, serde_json::Value)>) -> Vec<String> {
+    pairs
+        .into_iter()
+        .enumerate()
+        .map(|(seq, (kind, mut v))| {
+            v["type"] = kind.into();
+            v["sequence_number"] = seq.into();
+            format!("event: {kind}\ndata: {v}\n\n")
+        })
+        .collect()
+}
+
+fn responses_stream(model: &str, terminal: Option<&str>, out_of_order: bool) -> Vec<String> {
+    let mut in_progress = response_object(model, "in_progress");
+    in_progress["output"] = serde_json::json!([]);
+    let item = serde_json::json!({"id": "msg_mock0001", "type": "message", "status": "in_progress", "role": "assistant", "content": []});
+    let part =
+        serde_json::json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+    let delta = |d: &str| serde_json::json!({"item_id": "msg_mock0001", "output_index": 0, "content_index": 0, "delta": d, "logprobs": []});
+    let mut pairs = vec![
+        (
+            "response.created",
+            serde_json::json!({"response": in_progress.clone()}),
+        ),
+        (
+            "response.in_progress",
+            serde_json::json!({"response": in_progress}),
+        ),
+    ];
+    if out_of_order {
+        pairs.push(("response.output_text.delta", delta("PA")));
+    }
+    pairs.extend([
+        ("response.output_item.added", serde_json::json!({"output_index": 0, "item": item})),
+        (
+            "response.content_part.added",
+            serde_json::json!({"item_id": "msg_mock0001", "output_index": 0, "content_index": 0, "part": part}),
+        ),
+        ("response.output_text.delta", delta("PA")),
+        ("response.output_text.delta", delta("SS")),
+    ]);
+    match terminal {
+        Some("error") => {
+            pairs.push((
+                "error",
+                serde_json::json!({"error": {"type": "server_error", "code": "server_error", "message": "The server had an error while processing your request.", "param": null}}),
+            ));
+            pairs.push((
+                "response.failed",
+                serde_json::json!({"response": response_object(model, "failed")}),
+            ));
+        }
+        Some(status) => {
+            let done_text = serde_json::json!({"item_id": "msg_mock0001", "output_index": 0, "content_index": 0, "text": TEXT, "logprobs": []});
+            pairs.push(("response.output_text.done", done_text));
+            pairs.push((
+                "response.content_part.done",
+                serde_json::json!({"item_id": "msg_mock0001", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": TEXT, "annotations": [], "logprobs": []}}),
+            ));
+            pairs.push((
+                "response.output_item.done",
+                serde_json::json!({"output_index": 0, "item": response_object(model, "completed")["output"][0].clone()}),
+            ));
+            let event = if status == "incomplete" {
+                "response.incomplete"
+            } else {
+                "response.completed"
+            };
+            pairs.push((
+                event,
+                serde_json::json!({"response": response_object(model, status)}),
+            ));
+        }
+        None => {}
+    }
+    responses_events(pairs)
+}
+
+/// The answer for this scenario, surface and request.
+pub(super) fn reply(
+    scenario: Scenario,
+    surface: ApiSurface,
+    ask: Option<&Ask>,
+    first_attempt: bool,
+) -> Reply {
+    let ask = ask.cloned().unwrap_or_default();
+    let model = ask
+        .model
+        .clone()
+        .unwrap_or_else(|| "gpt-4o-mini".to_owned());
+    let responses = surface == ApiSurface::Responses;
+    match scenario {
+        Scenario::Ok | Scenario::Slow | Scenario::RateLimitedOnce | Scenario::Drop => {
+            if scenario == Scenario::RateLimitedOnce && first_attempt {
+                return rate_limited(vec![("retry-after-ms", "100".to_owned())]);
+            }
+            if ask.model.is_none() {
+                return json(
+                    400,
+                    envelope(
+                        "you must provide a model parameter",
+                        "invalid_request_error",
+                        "missing_required_parameter",
+                        Some("model"),
+                    ),
+                );
+            }
+            let mut reply = ok(&model, responses, &ask, None);
+            if scenario == Scenario::Drop {
+                let bytes = match reply.body {
+                    Body::Full(b) | Body::Cut(b) => b,
+                    Body::Events(e) => e.concat().into_bytes(),
+                };
+                reply.body = Body::Cut(bytes[..bytes.len() / 2].to_vec());
+            }
+            reply
+        }
+        Scenario::Incomplete => ok(&model, responses, &ask, Some("incomplete")),
+        Scenario::RateLimited => rate_limited(vec![("retry-after", "1".to_owned())]),
+        Scenario::RateLimitedMs => rate_limited(vec![("retry-after-ms", "200".to_owned())]),
+        Scenario::RateLimitedLong => rate_limited(vec![("retry-after", "120".to_owned())]),
+        Scenario::WafCloudflare => html(
+            403,
+            &format!(
+                "<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title>\
+                 <link rel=\"stylesheet\" href=\"/cdn-cgi/styles/cf.errors.css\"></head><body>\
+                 <div id=\"cf-error-details\"><h1>Sorry, you have been blocked</h1>\
+                 <p>You are unable to access api.example.com</p>\
+                 <span>Cloudflare Ray ID: <strong>{}</strong></span></div></body></html>",
+                &RAY[..16]
+            ),
+            vec![("server", "cloudflare".to_owned()), ("cf-ray", RAY.to_owned())],
+        ),
+        Scenario::WafCloudflareChallenge => html(
+            429,
+            "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title></head><body>\
+             <div id=\"challenge-error-text\">Enable JavaScript and cookies to continue</div>\
+             <script src=\"/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8f3a2b1c0d9e8f7a\"></script>\
+             </body></html>",
+            vec![
+                ("server", "cloudflare".to_owned()),
+                ("cf-ray", RAY.to_owned()),
+                ("cf-mitigated", "challenge".to_owned()),
+            ],
+        ),
+        Scenario::WafAkamai => html(
+            403,
+            "<HTML><HEAD><TITLE>Access Denied</TITLE></HEAD><BODY><H1>Access Denied</H1>\
+             You don't have permission to access \"http&#58;&#47;&#47;api&#46;example&#46;com&#47;v1\" on this server.<P>\
+             Reference&#32;&#35;18&#46;2f1e3c17&#46;1767225600&#46;4a5b6c7d\
+             <P>https&#58;&#47;&#47;errors&#46;edgesuite&#46;net&#47;18&#46;2f1e3c17&#46;1767225600&#46;4a5b6c7d</P></BODY></HTML>",
+            vec![("server", "AkamaiGHost".to_owned())],
+        ),
+        Scenario::WafF5 => html(
+            200,
+            "<html><head><title>Request Rejected</title></head><body>\
+             The requested URL was rejected. Please consult with your administrator.<br><br>\
+             Your support ID is: 14723983460293848512<br><br><a href='javascript:history.back();'>[Go Back]</a></body></html>",
+            vec![],
+        ),
+        Scenario::WafAwsCaptcha => html(
+            405,
+            "<!DOCTYPE html><html><head><title>Human Verification</title></head><body>\
+             <div id=\"captcha-container\"></div></body></html>",
+            vec![("x-amzn-waf-action", "captcha".to_owned())],
+        ),
+        Scenario::Html200 => html(
+            200,
+            "<!DOCTYPE html><html><head><title>Scheduled maintenance</title></head>\
+             <body><h1>We'll be back soon.</h1></body></html>",
+            vec![("server", "nginx".to_owned())],
+        ),
+        Scenario::ErrorIn200 => json(
+            200,
+            envelope(
+                "Upstream provider returned an error",
+                "upstream_error",
+                "upstream_error",
+                None,
+            ),
+        ),
+        Scenario::OpenrouterCredits => json(
+            402,
+            serde_json::json!({"error": {"code": 402, "message": "Insufficient credits. Add more using https://openrouter.ai/credits", "metadata": {}}, "user_id": "user_mock"}).to_string(),
+        ),
+        Scenario::GeminiError => json(
+            400,
+            serde_json::json!([{"error": {"code": 400, "message": "Invalid JSON payload received. Unknown name \"foo\": Cannot find field.", "status": "INVALID_ARGUMENT"}}]).to_string(),
+        ),
+        Scenario::AnthropicOverloaded => json(
+            529,
+            serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": "req_mock"}).to_string(),
+        ),
+        Scenario::Unauthorized => json(
+            401,
+            envelope(
+                "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+                None,
+            ),
+        ),
+        Scenario::NotFound => json(
+            404,
+            envelope(
+                &format!("The model `{model}` does not exist or you do not have access to it."),
+                "invalid_request_error",
+                "model_not_found",
+                None,
+            ),
+        ),
+        Scenario::ResponsesFailed if responses && ask.stream => {
+            events(responses_stream(&model, Some("error"), false))
+        }
+        Scenario::ResponsesFailed if responses => json(200, response_object(&model, "failed").to_string()),
+        Scenario::ResponsesFailed | Scenario::ServerError => server_error(),
+        Scenario::StreamTruncated if responses => events(responses_stream(&model, None, false)),
+        Scenario::StreamTruncated => events(chat_chunks(&model, None, false)),
+        Scenario::StreamOutOfOrder if responses => {
+            events(responses_stream(&model, Some("completed"), true))
+        }
+        Scenario::StreamOutOfOrder => {
+            let mut e = chat_chunks(&model, Some("stop"), true);
+            e.push(e[1].clone());
+            events(e)
+        }
+        Scenario::StreamError if responses => events(responses_stream(&model, Some("error"), false)),
+        Scenario::StreamError => {
+            let mut e = chat_chunks(&model, None, false);
+            e.push(format!(
+                "event: error\ndata: {}\n\n",
+                serde_json::json!({"error": {"message": "Tool call validation failed", "type": "invalid_request_error", "code": "tool_use_failed", "status_code": 400}})
+            ));
+            events(e)
+        }
+    }
+}
+
+fn ok(model: &str, responses: bool, ask: &Ask, status: Option<&str>) -> Reply {
+    let n = ask.n.unwrap_or(1).clamp(1, 8);
+    match (responses, ask.stream) {
+        (false, false) => {
+            let finish = if status == Some("incomplete") {
+                "length"
+            } else {
+                "stop"
+            };
+            json(200, chat_completion(model, finish, n))
+        }
+        (false, true) => {
+            let finish = if status == Some("incomplete") {
+                "length"
+            } else {
+                "stop"
+            };
+            events(chat_chunks(model, Some(finish), true))
+        }
+        (true, false) => json(
+            200,
+            response_object(model, status.unwrap_or("completed")).to_string(),
+        ),
+        (true, true) => events(responses_stream(
+            model,
+            Some(status.unwrap_or("completed")),
+            false,
+        )),
+    }
+}
+
+fn rate_limited(mut headers: Vec<(&'static str, String)>) -> Reply {
+    let mut reply = json(
+        429,
+        envelope(
+            "Rate limit reached for requests. Please try again in 1s.",
+            "requests",
+            "rate_limit_exceeded",
+            None,
+        ),
+    );
+    headers.push(("x-ratelimit-remaining-requests", "0".to_owned()));
+    reply.headers.extend(headers);
+    reply
+}
+
+fn server_error() -> Reply {
+    json(
+        500,
+        envelope(
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            "server_error",
+            None,
+        ),
+    )
+}

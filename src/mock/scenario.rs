@@ -1,0 +1,94 @@
+//! What the mock gateway does, request by request.
+
+use std::str::FromStr;
+
+use crate::evidence::str_enum;
+
+str_enum! {
+    /// A behaviour of the mock gateway, chosen per request with the `x-mock-scenario` header
+    /// (or the `mock` query parameter), else the gateway's default.
+    ///
+    /// Every scenario answers both surfaces (`/v1/chat/completions`, `/v1/responses`) and
+    /// streams when the request body says `"stream": true` (where the scenario has a stream).
+    #[non_exhaustive]
+    pub enum Scenario {
+        /// A correct answer. A request without a `model` gets OpenAI's 400 instead.
+        Ok => "ok",
+        /// 429 with `retry-after: 1` and OpenAI's rate-limit envelope, every time.
+        RateLimited => "rate_limited",
+        /// 429 with `retry-after-ms: 200`, every time.
+        RateLimitedMs => "rate_limited_ms",
+        /// 429 (`retry-after-ms: 100`) on a session's first attempt, then a correct answer.
+        /// Sessions are told apart by the `x-mock-session` header.
+        RateLimitedOnce => "rate_limited_once",
+        /// 429 asking to wait 120 s: more than any sane cap.
+        RateLimitedLong => "rate_limited_long",
+        /// 403 Cloudflare block page ("Sorry, you have been blocked"), with a Ray ID.
+        WafCloudflare => "waf_cloudflare",
+        /// 429 Cloudflare challenge (`cf-mitigated: challenge`, "Just a moment...").
+        WafCloudflareChallenge => "waf_cloudflare_challenge",
+        /// 403 Akamai "Access Denied" with its Reference #.
+        WafAkamai => "waf_akamai",
+        /// 200 F5 BIG-IP "The requested URL was rejected" with a support ID.
+        WafF5 => "waf_f5",
+        /// 405 AWS WAF CAPTCHA (`x-amzn-waf-action: captcha`).
+        WafAwsCaptcha => "waf_aws_captcha",
+        /// 200 HTML maintenance page (no WAF).
+        Html200 => "html_200",
+        /// 200 carrying an error envelope instead of a result.
+        ErrorIn200 => "error_in_200",
+        /// 402 in OpenRouter's shape (integer `code`, no `type`).
+        OpenrouterCredits => "openrouter_credits",
+        /// 400 in Gemini's array shape.
+        GeminiError => "gemini_error",
+        /// 529 in Anthropic's native shape (`overloaded_error`).
+        AnthropicOverloaded => "anthropic_overloaded",
+        /// 401 `invalid_api_key`.
+        Unauthorized => "unauthorized",
+        /// 404 `model_not_found`.
+        NotFound => "not_found",
+        /// 500 `server_error`.
+        ServerError => "server_error",
+        /// Responses: 200 with `status: failed` (Chat: a 500).
+        ResponsesFailed => "responses_failed",
+        /// Responses: 200 with `status: incomplete` (`max_output_tokens`); Chat: finish reason
+        /// `length`.
+        Incomplete => "incomplete",
+        /// A stream that ends without finish reason, terminal event or `[DONE]`.
+        StreamTruncated => "stream_truncated",
+        /// A stream out of order (Responses: a delta before its item; Chat: a chunk after
+        /// `[DONE]`).
+        StreamOutOfOrder => "stream_out_of_order",
+        /// An error inside a 200 stream (Chat: Groq's `event: error`; Responses: `error` then
+        /// `response.failed`).
+        StreamError => "stream_error",
+        /// A correct answer after a delay (`x-mock-delay-ms`, default 300 ms) before the headers.
+        Slow => "slow",
+        /// Headers and half the body, then the connection is dropped.
+        Drop => "drop",
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = UnknownScenario;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scenario::ALL
+            .iter()
+            .copied()
+            .find(|sc| sc.as_str() == s)
+            .ok_or_else(|| UnknownScenario(s.to_owned()))
+    }
+}
+
+/// A scenario name the mock gateway does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownScenario(pub String);
+
+impl std::fmt::Display for UnknownScenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown mock scenario {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownScenario {}
