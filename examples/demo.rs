@@ -100,6 +100,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await;
             print_line(scenario, stream, &evidence);
         }
+        // And an endpoint that is not there at all: a transport error.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let evidence = match client
+            .post(format!("http://{closed}/v1/chat/completions"))
+            .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+            .send()
+            .await
+        {
+            Ok(r) => Evidence::of(&r),
+            Err(e) => Evidence::of_error(&e, ApiSurface::ChatCompletions),
+        };
+        print_line("unreachable", false, &evidence);
         if let Some(otel) = &otel {
             otel.flush();
         }
@@ -163,14 +175,14 @@ async fn call(
     }
 }
 
-fn print_line(scenario: Scenario, stream: bool, e: &Evidence) {
+fn print_line(scenario: impl std::fmt::Display, stream: bool, e: &Evidence) {
     let waf = e
         .waf
         .as_ref()
         .map_or("-".to_owned(), |w| w.vendor.as_str().to_owned());
     println!(
         "{:<26} {:<17} {:<6} {:<15} {:<8} {:<9} {:<7} {:<10} {}",
-        scenario.as_str(),
+        scenario.to_string(),
         e.api_surface.as_str(),
         if stream { "yes" } else { "no" },
         e.status_class.as_str(),
