@@ -90,6 +90,16 @@
 //! providers send and counts them as [`Warning`](evidence::Warning)s;
 //! [`Mode::Strict`](contract::Mode::Strict) holds bodies to the OpenAI spec literally.
 //!
+//! ## Request lint and cross-checks
+//!
+//! The telemetry layer lints every request against the provider family behind its model
+//! ([`lint`]: `temperature` above 1 for Claude, `n` above 8 for Gemini, `logprobs` off OpenAI,
+//! `reasoning_effort` where it is ignored, `max_tokens` where `max_completion_tokens` is
+//! expected, Chat for a model that prefers Responses) and cross-checks the answer (`n` asked vs
+//! choices received, `stream` asked vs content type, model asked vs answered, tool calls asked vs
+//! returned). Findings are span events and the `request_check` / `response_check` attributes;
+//! the request is never blocked or changed.
+//!
 //! ## The evidence vocabulary
 //!
 //! The names of [`evidence::attr`] and the values of the [`evidence`] enums are stable: they are
@@ -151,6 +161,7 @@ pub mod drill;
 mod error;
 pub mod evidence;
 pub mod inspect;
+pub mod lint;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod retry;

@@ -843,3 +843,76 @@ async fn streamed_content_is_captured_from_the_deltas() {
         Some(CANARY)
     );
 }
+
+fn events(span: &SpanData, name: &str) -> Vec<HashMap<String, String>> {
+    span.events
+        .iter()
+        .filter(|e| e.name == name)
+        .map(|e| {
+            e.attributes
+                .iter()
+                .map(|kv| (kv.key.to_string(), kv.value.as_str().into_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn n_3_of_a_claude_model_through_the_mock_gateway_leaves_the_lint_and_the_mismatch() {
+    let h = Harness::new();
+    let gateway = reqwest_llm_guard::mock::MockGateway::start().await.unwrap();
+    h.client
+        .post(format!("{}/v1/chat/completions", gateway.url()))
+        .body(r#"{"model":"claude-sonnet-4-5","n":3,"temperature":0.5,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (call, _) = h.call();
+    assert_eq!(attr(&call, "request_check").as_deref(), Some("warn"));
+    assert_eq!(attr(&call, "request_check.warnings").as_deref(), Some("1"));
+    let lint = events(&call, "gen_ai.request.lint");
+    assert_eq!(lint.len(), 1);
+    assert_eq!(lint[0]["lint.rule"], "n_unsupported");
+    assert_eq!(lint[0]["lint.family"], "claude");
+    assert_eq!(attr(&call, "response_check").as_deref(), Some("warn"));
+    let check = events(&call, "gen_ai.response.check");
+    assert_eq!(check.len(), 1, "{check:?}");
+    assert_eq!(check[0]["lint.rule"], "choices_mismatch");
+    // Evidence, not a verdict: the call itself stands.
+    assert_eq!(attr(&call, "fallback_decision").as_deref(), Some("none"));
+    let findings = counter(&h.metrics(), metric::LINT_FINDINGS);
+    let mut got: Vec<(String, String)> = findings
+        .iter()
+        .map(|(a, _)| (a["lint.rule"].clone(), a["lint.phase"].clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("choices_mismatch".to_owned(), "response".to_owned()),
+            ("n_unsupported".to_owned(), "request".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_clean_request_passes_both_checks() {
+    let h = Harness::new();
+    let gateway = reqwest_llm_guard::mock::MockGateway::start().await.unwrap();
+    h.client
+        .post(format!("{}/v1/chat/completions", gateway.url()))
+        .body(r#"{"model":"gpt-4o-mini","n":2,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (call, _) = h.call();
+    assert_eq!(attr(&call, "request_check").as_deref(), Some("pass"));
+    assert_eq!(attr(&call, "response_check").as_deref(), Some("pass"));
+    assert!(call.events.is_empty());
+}

@@ -55,6 +55,14 @@ pub(super) fn check_completion(body: &[u8], content_type: Option<&str>, report: 
     if choices.is_empty() {
         report.fail(Violation::NoChoices);
     }
+    let facts = report.facts();
+    facts.choices = Some(choices.len() as u64);
+    facts.tool_calls = choices.iter().any(|c| {
+        c.message
+            .as_ref()
+            .and_then(|m| m.tool_calls.as_ref())
+            .is_some_and(|t| !t.is_empty())
+    });
     for choice in &choices {
         check_choice(choice, report);
     }
@@ -185,6 +193,10 @@ impl ChatStream {
         };
         for choice in choices {
             let index = choice.index.unwrap_or(0);
+            if index < MAX_TRACKED_CHOICES {
+                let seen = report.facts().choices.unwrap_or(0).max(index + 1);
+                report.facts().choices = Some(seen);
+            }
             match &choice.finish_reason {
                 None => report.warn(Warning::MissingFinishReason),
                 Some(None) => {}
@@ -214,6 +226,9 @@ impl ChatStream {
                 }
             }
             let calls = choice.delta.as_ref().and_then(|d| d.tool_calls.as_deref());
+            if calls.is_some_and(|c| !c.is_empty()) {
+                report.facts().tool_calls = true;
+            }
             for call in calls.unwrap_or_default() {
                 match call.index {
                     None => report.warn(Warning::MissingToolCallIndex),

@@ -85,6 +85,11 @@ pub struct ResponseFacts {
     pub usage: Option<TokenUsage>,
     /// SSE events seen (0 for a non-streaming body).
     pub events: u64,
+    /// Choices returned (Chat): the array's length, or one more than the highest streamed
+    /// index.
+    pub choices: Option<u64>,
+    /// Whether the answer called tools (Chat `tool_calls`, Responses `function_call` items).
+    pub tool_calls: bool,
     /// The completion's text, cut at the configured length: only when content capture is on
     /// ([`Telemetry::with_content_capture`](crate::telemetry::Telemetry::with_content_capture)).
     pub output_text: Option<String>,

@@ -79,6 +79,7 @@ pub(super) fn check_response(body: &[u8], content_type: Option<&str>, report: &m
             Some(_) => {}
         }
     }
+    report.facts().tool_calls = function_call;
     let error = r.error.flatten();
     let reason = r
         .incomplete_details
@@ -363,6 +364,7 @@ impl ResponsesStream {
         if let Some(usage) = &head.usage {
             report.facts().usage = Some(usage.tokens());
         }
+        report.facts().tool_calls = self.function_call;
     }
 
     fn on_item_added(&mut self, ev: &StreamEvent<'_>, at: Option<u64>, report: &mut Report) {

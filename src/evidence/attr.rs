@@ -30,6 +30,21 @@ pub const RETRY_WAIT_REASON: &str = "retry.wait_reason";
 pub const RETRY_REASON: &str = "retry.reason";
 /// Why retries stopped ([`StopReason`](crate::retry::StopReason)), on the exhausted-retries metric.
 pub const RETRY_STOP_REASON: &str = "retry.stop_reason";
+/// `pass` or `warn`: the request lint ([`lint`](crate::lint)) on the call span.
+pub const REQUEST_CHECK: &str = "request_check";
+/// How many request-lint findings.
+pub const REQUEST_CHECK_WARNINGS: &str = "request_check.warnings";
+/// `pass` or `warn`: the request/response cross-checks on the call span (2xx answers that kept
+/// their contract only).
+pub const RESPONSE_CHECK: &str = "response_check";
+/// How many cross-check findings.
+pub const RESPONSE_CHECK_WARNINGS: &str = "response_check.warnings";
+/// On a lint finding's span event and metric: the rule ([`LintRule`](crate::lint::LintRule)).
+pub const LINT_RULE: &str = "lint.rule";
+/// On a lint finding's span event and metric: the provider family.
+pub const LINT_FAMILY: &str = "lint.family";
+/// On the lint metric: `request` or `response`.
+pub const LINT_PHASE: &str = "lint.phase";
 /// The WAF or bot-wall vendor (`cloudflare`, `aws`, `akamai`, …).
 pub const WAF_VENDOR: &str = "waf.vendor";
 /// `block`, `challenge` or `suspected`.

@@ -410,7 +410,16 @@ pub(super) fn reply(
 }
 
 fn ok(model: &str, responses: bool, ask: &Ask, status: Option<&str>) -> Reply {
-    let n = ask.n.unwrap_or(1).clamp(1, 8);
+    // Claude through an OpenAI-compatible layer answers one choice whatever `n` asks.
+    let claude = ask
+        .model
+        .as_deref()
+        .is_some_and(|m| m.starts_with("claude"));
+    let n = if claude {
+        1
+    } else {
+        ask.n.unwrap_or(1).clamp(1, 8)
+    };
     match (responses, ask.stream) {
         (false, false) => {
             let finish = if status == Some("incomplete") {

@@ -47,6 +47,9 @@ pub mod name {
     pub const WAF_WALLS: &str = "llm_guard.waf.walls";
     /// Counter, `{violation}`: hard contract violations, by `api_surface`, `contract.violation`.
     pub const CONTRACT_VIOLATIONS: &str = "llm_guard.contract.violations";
+    /// Counter, `{finding}`: request-lint and cross-check findings, by `lint.rule`,
+    /// `lint.family`, `lint.phase` (`request` | `response`).
+    pub const LINT_FINDINGS: &str = "llm_guard.lint.findings";
 }
 
 #[derive(Clone)]
@@ -59,6 +62,7 @@ pub(crate) struct Instruments {
     pub(crate) exhausted: Counter<u64>,
     pub(crate) walls: Counter<u64>,
     pub(crate) violations: Counter<u64>,
+    pub(crate) lint: Counter<u64>,
 }
 
 impl Instruments {
@@ -112,6 +116,11 @@ impl Instruments {
                 .u64_counter(name::CONTRACT_VIOLATIONS)
                 .with_unit("{violation}")
                 .with_description("Hard response-contract violations.")
+                .build(),
+            lint: meter
+                .u64_counter(name::LINT_FINDINGS)
+                .with_unit("{finding}")
+                .with_description("Request-lint and request/response cross-check findings.")
                 .build(),
         }
     }

@@ -65,6 +65,7 @@ use crate::evidence::{
     TransportErrorKind, WafVerdict, attr,
 };
 use crate::inspect::StreamVerdict;
+use crate::lint::{self, Finding, ProviderFamily, Returned};
 use crate::retry::{CurrentAttempt, RetryRecord};
 use metrics::{Instruments, genai_attributes};
 use request::RequestFacts;
@@ -84,6 +85,7 @@ struct Shared {
     provider: Cow<'static, str>,
     policy: Arc<dyn DecisionPolicy>,
     capture: Option<usize>,
+    family: Option<ProviderFamily>,
 }
 
 /// The call-level telemetry middleware. See the [module docs](self).
@@ -119,6 +121,7 @@ impl Telemetry {
                 provider: Cow::Borrowed("openai"),
                 policy: Arc::new(DecisionTable::default()),
                 capture: None,
+                family: None,
             }),
         }
     }
@@ -176,6 +179,14 @@ impl Telemetry {
     #[must_use]
     pub fn with_content_capture(self, max_chars: usize) -> Self {
         self.edit(|s| s.capture = Some(max_chars))
+    }
+
+    /// The provider family the request lint assumes for every call of this client (default:
+    /// from each request's model name). A request can set its own by carrying a
+    /// [`ProviderFamily`] in its extensions.
+    #[must_use]
+    pub fn with_provider_family(self, family: ProviderFamily) -> Self {
+        self.edit(|s| s.family = Some(family))
     }
 
     /// The attempt layer that belongs with this one (same tracer). Take it after configuring
@@ -263,6 +274,7 @@ struct CallEnd {
     waf: Option<WafVerdict>,
     retry: Option<RetryRecord>,
     pending: Option<PendingAttempt>,
+    streamed: bool,
 }
 
 impl CallEnd {
@@ -306,6 +318,25 @@ impl CallEnd {
         }
         if let Some(e) = &error_type {
             kv.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
+        }
+        if let Some(v) = verdict
+            && v.parse_check == ParseCheck::Pass
+            && self.status.is_some_and(|s| s.is_success())
+            && self.surface != ApiSurface::Other
+        {
+            let returned = Returned {
+                choices: v.facts.choices,
+                streamed: self.streamed,
+                model: v.facts.response_model.as_deref(),
+                tool_calls: v.facts.tool_calls,
+            };
+            let findings = lint::cross_check(
+                &self.facts.asked,
+                self.surface,
+                self.facts.family,
+                &returned,
+            );
+            record_findings(&self.shared, &self.cx, &findings, Phase::Response);
         }
         if let Some(v) = verdict {
             verdict_attributes(v, &mut kv);
@@ -432,6 +463,49 @@ impl CallEnd {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Request,
+    Response,
+}
+
+/// Lint findings as span events, a check attribute and a count, and the lint metric.
+fn record_findings(shared: &Shared, cx: &Context, findings: &[Finding], phase: Phase) {
+    let (check, warnings, event, phase_name) = match phase {
+        Phase::Request => (
+            attr::REQUEST_CHECK,
+            attr::REQUEST_CHECK_WARNINGS,
+            "gen_ai.request.lint",
+            "request",
+        ),
+        Phase::Response => (
+            attr::RESPONSE_CHECK,
+            attr::RESPONSE_CHECK_WARNINGS,
+            "gen_ai.response.check",
+            "response",
+        ),
+    };
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        check,
+        if findings.is_empty() { "pass" } else { "warn" },
+    ));
+    span.set_attribute(KeyValue::new(
+        warnings,
+        i64::try_from(findings.len()).unwrap_or(i64::MAX),
+    ));
+    for f in findings {
+        let kv = [
+            KeyValue::new(attr::LINT_RULE, f.rule.as_str()),
+            KeyValue::new(attr::LINT_FAMILY, f.family.as_str()),
+        ];
+        span.add_event(event, kv.to_vec());
+        let mut labels = kv.to_vec();
+        labels.push(KeyValue::new(attr::LINT_PHASE, phase_name));
+        shared.instruments.lint.add(1, &labels);
+    }
+}
+
 fn truncated(s: &str) -> String {
     request::truncate(s, 128).into_owned()
 }
@@ -494,7 +568,11 @@ impl Middleware for Telemetry {
     ) -> reqwest_middleware::Result<Response> {
         let started = Instant::now();
         let surface = *extensions.get_or_insert_with(|| ApiSurface::of_request(&req));
-        let facts = RequestFacts::of(&req);
+        let family = extensions
+            .get::<ProviderFamily>()
+            .copied()
+            .or(self.shared.family);
+        let facts = RequestFacts::of(&req, surface, family);
         let op = operation(surface);
         let name = match &facts.model {
             Some(model) => format!("{op} {model}"),
@@ -533,6 +611,7 @@ impl Middleware for Telemetry {
             .with_attributes(kv)
             .start_with_context(&*self.shared.tracer, &parent);
         let cx = parent.with_span(span);
+        record_findings(&self.shared, &cx, &facts.findings, Phase::Request);
         inject(&cx, &mut req);
         extensions.insert(CallContext(cx.clone()));
 
@@ -550,6 +629,7 @@ impl Middleware for Telemetry {
             waf: None,
             retry: extensions.get::<RetryRecord>().cloned(),
             pending,
+            streamed: false,
         };
         match &mut result {
             Err(e) => {
@@ -561,6 +641,7 @@ impl Middleware for Telemetry {
                 end.status = Some(response.status());
                 end.waf = response.extensions().get::<WafVerdict>().cloned();
                 if let Some(stream) = response.extensions().get::<StreamVerdict>() {
+                    end.streamed = true;
                     let handle = stream.clone();
                     stream.on_verdict(move |v| {
                         end.finish(Some(v), handle.first_chunk_at());

@@ -5,35 +5,52 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-/// The request fields telemetry reads, parsed from a JSON body without copying the rest.
-#[derive(Deserialize, Default)]
-struct RequestView<'a> {
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-}
+use crate::evidence::ApiSurface;
+use crate::lint::{self, Asked, AskedSummary, Finding, ProviderFamily};
 
 /// What the call span records about the request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct RequestFacts {
     pub(crate) model: Option<String>,
     pub(crate) server_address: Option<String>,
     pub(crate) server_port: Option<u16>,
+    /// What a response cross-check compares with.
+    pub(crate) asked: AskedSummary,
+    pub(crate) family: ProviderFamily,
+    /// The request lint's findings.
+    pub(crate) findings: Vec<Finding>,
 }
 
 impl RequestFacts {
-    pub(crate) fn of(request: &reqwest::Request) -> Self {
+    /// Reads the request's JSON body once (model, the linted parameters), never its text.
+    pub(crate) fn of(
+        request: &reqwest::Request,
+        surface: ApiSurface,
+        family: Option<ProviderFamily>,
+    ) -> Self {
         let url = request.url();
-        let view = request
+        let asked = request
             .body()
             .and_then(reqwest::Body::as_bytes)
-            .and_then(|b| serde_json::from_slice::<RequestView<'_>>(b).ok())
+            .and_then(|b| serde_json::from_slice::<Asked<'_>>(b).ok())
             .unwrap_or_default();
+        let findings = if surface == ApiSurface::Other {
+            Vec::new()
+        } else {
+            lint::lint(&asked, surface, family)
+        };
         Self {
             // A model name is an identifier, but a hostile or buggy caller could put anything
             // there: keep it short.
-            model: view.model.map(|m| truncate(&m, 128).into_owned()),
+            model: asked
+                .model
+                .as_deref()
+                .map(|m| truncate(m, 128).into_owned()),
             server_address: url.host_str().map(str::to_owned),
             server_port: url.port_or_known_default(),
+            family: lint::family_of(&asked, family),
+            asked: asked.summary(),
+            findings,
         }
     }
 }
@@ -75,7 +92,7 @@ mod tests {
             .body(r#"{"messages":[{"role":"user","content":"sk-CANARY"}],"model":"gpt-4o","stream":true}"#)
             .build()
             .unwrap();
-        let facts = RequestFacts::of(&req);
+        let facts = RequestFacts::of(&req, ApiSurface::ChatCompletions, None);
         assert_eq!(facts.model.as_deref(), Some("gpt-4o"));
         assert_eq!(facts.server_address.as_deref(), Some("gw.example"));
         assert_eq!(facts.server_port, Some(8443));
