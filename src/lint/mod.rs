@@ -389,8 +389,49 @@ pub struct Returned<'a> {
     pub tool_calls: bool,
 }
 
-/// Compares what was asked with what came back (a 2xx answer only).
-pub(crate) fn cross_check(
+impl<'a> Returned<'a> {
+    /// What came back: choices counted (Chat), whether it streamed, the model that answered,
+    /// whether it called tools.
+    pub fn new(
+        choices: Option<u64>,
+        streamed: bool,
+        model: Option<&'a str>,
+        tool_calls: bool,
+    ) -> Self {
+        Self {
+            choices,
+            streamed,
+            model,
+            tool_calls,
+        }
+    }
+}
+
+/// Compares a request body with what came back (meant for 2xx answers that kept their
+/// contract), for the family given, else the model's.
+///
+/// ```
+/// use reqwest_llm_guard::evidence::ApiSurface;
+/// use reqwest_llm_guard::lint::{cross_check, LintRule, Returned};
+///
+/// let asked = br#"{"model":"claude-sonnet-4-5","n":3,"messages":[]}"#;
+/// let got = Returned::new(Some(1), false, Some("claude-sonnet-4-5-20250929"), false);
+/// let findings = cross_check(asked, ApiSurface::ChatCompletions, None, &got);
+/// assert_eq!(findings[0].rule, LintRule::ChoicesMismatch);
+/// ```
+pub fn cross_check(
+    request_body: &[u8],
+    surface: ApiSurface,
+    family: Option<ProviderFamily>,
+    got: &Returned<'_>,
+) -> Vec<Finding> {
+    let asked = serde_json::from_slice::<Asked<'_>>(request_body).unwrap_or_default();
+    let family = family_of(&asked, family);
+    cross_check_summary(&asked.summary(), surface, family, got)
+}
+
+/// [`cross_check`] on what the telemetry layer kept of the request.
+pub(crate) fn cross_check_summary(
     asked: &AskedSummary,
     surface: ApiSurface,
     family: ProviderFamily,

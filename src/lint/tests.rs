@@ -221,7 +221,7 @@ fn cross_checks() {
         tool_calls,
     };
     let check = |a: &AskedSummary, r: Returned<'_>| -> Vec<LintRule> {
-        cross_check(a, CHAT, F::Gpt, &r)
+        cross_check_summary(a, CHAT, F::Gpt, &r)
             .into_iter()
             .map(|f| f.rule)
             .collect()

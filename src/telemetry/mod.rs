@@ -330,7 +330,7 @@ impl CallEnd {
                 model: v.facts.response_model.as_deref(),
                 tool_calls: v.facts.tool_calls,
             };
-            let findings = lint::cross_check(
+            let findings = lint::cross_check_summary(
                 &self.facts.asked,
                 self.surface,
                 self.facts.family,
