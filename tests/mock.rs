@@ -419,3 +419,52 @@ async fn a_gateway_with_a_default_scenario_answers_every_request_with_it() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn answers_of_any_size_keep_their_contract() {
+    let gateway = MockGateway::start().await.unwrap();
+    let client = client();
+    for (path, body, chunks) in [
+        (
+            "/v1/chat/completions",
+            r#"{"model":"m","stream":true}"#,
+            1000,
+        ),
+        ("/v1/responses", r#"{"model":"m","stream":true}"#, 50),
+    ] {
+        let response = client
+            .post(format!("{}{path}", gateway.url()))
+            .header("x-mock-chunks", chunks.to_string())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let verdict = response
+            .extensions()
+            .get::<StreamVerdict>()
+            .cloned()
+            .unwrap();
+        response.bytes().await.unwrap();
+        let v = verdict.wait().await;
+        assert_eq!(v.parse_check, P::Pass, "{path}");
+        assert!(
+            v.facts.events >= chunks,
+            "{path}: {} events",
+            v.facts.events
+        );
+    }
+    let response = client
+        .post(format!("{}/v1/chat/completions", gateway.url()))
+        .header("x-mock-content-bytes", "2048")
+        .body(r#"{"model":"m"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(Evidence::of(&response).parse_check, Some(P::Pass));
+    let v: serde_json::Value = response.json().await.unwrap();
+    let len = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .len();
+    assert!((2040..=2048).contains(&len), "{len}");
+}

@@ -24,8 +24,10 @@
 //! ```
 //!
 //! Other headers it reads: `x-mock-session` (tells [`Scenario::RateLimitedOnce`]'s sessions
-//! apart) and `x-mock-delay-ms` (the wait before the headers, for [`Scenario::Slow`], and
-//! between stream events for any streaming answer).
+//! apart), `x-mock-delay-ms` (the wait before the headers, for [`Scenario::Slow`], and
+//! between stream events for any streaming answer), `x-mock-chunks` (content deltas in a
+//! correct stream; Chat streams of any length are made as they are sent, in constant memory)
+//! and `x-mock-content-bytes` (the length of a correct non-streaming answer's text).
 
 mod replies;
 mod scenario;
@@ -172,6 +174,8 @@ async fn handle(
     let session = header(&req, "x-mock-session")
         .unwrap_or_default()
         .to_owned();
+    let number = |name: &str| header(&req, name).and_then(|v| v.parse::<usize>().ok());
+    let sizes = (number("x-mock-chunks"), number("x-mock-content-bytes"));
     let scenario = scenario_of(&req, state.default);
     let body = req
         .into_body()
@@ -198,7 +202,11 @@ async fn handle(
         *n += 1;
         *n
     };
-    let ask = Ask::parse(&body);
+    let mut ask = Ask::parse(&body);
+    if let Some(ask) = &mut ask {
+        ask.size.chunks = sizes.0;
+        ask.size.content_bytes = sizes.1;
+    }
     let reply = replies::reply(scenario, surface, ask.as_ref(), attempt == 1);
     if scenario == Scenario::Slow {
         tokio::time::sleep(delay.unwrap_or(Duration::from_millis(300))).await;
@@ -244,6 +252,25 @@ fn respond(reply: Reply, event_delay: Option<Duration>) -> hyper::Response<Respo
                     }
                     Some((Ok::<_, BoxError>(Frame::data(Bytes::from(event))), events))
                 });
+            BodyExt::boxed(StreamBody::new(stream))
+        }
+        Body::Repeat {
+            head,
+            unit,
+            count,
+            tail,
+        } => {
+            let events = head
+                .into_iter()
+                .chain(std::iter::repeat_n(unit, count))
+                .chain(tail);
+            let stream = futures_util::stream::unfold(events, move |mut events| async move {
+                let event = events.next()?;
+                if let Some(d) = event_delay {
+                    tokio::time::sleep(d).await;
+                }
+                Some((Ok::<_, BoxError>(Frame::data(Bytes::from(event))), events))
+            });
             BodyExt::boxed(StreamBody::new(stream))
         }
         Body::Cut(bytes) => {

@@ -17,8 +17,26 @@ pub(super) enum Body {
     Full(Vec<u8>),
     /// SSE events, sent one frame each.
     Events(Vec<String>),
+    /// `head`, then `unit` `count` times, then `tail`, made as they are sent: a stream of any
+    /// length in constant memory.
+    Repeat {
+        head: Vec<String>,
+        unit: String,
+        count: usize,
+        tail: Vec<String>,
+    },
     /// These bytes, then the connection is cut.
     Cut(Vec<u8>),
+}
+
+/// The size of an answer, from the request's `x-mock-chunks` and `x-mock-content-bytes`
+/// headers (for benchmarks and soak tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Size {
+    /// Content deltas in a stream (default 2).
+    pub(super) chunks: Option<usize>,
+    /// Bytes of answer text in a non-streaming answer (default: `PASS`).
+    pub(super) content_bytes: Option<usize>,
 }
 
 /// What the request asked for.
@@ -27,6 +45,7 @@ pub(super) struct Ask {
     pub(super) model: Option<String>,
     pub(super) stream: bool,
     pub(super) n: Option<u64>,
+    pub(super) size: Size,
 }
 
 impl Ask {
@@ -39,6 +58,7 @@ impl Ask {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
             n: v.get("n").and_then(serde_json::Value::as_u64),
+            size: Size::default(),
         })
     }
 }
@@ -81,12 +101,27 @@ fn events(events: Vec<String>) -> Reply {
 
 const TEXT: &str = "PASS";
 
-fn chat_completion(model: &str, finish: &str, n: u64) -> String {
+fn text(size: Size) -> String {
+    match size.content_bytes {
+        Some(n) if n > TEXT.len() => {
+            let mut t = String::with_capacity(n);
+            while t.len() + 5 <= n {
+                t.push_str("PASS ");
+            }
+            t.push_str(&"."[..usize::from(t.len() < n)]);
+            t
+        }
+        _ => TEXT.to_owned(),
+    }
+}
+
+fn chat_completion(model: &str, finish: &str, n: u64, size: Size) -> String {
+    let content = text(size);
     let choices: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             serde_json::json!({
                 "index": i,
-                "message": {"role": "assistant", "content": TEXT, "refusal": null, "annotations": []},
+                "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []},
                 "logprobs": null,
                 "finish_reason": finish,
             })
@@ -137,6 +172,30 @@ fn response_object(model: &str, status: &str) -> serde_json::Value {
 }
 
 fn chat_chunks(model: &str, finish: Option<&str>, done: bool) -> Vec<String> {
+    chat_stream(model, finish, done, Size::default()).into_events()
+}
+
+impl Body {
+    /// All the events of a short stream (the scenarios that edit them).
+    fn into_events(self) -> Vec<String> {
+        match self {
+            Body::Events(e) => e,
+            Body::Repeat {
+                mut head,
+                unit,
+                count,
+                tail,
+            } => {
+                head.extend(std::iter::repeat_n(unit, count));
+                head.extend(tail);
+                head
+            }
+            Body::Full(b) | Body::Cut(b) => vec![String::from_utf8_lossy(&b).into_owned()],
+        }
+    }
+}
+
+fn chat_stream(model: &str, finish: Option<&str>, done: bool, size: Size) -> Body {
     let chunk = |delta: serde_json::Value, finish: Option<&str>| {
         serde_json::json!({
             "id": "chatcmpl-mock0001", "object": "chat.completion.chunk", "created": 1_767_225_600,
@@ -145,14 +204,23 @@ fn chat_chunks(model: &str, finish: Option<&str>, done: bool) -> Vec<String> {
         })
         .to_string()
     };
-    let mut out = vec![
-        chunk(
-            serde_json::json!({"role": "assistant", "content": "", "refusal": null}),
-            None,
+    let frame = |d: String| format!("data: {d}\n\n");
+    let head = vec![frame(chunk(
+        serde_json::json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    ))];
+    let (unit, count) = match size.chunks {
+        Some(n) => (
+            frame(chunk(serde_json::json!({"content": "PASS "}), None)),
+            n,
         ),
-        chunk(serde_json::json!({"content": "PA"}), None),
-        chunk(serde_json::json!({"content": "SS"}), None),
-    ];
+        None => (String::new(), 0),
+    };
+    let mut out = Vec::new();
+    if size.chunks.is_none() {
+        out.push(chunk(serde_json::json!({"content": "PA"}), None));
+        out.push(chunk(serde_json::json!({"content": "SS"}), None));
+    }
     if let Some(f) = finish {
         out.push(chunk(serde_json::json!({}), Some(f)));
         out.push(
@@ -167,7 +235,13 @@ fn chat_chunks(model: &str, finish: Option<&str>, done: bool) -> Vec<String> {
     if done {
         out.push("[DONE]".to_owned());
     }
-    out.into_iter().map(|d| format!("data: {d}\n\n")).collect()
+    let tail = out.into_iter().map(frame).collect();
+    Body::Repeat {
+        head,
+        unit,
+        count,
+        tail,
+    }
 }
 
 /// `(type, payload)` pairs, framed with `event:` lines and sequence numbers.
@@ -184,6 +258,15 @@ fn responses_events(pairs: Vec<(&str, serde_json::Value)>) -> Vec<String> {
 }
 
 fn responses_stream(model: &str, terminal: Option<&str>, out_of_order: bool) -> Vec<String> {
+    responses_stream_sized(model, terminal, out_of_order, None)
+}
+
+fn responses_stream_sized(
+    model: &str,
+    terminal: Option<&str>,
+    out_of_order: bool,
+    deltas: Option<usize>,
+) -> Vec<String> {
     let mut in_progress = response_object(model, "in_progress");
     in_progress["output"] = serde_json::json!([]);
     let item = serde_json::json!({"id": "msg_mock0001", "type": "message", "status": "in_progress", "role": "assistant", "content": []});
@@ -209,9 +292,14 @@ fn responses_stream(model: &str, terminal: Option<&str>, out_of_order: bool) -> 
             "response.content_part.added",
             serde_json::json!({"item_id": "msg_mock0001", "output_index": 0, "content_index": 0, "part": part}),
         ),
-        ("response.output_text.delta", delta("PA")),
-        ("response.output_text.delta", delta("SS")),
     ]);
+    match deltas {
+        Some(n) => pairs.extend((0..n).map(|_| ("response.output_text.delta", delta("PASS ")))),
+        None => pairs.extend([
+            ("response.output_text.delta", delta("PA")),
+            ("response.output_text.delta", delta("SS")),
+        ]),
+    }
     match terminal {
         Some("error") => {
             pairs.push((
@@ -282,7 +370,7 @@ pub(super) fn reply(
             if scenario == Scenario::Drop {
                 let bytes = match reply.body {
                     Body::Full(b) | Body::Cut(b) => b,
-                    Body::Events(e) => e.concat().into_bytes(),
+                    body => body.into_events().concat().into_bytes(),
                 };
                 reply.body = Body::Cut(bytes[..bytes.len() / 2].to_vec());
             }
@@ -427,7 +515,7 @@ fn ok(model: &str, responses: bool, ask: &Ask, status: Option<&str>) -> Reply {
             } else {
                 "stop"
             };
-            json(200, chat_completion(model, finish, n))
+            json(200, chat_completion(model, finish, n, ask.size))
         }
         (false, true) => {
             let finish = if status == Some("incomplete") {
@@ -435,16 +523,24 @@ fn ok(model: &str, responses: bool, ask: &Ask, status: Option<&str>) -> Reply {
             } else {
                 "stop"
             };
-            events(chat_chunks(model, Some(finish), true))
+            Reply {
+                status: 200,
+                headers: vec![(
+                    "content-type",
+                    "text/event-stream; charset=utf-8".to_owned(),
+                )],
+                body: chat_stream(model, Some(finish), true, ask.size),
+            }
         }
         (true, false) => json(
             200,
             response_object(model, status.unwrap_or("completed")).to_string(),
         ),
-        (true, true) => events(responses_stream(
+        (true, true) => events(responses_stream_sized(
             model,
             Some(status.unwrap_or("completed")),
             false,
+            ask.size.chunks,
         )),
     }
 }
