@@ -131,6 +131,7 @@
 //! | contract mode | [`Mode::Compat`](contract::Mode::Compat) |
 //! | telemetry | global tracer and meter providers, `gen_ai.provider.name=openai`, no content recorded |
 //! | largest non-streaming body read to check | 8 MiB ([`inspect::DEFAULT_MAX_BODY_BYTES`]); larger: `skipped`, `too_large`, body untouched |
+//! | wait for the next piece of a body being read | 30 s ([`inspect::DEFAULT_BODY_IDLE_TIMEOUT`]); then `fail` (`body_stalled`), the rest still reaches the caller |
 //! | largest SSE event kept | 16 MiB ([`sse::DEFAULT_MAX_EVENT_BYTES`]); larger: `skipped`, `too_large`, bytes still flow |
 //!
 //! ## Errors

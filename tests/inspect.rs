@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use common::{chunk, chunked_response, raw_server};
 
 use futures_util::StreamExt;
 use reqwest_llm_guard::contract::{Mode, Verdict, check_body};
 use reqwest_llm_guard::evidence::{ApiSurface, ParseCheck, SkipReason, Violation};
 use reqwest_llm_guard::inspect::{Inspect, StreamVerdict};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -372,60 +370,6 @@ async fn a_connection_cut_mid_body_is_replayed_then_fails() {
         "the bytes that arrived still reach the caller"
     );
     assert!(failed, "then the same failure");
-}
-
-fn chunk(data: &[u8]) -> Vec<u8> {
-    [
-        format!("{:x}\r\n", data.len()).into_bytes(),
-        data.to_vec(),
-        b"\r\n".to_vec(),
-    ]
-    .concat()
-}
-
-fn chunked_response(content_type: &str, chunks: &[&[u8]], end: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    for c in chunks {
-        out.extend(chunk(c));
-    }
-    if end {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    out
-}
-
-/// Serves one connection: reads the request head, writes `parts[0]`, waits for `go` (if
-/// given), writes the rest, then closes.
-async fn raw_server(parts: Vec<Vec<u8>>, go: Option<oneshot::Receiver<()>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 8192];
-        let mut seen = Vec::new();
-        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = socket.read(&mut buf).await.unwrap();
-            if n == 0 {
-                return;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        let mut go = go;
-        for (i, part) in parts.iter().enumerate() {
-            if i == 1
-                && let Some(go) = go.take()
-            {
-                let _ = go.await;
-            }
-            socket.write_all(part).await.unwrap();
-            socket.flush().await.unwrap();
-        }
-        let _ = socket.shutdown().await;
-    });
-    addr
 }
 
 #[tokio::test]

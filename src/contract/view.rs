@@ -34,7 +34,9 @@ pub(super) fn parse<'a, T: Deserialize<'a>>(
     if let Ok(view) = serde_json::from_slice::<T>(body) {
         return Some(view);
     }
-    let violation = if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+    // A full parse (not `IgnoredAny`, which skips strings without checking their UTF-8): only
+    // on this failure path.
+    let violation = if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
         Violation::WrongType
     } else {
         not_json(body, content_type)

@@ -169,6 +169,8 @@ str_enum! {
         EventAfterTerminal => "event_after_terminal",
         /// The connection failed while the body was being read.
         BodyReadError => "body_read_error",
+        /// The body stopped arriving (no byte for the inspect layer's idle timeout).
+        BodyStalled => "body_stalled",
     }
 }
 

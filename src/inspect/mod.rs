@@ -53,6 +53,7 @@ mod verdict;
 pub use verdict::StreamVerdict;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Extensions, Method};
@@ -69,6 +70,9 @@ use body::{CheckedBody, Replay};
 /// Default cap on a non-streaming body the layer reads: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// Default wait for the next piece of a non-streaming body being read: 30 s.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The inspect middleware. See the [module docs](self).
 ///
 /// Defaults: [`Mode::Compat`], bodies read up to [`DEFAULT_MAX_BODY_BYTES`], SSE events up to
@@ -83,6 +87,7 @@ struct Config {
     mode: Mode,
     max_body_bytes: usize,
     max_event_bytes: usize,
+    body_idle_timeout: Duration,
 }
 
 impl Default for Inspect {
@@ -99,6 +104,7 @@ impl Inspect {
                 mode: Mode::Compat,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+                body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             }),
         }
     }
@@ -119,6 +125,16 @@ impl Inspect {
     #[must_use]
     pub fn with_max_body_bytes(mut self, max: usize) -> Self {
         self.config_mut().max_body_bytes = max;
+        self
+    }
+
+    /// How long the layer waits for the next piece of a non-streaming body it is reading before
+    /// it stops reading (default 30 s): the response is then handed back with the bytes read
+    /// and the rest still to come, and the verdict is `fail` (`body_stalled`). Streams are never
+    /// read by the layer, so this never cuts one.
+    #[must_use]
+    pub fn with_body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().body_idle_timeout = timeout;
         self
     }
 
@@ -181,59 +197,64 @@ impl Inspect {
         // A 2xx without `text/event-stream` may still be a stream (a gateway that mislabels it):
         // the first bytes tell, before anything is buffered.
         let sniff = status.is_success();
-        let (verdict, body) = match read_capped(body, cap, sniff).await {
-            Read::Whole(bytes) => {
-                let mut verdict = contract::check_body(
-                    surface,
-                    status,
-                    content_type.as_deref(),
-                    &bytes,
-                    self.config.mode,
-                );
-                // A body that keeps its contract, or an error the API recognisably sent, is the
-                // API speaking whatever the headers say (DESIGN §5); only an edge's own JSON
-                // error can still be a wall then.
-                let wall = if verdict.is_pass() || verdict.api_error.is_some() {
-                    waf::classify_problem(&parts.headers, &bytes)
-                } else {
-                    waf::classify(status, &parts.headers, &bytes)
-                };
-                if let Some(wall) = wall {
-                    parts.extensions.insert(wall);
+        let (verdict, body) =
+            match read_capped(body, cap, sniff, self.config.body_idle_timeout).await {
+                Read::Whole(bytes) => {
+                    let mut verdict = contract::check_body(
+                        surface,
+                        status,
+                        content_type.as_deref(),
+                        &bytes,
+                        self.config.mode,
+                    );
+                    // A body that keeps its contract, or an error the API recognisably sent, is the
+                    // API speaking whatever the headers say (DESIGN §5); only an edge's own JSON
+                    // error can still be a wall then.
+                    let wall = if verdict.is_pass() || verdict.api_error.is_some() {
+                        waf::classify_problem(&parts.headers, &bytes)
+                    } else {
+                        waf::classify(status, &parts.headers, &bytes)
+                    };
+                    if let Some(wall) = wall {
+                        parts.extensions.insert(wall);
+                    }
+                    if let Some(max) = capture {
+                        let mut text = Capture::new(surface, max);
+                        text.body(&bytes);
+                        verdict.facts.output_text = Some(text.into_text());
+                    }
+                    (verdict, reqwest::Body::from(bytes))
                 }
-                if let Some(max) = capture {
-                    let mut text = Capture::new(surface, max);
-                    text.body(&bytes);
-                    verdict.facts.output_text = Some(text.into_text());
+                Read::TooLarge(prefix, rest) => {
+                    let head = sniffed(&prefix);
+                    if let Some(wall) = waf::classify(status, &parts.headers, &head) {
+                        parts.extensions.insert(wall);
+                    }
+                    (
+                        Verdict::skipped(SkipReason::TooLarge),
+                        reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
+                    )
                 }
-                (verdict, reqwest::Body::from(bytes))
-            }
-            Read::TooLarge(prefix, rest) => {
-                let head = sniffed(&prefix);
-                if let Some(wall) = waf::classify(status, &parts.headers, &head) {
-                    parts.extensions.insert(wall);
-                }
-                (
-                    Verdict::skipped(SkipReason::TooLarge),
+                Read::Stalled(prefix, rest) => (
+                    Verdict::failed(Violation::BodyStalled),
                     reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
-                )
-            }
-            Read::Failed(prefix, error) => {
-                if let Some(wall) = waf::classify_headers(&parts.headers) {
-                    parts.extensions.insert(wall);
+                ),
+                Read::Failed(prefix, error) => {
+                    if let Some(wall) = waf::classify_headers(&parts.headers) {
+                        parts.extensions.insert(wall);
+                    }
+                    (
+                        Verdict::failed(Violation::BodyReadError),
+                        reqwest::Body::wrap(Replay::then_error(prefix, error)),
+                    )
                 }
-                (
-                    Verdict::failed(Violation::BodyReadError),
-                    reqwest::Body::wrap(Replay::then_error(prefix, error)),
-                )
-            }
-            Read::Stream(prefix, rest) => {
-                let body = reqwest::Body::wrap(Replay::then_rest(prefix, rest));
-                let mut checker = self.checker(surface, capture);
-                checker.warn(Warning::NotEventStream);
-                return Self::wrap_parts(parts, body, url, checker);
-            }
-        };
+                Read::Stream(prefix, rest) => {
+                    let body = reqwest::Body::wrap(Replay::then_rest(prefix, rest));
+                    let mut checker = self.checker(surface, capture);
+                    checker.warn(Warning::NotEventStream);
+                    return Self::wrap_parts(parts, body, url, checker);
+                }
+            };
         let mut response = join(parts, body, url);
         response.extensions_mut().insert(verdict);
         response
@@ -362,6 +383,8 @@ enum Read {
     Failed(Vec<Bytes>, reqwest::Error),
     /// The first bytes are server-sent events: hand them on as a stream.
     Stream(Vec<Bytes>, reqwest::Body),
+    /// No byte came for the idle timeout: the rest is the caller's to wait for.
+    Stalled(Vec<Bytes>, reqwest::Body),
 }
 
 /// Whether the body starts like server-sent events; `None` until enough bytes have arrived.
@@ -387,12 +410,15 @@ fn sse_start(head: &[u8]) -> Option<bool> {
 /// Reads a body to its end or until it passes `cap` bytes; with `sniff`, stops as soon as the
 /// first bytes look like server-sent events. Trailers, if any, are dropped with the frame that
 /// carried them (LLM APIs send none).
-async fn read_capped(mut body: reqwest::Body, cap: usize, sniff: bool) -> Read {
+async fn read_capped(mut body: reqwest::Body, cap: usize, sniff: bool, idle: Duration) -> Read {
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     let mut sniffing = sniff;
     loop {
-        match body.frame().await {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            return Read::Stalled(chunks, body);
+        };
+        match frame {
             None => break,
             Some(Err(e)) => return Read::Failed(chunks, e),
             Some(Ok(frame)) => {

@@ -166,7 +166,7 @@ async fn handle(
     req: hyper::Request<Incoming>,
     state: Arc<State>,
 ) -> Result<hyper::Response<ResponseBody>, Infallible> {
-    state.requests.fetch_add(1, Ordering::Relaxed);
+    let served = state.requests.fetch_add(1, Ordering::Relaxed);
     let surface = ApiSurface::classify(req.method(), req.uri().path());
     let delay = header(&req, "x-mock-delay-ms")
         .and_then(|v| v.parse::<u64>().ok())
@@ -207,7 +207,7 @@ async fn handle(
         ask.size.chunks = sizes.0;
         ask.size.content_bytes = sizes.1;
     }
-    let reply = replies::reply(scenario, surface, ask.as_ref(), attempt == 1);
+    let reply = replies::reply(scenario, surface, ask.as_ref(), attempt == 1, served);
     if scenario == Scenario::Slow {
         tokio::time::sleep(delay.unwrap_or(Duration::from_millis(300))).await;
     }
@@ -270,6 +270,17 @@ fn respond(reply: Reply, event_delay: Option<Duration>) -> hyper::Response<Respo
                     tokio::time::sleep(d).await;
                 }
                 Some((Ok::<_, BoxError>(Frame::data(Bytes::from(event))), events))
+            });
+            BodyExt::boxed(StreamBody::new(stream))
+        }
+        Body::Stall(bytes) => {
+            builder = builder.header("content-length", (bytes.len() * 4).to_string());
+            let stream = futures_util::stream::unfold(Some(bytes), |first| async move {
+                if let Some(bytes) = first {
+                    return Some((Ok::<_, BoxError>(Frame::data(Bytes::from(bytes))), None));
+                }
+                std::future::pending::<()>().await;
+                None
             });
             BodyExt::boxed(StreamBody::new(stream))
         }

@@ -27,6 +27,8 @@ pub(super) enum Body {
     },
     /// These bytes, then the connection is cut.
     Cut(Vec<u8>),
+    /// These bytes, then silence with the connection open.
+    Stall(Vec<u8>),
 }
 
 /// The size of an answer, from the request's `x-mock-chunks` and `x-mock-content-bytes`
@@ -190,7 +192,9 @@ impl Body {
                 head.extend(tail);
                 head
             }
-            Body::Full(b) | Body::Cut(b) => vec![String::from_utf8_lossy(&b).into_owned()],
+            Body::Full(b) | Body::Cut(b) | Body::Stall(b) => {
+                vec![String::from_utf8_lossy(&b).into_owned()]
+            }
         }
     }
 }
@@ -343,6 +347,7 @@ pub(super) fn reply(
     surface: ApiSurface,
     ask: Option<&Ask>,
     first_attempt: bool,
+    served: u64,
 ) -> Reply {
     let ask = ask.cloned().unwrap_or_default();
     let model = ask
@@ -369,7 +374,7 @@ pub(super) fn reply(
             let mut reply = ok(&model, responses, &ask, None);
             if scenario == Scenario::Drop {
                 let bytes = match reply.body {
-                    Body::Full(b) | Body::Cut(b) => b,
+                    Body::Full(b) | Body::Cut(b) | Body::Stall(b) => b,
                     body => body.into_events().concat().into_bytes(),
                 };
                 reply.body = Body::Cut(bytes[..bytes.len() / 2].to_vec());
@@ -377,8 +382,25 @@ pub(super) fn reply(
             reply
         }
         Scenario::Incomplete => ok(&model, responses, &ask, Some("incomplete")),
+        Scenario::Flaky => match splitmix(served) % 10 {
+            0..=4 => rate_limited(vec![("retry-after-ms", "10".to_owned())]),
+            5 => Reply {
+                status: 503,
+                headers: vec![("content-type", "application/json".to_owned())],
+                body: Body::Full(
+                    envelope("The engine is currently overloaded, please try again later", "server_error", "overloaded", None)
+                        .into_bytes(),
+                ),
+            },
+            _ => ok(&model, responses, &ask, None),
+        },
+        Scenario::Stall => {
+            let mut reply = ok(&model, false, &ask, None);
+            reply.body = Body::Stall(br#"{"id":"chatcmpl-mock0001","object":"chat.com"#.to_vec());
+            reply
+        }
         Scenario::RateLimited => rate_limited(vec![("retry-after", "1".to_owned())]),
-        Scenario::RateLimitedMs => rate_limited(vec![("retry-after-ms", "200".to_owned())]),
+        Scenario::RateLimitedMs => rate_limited(vec![("retry-after-ms", "20".to_owned())]),
         Scenario::RateLimitedLong => rate_limited(vec![("retry-after", "120".to_owned())]),
         Scenario::WafCloudflare => html(
             403,
@@ -543,6 +565,14 @@ fn ok(model: &str, responses: bool, ask: &Ask, status: Option<&str>) -> Reply {
             ask.size.chunks,
         )),
     }
+}
+
+/// A well-mixed, repeatable draw for request number `n` (SplitMix64's finaliser).
+fn splitmix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn rate_limited(mut headers: Vec<(&'static str, String)>) -> Reply {

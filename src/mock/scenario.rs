@@ -16,7 +16,7 @@ str_enum! {
         Ok => "ok",
         /// 429 with `retry-after: 1` and OpenAI's rate-limit envelope, every time.
         RateLimited => "rate_limited",
-        /// 429 with `retry-after-ms: 200`, every time.
+        /// 429 with `retry-after-ms: 20`, every time.
         RateLimitedMs => "rate_limited_ms",
         /// 429 (`retry-after-ms: 100`) on a session's first attempt, then a correct answer.
         /// Sessions are told apart by the `x-mock-session` header.
@@ -66,6 +66,13 @@ str_enum! {
         Slow => "slow",
         /// Headers and half the body, then the connection is dropped.
         Drop => "drop",
+        /// A flapping upstream: each request to the gateway draws, pseudo-randomly but the same
+        /// sequence every run, a 429 (`retry-after-ms: 10`) half the time, a 503 one time in
+        /// ten, else a correct answer.
+        Flaky => "flaky",
+        /// Headers and the first bytes of the body, then nothing more: the connection stays
+        /// open and silent.
+        Stall => "stall",
     }
 }
 

@@ -152,3 +152,67 @@ pub fn all_files() -> Vec<String> {
     names.sort();
     names
 }
+
+// ---- Raw HTTP on loopback, for what wiremock cannot do: hold a stream back, cut a connection.
+
+/// One HTTP/1.1 chunk.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    [
+        format!("{:x}\r\n", data.len()).into_bytes(),
+        data.to_vec(),
+        b"\r\n".to_vec(),
+    ]
+    .concat()
+}
+
+/// A 200 with a chunked body, ended or not.
+pub fn chunked_response(content_type: &str, chunks: &[&[u8]], end: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for c in chunks {
+        out.extend(chunk(c));
+    }
+    if end {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    out
+}
+
+/// Serves one connection: reads the request head, writes `parts[0]`, waits for `go` (if
+/// given), writes the rest, then closes.
+pub async fn raw_server(
+    parts: Vec<Vec<u8>>,
+    go: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let mut go = go;
+        for (i, part) in parts.iter().enumerate() {
+            if i == 1
+                && let Some(go) = go.take()
+            {
+                let _ = go.await;
+            }
+            if socket.write_all(part).await.is_err() {
+                return;
+            }
+            let _ = socket.flush().await;
+        }
+        let _ = socket.shutdown().await;
+    });
+    addr
+}
