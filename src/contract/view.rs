@@ -31,7 +31,12 @@ pub(super) fn parse<'a, T: Deserialize<'a>>(
     report: &mut Report,
     offset: Option<u64>,
 ) -> Option<T> {
-    if let Ok(view) = serde_json::from_slice::<T>(body) {
+    // UTF-8 is checked once for the whole body (std's validator is SIMD-fast); parsing from a
+    // `&str` then skips serde_json's check of every string, the checker's largest single cost
+    // (BENCHMARKS.md). Invalid UTF-8 anywhere is not JSON, as RFC 8259 says.
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(view) = serde_json::from_str::<T>(text)
+    {
         return Some(view);
     }
     // A full parse (not `IgnoredAny`, which skips strings without checking their UTF-8): only

@@ -1,7 +1,7 @@
 //! The instruments: the GenAI semantic conventions' histograms and this crate's counters.
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::{KeyValue, StringValue};
 
 /// Bucket boundaries the GenAI conventions give for `gen_ai.client.operation.duration` and
 /// `gen_ai.client.operation.time_to_first_chunk` (seconds).
@@ -129,20 +129,21 @@ impl Instruments {
 /// Attributes every GenAI metric carries.
 pub(crate) fn genai_attributes(
     operation: &'static str,
-    provider: &str,
-    model: Option<&str>,
-    server: (Option<&str>, Option<u16>),
+    provider: &StringValue,
+    model: Option<&StringValue>,
+    server: (Option<&StringValue>, Option<u16>),
+    extra: usize,
 ) -> Vec<KeyValue> {
     use crate::evidence::attr;
-    let mut kv = vec![
-        KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation),
-        KeyValue::new(attr::GEN_AI_PROVIDER_NAME, provider.to_owned()),
-    ];
+    // Sized for the callers' additions; the strings are shared, not copied.
+    let mut kv = Vec::with_capacity(5 + extra);
+    kv.push(KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation));
+    kv.push(KeyValue::new(attr::GEN_AI_PROVIDER_NAME, provider.clone()));
     if let Some(model) = model {
-        kv.push(KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.to_owned()));
+        kv.push(KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.clone()));
     }
     if let Some(address) = server.0 {
-        kv.push(KeyValue::new(attr::SERVER_ADDRESS, address.to_owned()));
+        kv.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
         if let Some(port) = server.1 {
             kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
         }

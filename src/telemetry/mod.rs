@@ -82,7 +82,7 @@ fn scope() -> InstrumentationScope {
 struct Shared {
     tracer: Arc<global::BoxedTracer>,
     instruments: Instruments,
-    provider: Cow<'static, str>,
+    provider: StringValue,
     policy: Arc<dyn DecisionPolicy>,
     capture: Option<usize>,
     family: Option<ProviderFamily>,
@@ -118,7 +118,7 @@ impl Telemetry {
             shared: Arc::new(Shared {
                 tracer: Arc::new(global::tracer_with_scope(scope())),
                 instruments: Instruments::new(&global::meter_with_scope(scope())),
-                provider: Cow::Borrowed("openai"),
+                provider: StringValue::from("openai"),
                 policy: Arc::new(DecisionTable::default()),
                 capture: None,
                 family: None,
@@ -161,7 +161,10 @@ impl Telemetry {
     /// `groq`, `deepseek`, … and allow a gateway's own name).
     #[must_use]
     pub fn with_provider_name(self, name: impl Into<Cow<'static, str>>) -> Self {
-        let name = name.into();
+        let name = match name.into() {
+            Cow::Borrowed(s) => StringValue::from(s),
+            Cow::Owned(s) => StringValue::from(Arc::<str>::from(s)),
+        };
         self.edit(|s| s.provider = name)
     }
 
@@ -253,6 +256,16 @@ fn inject(cx: &Context, request: &mut Request) {
     global::get_text_map_propagator(|p| {
         p.inject_context(cx, &mut HeaderInjector(request.headers_mut()));
     });
+}
+
+/// The method's name, without an allocation for the usual ones.
+fn method_name(method: &http::Method) -> Cow<'static, str> {
+    match *method {
+        http::Method::POST => Cow::Borrowed("POST"),
+        http::Method::GET => Cow::Borrowed("GET"),
+        http::Method::DELETE => Cow::Borrowed("DELETE"),
+        _ => Cow::Owned(method.as_str().to_owned()),
+    }
 }
 
 fn operation(surface: ApiSurface) -> &'static str {
@@ -377,12 +390,13 @@ impl CallEnd {
     ) {
         let m = &self.shared.instruments;
         let op = operation(self.surface);
-        let server = (self.facts.server_address.as_deref(), self.facts.server_port);
+        let server = (self.facts.server_address.as_ref(), self.facts.server_port);
         let base = genai_attributes(
             op,
             &self.shared.provider,
-            self.facts.model.as_deref(),
+            self.facts.model.as_ref(),
             server,
+            4,
         );
         let surface = KeyValue::new(attr::API_SURFACE, self.surface.as_str());
         let parse_check = verdict.map_or(ParseCheck::Skipped, |v| v.parse_check);
@@ -582,7 +596,7 @@ impl Middleware for Telemetry {
             KeyValue::new(attr::GEN_AI_OPERATION_NAME, op),
             KeyValue::new(attr::GEN_AI_PROVIDER_NAME, self.shared.provider.clone()),
             KeyValue::new(attr::API_SURFACE, surface.as_str()),
-            KeyValue::new(attr::HTTP_REQUEST_METHOD, req.method().as_str().to_owned()),
+            KeyValue::new(attr::HTTP_REQUEST_METHOD, method_name(req.method())),
         ];
         if surface != ApiSurface::Other {
             kv.push(KeyValue::new(attr::OPENAI_API_TYPE, surface.as_str()));
@@ -694,7 +708,7 @@ impl Middleware for AttemptTelemetry {
         let url = req.url();
         let mut kv = vec![
             KeyValue::new(attr::HTTP_REQUEST_RESEND_COUNT, i64::from(resend)),
-            KeyValue::new(attr::HTTP_REQUEST_METHOD, req.method().as_str().to_owned()),
+            KeyValue::new(attr::HTTP_REQUEST_METHOD, method_name(req.method())),
             KeyValue::new(attr::API_SURFACE, surface.as_str()),
         ];
         if let Some(host) = url.host_str() {
@@ -706,7 +720,7 @@ impl Middleware for AttemptTelemetry {
         let span = self
             .shared
             .tracer
-            .span_builder(req.method().as_str().to_owned())
+            .span_builder(method_name(req.method()))
             .with_kind(SpanKind::Client)
             .with_attributes(kv)
             .start_with_context(&*self.shared.tracer, &parent);

@@ -3,6 +3,9 @@
 
 use std::borrow::Cow;
 
+use std::sync::Arc;
+
+use opentelemetry::StringValue;
 use serde::Deserialize;
 
 use crate::evidence::ApiSurface;
@@ -11,8 +14,9 @@ use crate::lint::{self, Asked, AskedSummary, Finding, ProviderFamily};
 /// What the call span records about the request.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestFacts {
-    pub(crate) model: Option<String>,
-    pub(crate) server_address: Option<String>,
+    /// Shared, not copied, into every attribute that carries them.
+    pub(crate) model: Option<StringValue>,
+    pub(crate) server_address: Option<StringValue>,
     pub(crate) server_port: Option<u16>,
     /// What a response cross-check compares with.
     pub(crate) asked: AskedSummary,
@@ -42,11 +46,8 @@ impl RequestFacts {
         Self {
             // A model name is an identifier, but a hostile or buggy caller could put anything
             // there: keep it short.
-            model: asked
-                .model
-                .as_deref()
-                .map(|m| truncate(m, 128).into_owned()),
-            server_address: url.host_str().map(str::to_owned),
+            model: asked.model.as_deref().map(|m| shared(&truncate(m, 128))),
+            server_address: url.host_str().map(shared),
             server_port: url.port_or_known_default(),
             family: lint::family_of(&asked, family),
             asked: asked.summary(),
@@ -71,6 +72,10 @@ pub(crate) fn prompt(request: &reqwest::Request, max: usize) -> Option<String> {
     Some(truncate(raw.get(), max).into_owned())
 }
 
+fn shared(s: &str) -> StringValue {
+    StringValue::from(Arc::<str>::from(s))
+}
+
 /// At most `max` characters of `s`, cut on a character boundary.
 pub(crate) fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {
@@ -93,8 +98,14 @@ mod tests {
             .build()
             .unwrap();
         let facts = RequestFacts::of(&req, ApiSurface::ChatCompletions, None);
-        assert_eq!(facts.model.as_deref(), Some("gpt-4o"));
-        assert_eq!(facts.server_address.as_deref(), Some("gw.example"));
+        assert_eq!(
+            facts.model.as_ref().map(StringValue::as_str),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            facts.server_address.as_ref().map(StringValue::as_str),
+            Some("gw.example")
+        );
         assert_eq!(facts.server_port, Some(8443));
         assert!(!format!("{facts:?}").contains("CANARY"));
     }

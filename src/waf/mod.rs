@@ -135,6 +135,11 @@ pub fn classify_problem(headers: &HeaderMap, body: &[u8]) -> Option<WafVerdict> 
     if start.first() != Some(&b'{') || body.len() > SNIFF_BYTES {
         return None;
     }
+    // Every answer that kept its contract comes through here: look for the marker before
+    // parsing anything (a second parse of a 2 KB answer was 12% of the guard's cost).
+    static MARKER: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new("https://developers.cloudflare.com/"));
+    MARKER.find(body)?;
     let problem: Problem<'_> = serde_json::from_slice(body).ok()?;
     if !problem
         .kind?
