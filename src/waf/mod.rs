@@ -118,6 +118,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<
     Some(verdict(vendor, kind, headers, &page))
 }
 
+/// What every Cloudflare problem document's `type` starts with.
+static PROBLEM_MARKER: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new("https://developers.cloudflare.com/"));
+
 /// Recognises an edge's own error in JSON: since March 2026 Cloudflare answers its 1xxx errors
 /// (1020 access denied, 1015 rate limited, …) with RFC 9457 problem details when the client
 /// accepts JSON, as API clients do. The `type` member points into Cloudflare's documentation and
@@ -137,9 +141,7 @@ pub fn classify_problem(headers: &HeaderMap, body: &[u8]) -> Option<WafVerdict> 
     }
     // Every answer that kept its contract comes through here: look for the marker before
     // parsing anything (a second parse of a 2 KB answer was 12% of the guard's cost).
-    static MARKER: LazyLock<Finder<'static>> =
-        LazyLock::new(|| Finder::new("https://developers.cloudflare.com/"));
-    MARKER.find(body)?;
+    PROBLEM_MARKER.find(body)?;
     let problem: Problem<'_> = serde_json::from_slice(body).ok()?;
     if !problem
         .kind?
