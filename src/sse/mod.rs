@@ -277,6 +277,14 @@ impl Decoder {
                 chunk = &chunk[consumed..];
                 continue;
             }
+            // A comment line, whole in this chunk: counted, never part of an event (the same
+            // rule as for a comment split across chunks, so offsets do not depend on splits).
+            if self.line_seen == 0 && end > 0 && chunk[0] == b':' {
+                self.comments += 1;
+                self.offset += consumed as u64;
+                chunk = &chunk[consumed..];
+                continue;
+            }
             if self.event_start.is_none() {
                 self.event_start = Some(self.offset - self.line_seen);
             }
@@ -344,11 +352,9 @@ impl Decoder {
 
     fn process_line(&mut self, line: &[u8]) {
         if line[0] == b':' {
+            // Only reached for a comment line that crossed the event limit's accounting path;
+            // comments are otherwise skipped before they get here.
             self.comments += 1;
-            // A comment is not part of an event.
-            if !self.has_data && self.event.is_empty() {
-                self.event_start = None;
-            }
             return;
         }
         let (field, value) = match memchr::memchr(b':', line) {
@@ -482,6 +488,17 @@ mod tests {
         let chunks: Vec<&[u8]> = body.as_bytes().chunks(7).collect();
         let got = decode_with(&chunks, 64);
         assert_eq!(got, vec![ev(None, "a", pad.len() as u64)]);
+    }
+
+    #[test]
+    fn comments_never_move_an_events_offset_however_the_body_is_split() {
+        // Found by the sse_decoder fuzzer: an unknown field line starts an event; a comment
+        // after it must not reset that start, whole or split.
+        let body: &[u8] = b"event: x\n\nev\n: note\ndata: y\n\n";
+        let whole = decode(&[body]);
+        assert_eq!(whole, vec![ev(None, "y", 10)]);
+        let bytewise: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(decode(&bytewise), whole);
     }
 
     #[test]
