@@ -127,6 +127,12 @@ const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         labels: &["api_surface", "contract_violation"],
     },
+    Metric {
+        otel_name: "llm_guard.lint.findings",
+        prometheus_name: "llm_guard_lint_findings_total",
+        kind: Kind::Counter,
+        labels: &["lint_rule", "lint_family", "lint_phase"],
+    },
 ];
 
 const API_SURFACES: &[&str] = &["chat_completions", "responses", "other"];
@@ -150,6 +156,7 @@ const VIOLATIONS: &[&str] = &[
     "stream_out_of_order",
     "event_after_terminal",
     "body_read_error",
+    "body_stalled",
 ];
 const WAIT_REASONS: &[&str] = &["backoff", "retry_after", "retry_after_ms"];
 const STOP_REASONS: &[&str] = &[
@@ -228,6 +235,10 @@ const SPAN_ATTRIBUTES: &[&str] = &[
     "waf.vendor",
     "waf.kind",
     "waf.reference",
+    "request_check",
+    "request_check.warnings",
+    "response_check",
+    "response_check.warnings",
     // attempt spans, besides the shared ones above
     "http.request.resend_count",
     "retry.wait",
@@ -1586,4 +1597,82 @@ fn metric_table_matches_the_naming_translation() {
         };
         assert_eq!(metric.prometheus_name, expected);
     }
+}
+
+/// The mirrors above must not drift from the crate: every closed value set matches the crate's
+/// own enum, and every metric the crate names is listed.
+#[test]
+fn the_mirrored_vocabulary_matches_the_crate() {
+    use reqwest_llm_guard::evidence::{
+        ApiSurface, ParseCheck, StatusClass, Violation, WafKind, WafVendor,
+    };
+    use reqwest_llm_guard::retry::{StopReason, WaitReason};
+    use reqwest_llm_guard::telemetry::metric;
+    fn same(mirror: &[&str], crate_values: Vec<&'static str>, what: &str) {
+        let mut a: Vec<&str> = mirror.to_vec();
+        let mut b = crate_values;
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "{what} drifted from the crate");
+    }
+    same(
+        API_SURFACES,
+        ApiSurface::ALL.iter().map(|v| v.as_str()).collect(),
+        "api surfaces",
+    );
+    same(
+        STATUS_CLASSES,
+        StatusClass::ALL.iter().map(|v| v.as_str()).collect(),
+        "status classes",
+    );
+    same(
+        PARSE_CHECKS,
+        ParseCheck::ALL.iter().map(|v| v.as_str()).collect(),
+        "parse checks",
+    );
+    same(
+        VIOLATIONS,
+        Violation::ALL.iter().map(|v| v.as_str()).collect(),
+        "violations",
+    );
+    same(
+        WAIT_REASONS,
+        WaitReason::ALL.iter().map(|v| v.as_str()).collect(),
+        "wait reasons",
+    );
+    same(
+        WAF_VENDORS,
+        WafVendor::ALL.iter().map(|v| v.as_str()).collect(),
+        "WAF vendors",
+    );
+    same(
+        WAF_KINDS,
+        WafKind::ALL.iter().map(|v| v.as_str()).collect(),
+        "WAF kinds",
+    );
+    same(
+        STOP_REASONS,
+        StopReason::ALL
+            .iter()
+            .filter(|s| s.is_exhausted())
+            .map(|v| v.as_str())
+            .collect(),
+        "exhausted stop reasons",
+    );
+    let names: Vec<&str> = METRICS.iter().map(|m| m.otel_name).collect();
+    same(
+        &names,
+        vec![
+            metric::OPERATION_DURATION,
+            metric::TOKEN_USAGE,
+            metric::TIME_TO_FIRST_CHUNK,
+            metric::CALLS,
+            metric::RETRIES,
+            metric::RETRIES_EXHAUSTED,
+            metric::WAF_WALLS,
+            metric::CONTRACT_VIOLATIONS,
+            metric::LINT_FINDINGS,
+        ],
+        "metric names",
+    );
 }
