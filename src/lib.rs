@@ -12,20 +12,16 @@
 //!
 //! ## Quickstart
 //!
-//! Add the layers to the client you already have; call sites do not change. The verdict of
-//! each response is in its extensions.
+//! Put the layers around the client you already have; call sites do not change. What each call
+//! left behind is in its response's extensions, summed up by [`Evidence`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use reqwest_llm_guard::contract::Verdict;
-//! use reqwest_llm_guard::evidence::{DecisionPolicy, DecisionTable, Outcome, WafVerdict};
-//! use reqwest_llm_guard::inspect::Inspect;
-//! use reqwest_llm_guard::retry::{Retry, RetryRecord};
+//! use reqwest_llm_guard::evidence::FallbackDecision;
+//! use reqwest_llm_guard::{Evidence, Guard};
 //!
-//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-//!     .with(Retry::new()) // outer: bounded 429 retry
-//!     .with(Inspect::new()) // inner: per attempt, WAF walls and the contract
-//!     .build();
+//! // Telemetry → retry → attempt spans → inspect, on the global OpenTelemetry providers.
+//! let client = Guard::new().client(reqwest::Client::new());
 //!
 //! let response = client
 //!     .post("https://api.openai.com/v1/chat/completions")
@@ -35,24 +31,28 @@
 //!     .send()
 //!     .await?;
 //!
-//! // A streaming response carries a `StreamVerdict` instead, filled when the stream ends.
-//! let Some(verdict) = response.extensions().get::<Verdict>().cloned() else {
-//!     return Ok(());
-//! };
-//! let retries = response.extensions().get::<RetryRecord>().map_or(0, RetryRecord::retries);
-//! let mut outcome = Outcome::response(response.status(), verdict.parse_check, verdict.violation);
-//! if let Some(wall) = response.extensions().get::<WafVerdict>() {
-//!     outcome = outcome.with_waf(wall);
+//! let evidence = Evidence::of(&response);
+//! println!(
+//!     "{} {} parse_check={:?} retries={} decision={}",
+//!     evidence.api_surface, evidence.status_class, evidence.parse_check,
+//!     evidence.retry_count, evidence.fallback_decision,
+//! );
+//! if evidence.fallback_decision == FallbackDecision::Fallback {
+//!     // send the call to the next endpoint, provider or surface
 //! }
-//! let decision = DecisionTable::default().decide(&outcome);
-//! println!("parse_check={} retry_count={retries} fallback_decision={decision}", verdict.parse_check);
 //! # Ok(()) }
 //! ```
 //!
-//! The whole stack with telemetry, in the right order, is one line: [`Guard`].
+//! The layers also stand alone, in any builder (the first `.with()` runs outermost):
 //!
 //! ```no_run
-//! let client = reqwest_llm_guard::Guard::new().client(reqwest::Client::new());
+//! use reqwest_llm_guard::inspect::Inspect;
+//! use reqwest_llm_guard::retry::Retry;
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(Retry::new()) // outer: bounded 429 retry
+//!     .with(Inspect::new()) // inner: per attempt, WAF walls and the contract
+//!     .build();
 //! ```
 //!
 //! ## Layers and their order
