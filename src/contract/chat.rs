@@ -191,7 +191,7 @@ impl ChatStream {
             report.warn(Warning::MissingChoices);
             return;
         };
-        for choice in choices {
+        for choice in choices.iter() {
             let index = choice.index.unwrap_or(0);
             if index < MAX_TRACKED_CHOICES {
                 let seen = report.facts().choices.unwrap_or(0).max(index + 1);

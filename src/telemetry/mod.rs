@@ -401,18 +401,10 @@ impl CallEnd {
         let surface = KeyValue::new(attr::API_SURFACE, self.surface.as_str());
         let parse_check = verdict.map_or(ParseCheck::Skipped, |v| v.parse_check);
 
-        let mut duration_kv = base.clone();
-        if let Some(model) = verdict.and_then(|v| v.facts.response_model.as_deref()) {
-            duration_kv.push(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, truncated(model)));
-        }
-        if let Some(e) = error_type {
-            duration_kv.push(KeyValue::new(attr::ERROR_TYPE, e));
-        }
-        duration_kv.push(surface.clone());
-        m.duration
-            .record(self.started.elapsed().as_secs_f64(), &duration_kv);
+        // One vector, extended and shrunk in place, for the three GenAI instruments.
+        let mut kv = base;
         if let Some(ttfc) = ttfc {
-            m.ttfc.record(ttfc, &base);
+            m.ttfc.record(ttfc, &kv);
         }
         if let Some(usage) = verdict.and_then(|v| v.facts.usage) {
             for (kind, n) in [
@@ -420,12 +412,20 @@ impl CallEnd {
                 ("output", usage.output_tokens),
             ] {
                 if let Some(n) = n {
-                    let mut kv = base.clone();
                     kv.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind));
                     m.tokens.record(n, &kv);
+                    kv.pop();
                 }
             }
         }
+        if let Some(model) = verdict.and_then(|v| v.facts.response_model.as_deref()) {
+            kv.push(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, truncated(model)));
+        }
+        if let Some(e) = error_type {
+            kv.push(KeyValue::new(attr::ERROR_TYPE, e));
+        }
+        kv.push(surface.clone());
+        m.duration.record(self.started.elapsed().as_secs_f64(), &kv);
         m.calls.add(
             1,
             &[
