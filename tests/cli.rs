@@ -127,3 +127,40 @@ fn a_missing_key_for_a_real_endpoint_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("LLM_GUARD_NO_SUCH_VAR"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn llm_guard_mock_serves_the_mock_gateway() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-guard"))
+        .args(["mock", "--port", "0", "--scenario", "waf_akamai"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    let walled = http
+        .post(format!("{url}/v1/chat/completions"))
+        .body(r#"{"model":"m"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(walled.status(), 403, "the default scenario");
+    let ok = http
+        .post(format!("{url}/v1/responses"))
+        .header("x-mock-scenario", "ok")
+        .body(r#"{"model":"m","input":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
