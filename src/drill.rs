@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use serde::Serialize;
 
-use crate::contract::{self, ErrorShape, Mode};
+use crate::contract::{ErrorShape, Verdict};
 use crate::evidence::{ApiSurface, FallbackDecision, ParseCheck, StatusClass, Warning};
 use crate::mock::{MockGateway, Scenario};
 use crate::telemetry::Telemetry;
@@ -228,8 +228,9 @@ const PROMPT: &str = "Reply with exactly the word PASS.";
 
 struct Sent {
     evidence: Evidence,
+    /// The inspect layer's verdict, as the response carried it (a stream's once it ended).
+    verdict: Option<Verdict>,
     body: Vec<u8>,
-    content_type: Option<String>,
     request_id: bool,
 }
 
@@ -297,7 +298,7 @@ pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
 
     let (finish_reason_present, content_text) = answer(config.surface, &happy);
     let content_non_null = content_text.is_some();
-    let error_shape_valid_on_4xx = error_shape_valid(config.surface, &invalid);
+    let error_shape_valid_on_4xx = error_shape_valid(&invalid);
     let telemetry_text: Vec<String> = exported.iter().map(|s| format!("{s:?}")).collect();
     let credential_logged = telemetry_text.iter().any(|t| t.contains(&key));
     let secret_texts: Vec<&str> = [
@@ -313,7 +314,10 @@ pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
     let e = &happy.evidence;
     let support_packet_ready = happy.request_id
         || e.waf.as_ref().is_some_and(|w| w.reference.is_some())
-        || inspect_id(&happy);
+        || happy
+            .verdict
+            .as_ref()
+            .is_some_and(|v| v.facts.response_id.is_some());
 
     let (decision, note) = decide(
         e,
@@ -350,19 +354,6 @@ pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
     Ok(record)
 }
 
-fn inspect_id(sent: &Sent) -> bool {
-    contract::check_body(
-        sent.evidence.api_surface,
-        sent.evidence.status.unwrap_or(http::StatusCode::OK),
-        sent.content_type.as_deref(),
-        &sent.body,
-        Mode::Compat,
-    )
-    .facts
-    .response_id
-    .is_some()
-}
-
 async fn send(
     client: &reqwest_middleware::ClientWithMiddleware,
     url: &str,
@@ -380,18 +371,14 @@ async fn send(
     match sent {
         Err(e) => Sent {
             evidence: Evidence::of_error(&e, surface),
+            verdict: None,
             body: Vec::new(),
-            content_type: None,
             request_id: false,
         },
         Ok(response) => {
             let mut evidence = Evidence::of(&response);
             let request_id = response.headers().contains_key("x-request-id");
-            let content_type = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let mut verdict = inspect::verdict(&response);
             let stream = response
                 .extensions()
                 .get::<inspect::StreamVerdict>()
@@ -402,12 +389,14 @@ async fn send(
                 .map(|b| b.to_vec())
                 .unwrap_or_default();
             if let Some(v) = stream {
-                evidence = evidence.with_stream_verdict(&v.wait().await);
+                let v = v.wait().await;
+                evidence = evidence.with_stream_verdict(&v);
+                verdict = Some(v);
             }
             Sent {
                 evidence,
+                verdict,
                 body,
-                content_type,
                 request_id,
             }
         }
@@ -447,21 +436,15 @@ fn answer(surface: ApiSurface, sent: &Sent) -> (bool, Option<String>) {
 
 /// The seed's `error_shape_valid_on_4xx`: a 4xx, and the OpenAI envelope with a message, a type
 /// and the code key (`param` may be absent, as on CometAPI).
-fn error_shape_valid(surface: ApiSurface, sent: &Sent) -> bool {
-    let Some(status) = sent
-        .evidence
-        .status
-        .filter(http::StatusCode::is_client_error)
-    else {
+fn error_shape_valid(sent: &Sent) -> bool {
+    let (Some(_), Some(v)) = (
+        sent.evidence
+            .status
+            .filter(http::StatusCode::is_client_error),
+        &sent.verdict,
+    ) else {
         return false;
     };
-    let v = contract::check_body(
-        surface,
-        status,
-        sent.content_type.as_deref(),
-        &sent.body,
-        Mode::Compat,
-    );
     v.parse_check == ParseCheck::Pass
         && v.api_error
             .as_ref()

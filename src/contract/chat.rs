@@ -1,7 +1,7 @@
 //! The Chat Completions contract: `chat.completion` objects and `chat.completion.chunk` streams.
 
 use super::view::{self, ChatChunk, ChatCompletion, Choice};
-use super::{Report, TokenUsage, error, set_once};
+use super::{ApiError, Report, TokenUsage, set_once};
 use crate::evidence::{Violation, Warning};
 use crate::sse::Event;
 
@@ -26,7 +26,7 @@ pub(super) fn check_completion(body: &[u8], content_type: Option<&str>, report: 
     }
     let Some(choices) = c.choices else {
         // No result: an error payload in a 2xx, or simply the wrong object.
-        match error::in_band(body) {
+        match ApiError::from_body(body) {
             Some(e) => {
                 report.fail(Violation::ErrorIn2xx);
                 report.set_api_error(e);
@@ -40,7 +40,10 @@ pub(super) fn check_completion(body: &[u8], content_type: Option<&str>, report: 
     };
     if c.error.is_some_and(|e| e.get() != "null") {
         report.fail(Violation::ErrorIn2xx);
-        if let Some(e) = c.error.and_then(|e| error::in_band(e.get().as_bytes())) {
+        if let Some(e) = c
+            .error
+            .and_then(|e| ApiError::from_body(e.get().as_bytes()))
+        {
             report.set_api_error(e);
         }
     }
@@ -150,7 +153,7 @@ impl ChatStream {
         if event.event_type() == Some("error") {
             // Groq: `event: error` with the error envelope as data, HTTP 200.
             report.fail_at(Violation::ErrorInStream, at);
-            if let Some(e) = error::in_band(data) {
+            if let Some(e) = ApiError::from_body(data) {
                 report.set_api_error(e);
             }
             return;
@@ -161,7 +164,9 @@ impl ChatStream {
         if let Some(raw) = chunk.error.filter(|e| e.get() != "null") {
             // OpenRouter: an error inside an otherwise ordinary chunk.
             report.fail_at(Violation::ErrorInStream, at);
-            if let Some(e) = error::in_band(data).or_else(|| error::in_band(raw.get().as_bytes())) {
+            if let Some(e) =
+                ApiError::from_body(data).or_else(|| ApiError::from_body(raw.get().as_bytes()))
+            {
                 report.set_api_error(e);
             }
         }

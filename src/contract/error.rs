@@ -252,12 +252,6 @@ fn check_shape(error: &ApiError, shape: &Shape, report: &mut Report) {
     }
 }
 
-/// Normalises an error found inside a 2xx body or stream (no envelope check: the error itself
-/// is the finding). Returns `None` when the JSON holds no recognisable error.
-pub(super) fn in_band(raw: &[u8]) -> Option<ApiError> {
-    ApiError::from_body(raw)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

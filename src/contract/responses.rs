@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 
 use super::view::{self, Response, ResponseHead, StreamEvent};
-use super::{Report, error, set_once};
+use super::{ApiError, Report, set_once};
 use crate::evidence::{Violation, Warning};
 use crate::sse::Event;
 
@@ -43,7 +43,7 @@ pub(super) fn check_response(body: &[u8], content_type: Option<&str>, report: &m
         facts.usage = Some(usage.tokens());
     }
     let Some(output) = &r.output else {
-        match error::in_band(body) {
+        match ApiError::from_body(body) {
             Some(e) if r.status.is_none() => {
                 report.fail(Violation::ErrorIn2xx);
                 report.set_api_error(e);
@@ -108,7 +108,7 @@ fn check_status(
         Some("incomplete") => incomplete_reason.unwrap_or("incomplete"),
         Some("failed") => {
             report.fail(Violation::ResponseFailed);
-            if let Some(e) = error.and_then(|e| error::in_band(e.get().as_bytes())) {
+            if let Some(e) = error.and_then(|e| ApiError::from_body(e.get().as_bytes())) {
                 report.set_api_error(e);
             }
             "error"
@@ -276,7 +276,7 @@ impl ResponsesStream {
             Kind::Error => {
                 self.errored = true;
                 report.fail_at(Violation::ErrorInStream, at);
-                if let Some(e) = error::in_band(data) {
+                if let Some(e) = ApiError::from_body(data) {
                     report.set_api_error(e);
                 }
             }
