@@ -144,9 +144,12 @@ pub fn all_files() -> Vec<String> {
     let Some(dir) = fixtures_dir() else {
         return Vec::new();
     };
+    // Provider recordings only: `waf/` holds the WAF captures, read by their own test.
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().into_string().unwrap())
         .filter(|n| n != "SOURCES.md")
         .collect();
     names.sort();
