@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest_llm_guard::evidence::ApiSurface;
-use reqwest_llm_guard::inspect::StreamVerdict;
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
 use reqwest_llm_guard::retry::Retry;
 use reqwest_llm_guard::telemetry::otlp;
-use reqwest_llm_guard::{Evidence, Guard};
+use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
 
 /// The tour: every decision of the decision table, on both surfaces, streaming and not.
 const TOUR: &[(Scenario, ApiSurface, bool)] = &[
@@ -101,17 +100,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             print_line(scenario, stream, &evidence);
         }
         // And an endpoint that is not there at all: a transport error.
+        // An error hands back no response: a handle attached to the request gets its evidence.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let evidence = match client
+        let handle = EvidenceHandle::new();
+        let _ = client
             .post(format!("http://{closed}/v1/chat/completions"))
+            .with_extension(handle.clone())
             .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
             .send()
-            .await
-        {
-            Ok(r) => Evidence::of(&r),
-            Err(e) => Evidence::of_error(&e, ApiSurface::ChatCompletions),
-        };
-        print_line("unreachable", false, &evidence);
+            .await;
+        print_line("unreachable", false, &handle.settled().await);
         if let Some(otel) = &otel {
             otel.flush();
         }
@@ -146,8 +144,10 @@ async fn call(
             r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Reply with exactly the word PASS."}}],"stream":{stream}}}"#
         ),
     };
+    let handle = EvidenceHandle::new();
     let sent = client
         .post(format!("{}{path}", gateway.url()))
+        .with_extension(handle.clone())
         .header("content-type", "application/json")
         .header("authorization", "Bearer sk-demo-not-a-real-key")
         .header("x-mock-scenario", scenario.as_str())
@@ -155,24 +155,16 @@ async fn call(
         .body(body)
         .send()
         .await;
-    let response = match sent {
-        Ok(r) => r,
-        Err(e) => return Evidence::of_error(&e, surface),
-    };
-    let evidence = Evidence::of(&response);
-    let verdict = response.extensions().get::<StreamVerdict>().cloned();
-    // Read the body as a caller would; a stream's verdict arrives at its end.
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        if chunk.is_err() {
-            break;
+    if let Ok(response) = sent {
+        // Read the body as a caller would; a stream's evidence is final at its end.
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
         }
     }
-    drop(body);
-    match verdict {
-        Some(v) => evidence.with_stream_verdict(&v.wait().await),
-        None => evidence,
-    }
+    handle.settled().await
 }
 
 fn print_line(scenario: impl std::fmt::Display, stream: bool, e: &Evidence) {

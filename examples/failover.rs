@@ -5,7 +5,7 @@
 
 use reqwest_llm_guard::evidence::FallbackDecision;
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
-use reqwest_llm_guard::{Evidence, Guard};
+use reqwest_llm_guard::{EvidenceHandle, Guard};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,17 +27,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .join(" -> ")
         );
         for gateway in route {
-            let response = client
+            let handle = EvidenceHandle::new();
+            // The answer (or the error) is the caller's as usual; the evidence says what next.
+            let _answer = client
                 .post(format!("{}/v1/chat/completions", gateway.url()))
+                .with_extension(handle.clone())
                 .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
                 .send()
                 .await;
-            let evidence = match &response {
-                Ok(r) => Evidence::of(r),
-                Err(e) => {
-                    Evidence::of_error(e, reqwest_llm_guard::evidence::ApiSurface::ChatCompletions)
-                }
-            };
+            let evidence = handle.settled().await;
             println!(
                 "  {} -> {} ({}), decision {}",
                 gateway.url(),

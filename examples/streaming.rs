@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use reqwest_llm_guard::inspect::StreamVerdict;
 use reqwest_llm_guard::mock::MockGateway;
 use reqwest_llm_guard::{Evidence, Guard};
 
@@ -25,8 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .body(r#"{"model":"gpt-5","input":"Reply with exactly the word PASS.","stream":true}"#)
         .send()
         .await?;
-    let evidence = Evidence::of(&response);
-    let verdict = response.extensions().get::<StreamVerdict>().cloned();
+    // Final when the stream ends: its contract checked on the way, never buffered.
+    let evidence = Evidence::handle(&response);
     let mut chunks = response.bytes_stream();
     let mut n = 0;
     while let Some(chunk) = chunks.next().await {
@@ -41,14 +40,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("{n} chunks in {:?}", started.elapsed());
-    if let Some(verdict) = verdict {
-        let evidence = evidence.with_stream_verdict(&verdict.wait().await);
-        println!(
-            "parse_check={} violation={} fallback_decision={}",
-            evidence.parse_check.map_or("-", |p| p.as_str()),
-            evidence.violation.map_or("-", |v| v.as_str()),
-            evidence.fallback_decision
-        );
-    }
+    let evidence = evidence.settled().await;
+    println!(
+        "parse_check={} violation={} fallback_decision={}",
+        evidence.parse_check.map_or("-", |p| p.as_str()),
+        evidence.violation.map_or("-", |v| v.as_str()),
+        evidence.fallback_decision
+    );
     Ok(())
 }

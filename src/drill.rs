@@ -22,11 +22,11 @@ use std::time::{Duration, SystemTime};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use serde::Serialize;
 
-use crate::contract::{ErrorShape, Verdict};
+use crate::contract::{ContractVerdict, ErrorShape};
 use crate::evidence::{ApiSurface, FallbackDecision, ParseCheck, StatusClass, Warning};
 use crate::mock::{MockGateway, Scenario};
 use crate::telemetry::Telemetry;
-use crate::{Evidence, Guard, inspect};
+use crate::{Evidence, EvidenceHandle, Guard, inspect};
 
 /// What to drill.
 #[derive(Debug, Clone)]
@@ -229,7 +229,7 @@ const PROMPT: &str = "Reply with exactly the word PASS.";
 struct Sent {
     evidence: Evidence,
     /// The inspect layer's verdict, as the response carried it (a stream's once it ended).
-    verdict: Option<Verdict>,
+    verdict: Option<ContractVerdict>,
     body: Vec<u8>,
     request_id: bool,
 }
@@ -361,37 +361,38 @@ async fn send(
     body: &serde_json::Value,
     surface: ApiSurface,
 ) -> Sent {
+    let handle = EvidenceHandle::new();
     let sent = client
         .post(url)
+        .with_extension(handle.clone())
+        .with_extension(surface)
         .bearer_auth(key)
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await;
     match sent {
-        Err(e) => Sent {
-            evidence: Evidence::of_error(&e, surface),
+        Err(_) => Sent {
+            evidence: handle.settled().await,
             verdict: None,
             body: Vec::new(),
             request_id: false,
         },
         Ok(response) => {
-            let mut evidence = Evidence::of(&response);
             let request_id = response.headers().contains_key("x-request-id");
-            let mut verdict = inspect::verdict(&response);
             let stream = response
                 .extensions()
-                .get::<inspect::StreamVerdict>()
+                .get::<inspect::VerdictHandle>()
                 .cloned();
+            let mut verdict = inspect::verdict(&response);
             let body = response
                 .bytes()
                 .await
                 .map(|b| b.to_vec())
                 .unwrap_or_default();
+            let evidence = handle.settled().await;
             if let Some(v) = stream {
-                let v = v.wait().await;
-                evidence = evidence.with_stream_verdict(&v);
-                verdict = Some(v);
+                verdict = v.get();
             }
             Sent {
                 evidence,

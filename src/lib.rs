@@ -13,14 +13,14 @@
 //! ## Quickstart
 //!
 //! Put the layers around the client you already have; call sites do not change. What each call
-//! left behind is in its response's extensions, summed up by [`Evidence`].
+//! left behind is its [`Evidence`]: the same decision its span and metrics carry.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use reqwest_llm_guard::evidence::FallbackDecision;
 //! use reqwest_llm_guard::{Evidence, Guard};
 //!
-//! // Telemetry → retry → attempt spans → inspect, on the global OpenTelemetry providers.
+//! // Call layer (decision, evidence, telemetry) → retry → attempt spans → inspect.
 //! let client = Guard::new().client(reqwest::Client::new());
 //!
 //! let response = client
@@ -43,7 +43,40 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The layers also stand alone, in any builder (the first `.with()` runs outermost):
+//! A stream's evidence is final when its body ends: take the [`EvidenceHandle`] first, read the
+//! body, then await it. A call that returns an error hands back no response: attach a handle to
+//! the request to get its evidence.
+//!
+//! ```no_run
+//! # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
+//! use futures_util::StreamExt;
+//! use reqwest_llm_guard::{Evidence, EvidenceHandle};
+//!
+//! let response = client.post("http://127.0.0.1:8080/v1/chat/completions")
+//!     .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#)
+//!     .send()
+//!     .await?;
+//! let evidence = Evidence::handle(&response);
+//! let mut chunks = response.bytes_stream();
+//! while let Some(chunk) = chunks.next().await {
+//!     let _bytes = chunk?; // exactly the bytes the server sent, as they arrive
+//! }
+//! println!("{:?}", evidence.settled().await);
+//!
+//! let evidence = EvidenceHandle::new();
+//! if let Err(e) = client.post("http://127.0.0.1:1/v1/responses")
+//!     .with_extension(evidence.clone())
+//!     .body("{}")
+//!     .send()
+//!     .await
+//! {
+//!     println!("{e}: {:?}", evidence.get());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The layers also stand alone, in any builder (the first `.with()` runs outermost); without
+//! the call layer, [`Evidence`] decides with the default table:
 //!
 //! ```no_run
 //! use reqwest_llm_guard::inspect::Inspect;
@@ -59,21 +92,75 @@
 //!
 //! The first `.with()` runs outermost. [`Guard`] assembles them in this order; to assemble them
 //! yourself, keep it: [`Telemetry`](telemetry::Telemetry) outside [`Retry`](retry::Retry), so
-//! one call span covers every attempt; [`Retry`](retry::Retry) outside
+//! one decision and one call span cover every attempt; [`Retry`](retry::Retry) outside
 //! [`Inspect`](inspect::Inspect), so every attempt is inspected and the retry layer sees each
-//! attempt's WAF verdict; the attempt spans ([`Telemetry::attempts`](telemetry::Telemetry::attempts))
-//! between them.
+//! attempt's WAF verdict; the attempt spans
+//! ([`Telemetry::attempt_layer`](telemetry::Telemetry::attempt_layer)) between them.
 //!
 //! | layer | per | does |
 //! |---|---|---|
-//! | [`telemetry::Telemetry`] | call | the call span `{operation} {model}`, its evidence, the metrics; injects `traceparent` |
+//! | [`telemetry::Telemetry`] | call | decides the call with one [`DecisionPolicy`](evidence::DecisionPolicy) (answers, streams at their end, transport errors, cancelled calls); leaves the [`Evidence`]; the call span `{operation} {model}` and the metrics; injects `traceparent` |
 //! | [`retry::Retry`] | call | retries 429 within bounds: `Retry-After` honoured and capped, a deadline, a shared [`RetryBudget`](retry::RetryBudget); never a wall or a 403 |
 //! | [`telemetry::AttemptTelemetry`] | attempt | one child span per attempt with `http.request.resend_count` |
 //! | [`inspect::Inspect`] | attempt | recognises WAF and bot walls ([`waf`]), checks the contract ([`contract`]), hands the response back byte-identical with the verdicts in its extensions |
 //!
 //! A streaming response (`text/event-stream`) is never buffered: its body is wrapped, each
 //! chunk reaches the caller as it arrives, and the verdict arrives in a
-//! [`StreamVerdict`](inspect::StreamVerdict) when the stream ends, fails or is dropped.
+//! [`VerdictHandle`](inspect::VerdictHandle) when the stream ends, fails or is dropped. The
+//! layers pass their findings to each other in the extensions: [`extensions`] lists them.
+//!
+//! A call the caller cancels (its future dropped, or its stream dropped before the end) still
+//! ends its span with `parse_check=skipped`, `contract.skip_reason=cancelled` and a decision
+//! (the default table says `none`), and is counted in the metrics.
+//!
+//! ## Already using reqwest-retry or reqwest-tracing?
+//!
+//! reqwest-tracing can stay where it is, outside the guard: its span becomes the parent of the
+//! call span. Retrying twice can not: a retry layer outside the guard re-runs the whole stack.
+//! The set-ups below are tested (`tests/adoption.rs`) with the upstream requests a persistent
+//! 429 and a Cloudflare challenge on a 429 cost, for a service whose reqwest-retry policy makes
+//! 3 retries:
+//!
+//! | set-up | persistent 429 | challenge on 429 |
+//! |---|---|---|
+//! | 1. the guard in place of reqwest-retry (recommended) | 3 (the guard's 2 retries) | 1 |
+//! | 2. the service's policy and strategy moved into the guard | 4 | 1 |
+//! | 3. reqwest-retry kept outside, with [`RefuseWalls`](retry::RefuseWalls), the guard's retry off | 4 | 1 |
+//! | don't: reqwest-retry kept as it was, the guard's retry on | 6 | 4 |
+//!
+//! ```no_run
+//! use reqwest_llm_guard::Guard;
+//! use reqwest_llm_guard::retry::{RefuseWalls, Retry};
+//! use reqwest_retry::{DefaultRetryableStrategy, RetryTransientMiddleware, policies::ExponentialBackoff};
+//! use reqwest_tracing::TracingMiddleware;
+//!
+//! let service = || reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(TracingMiddleware::default());
+//! let policy = ExponentialBackoff::builder().build_with_max_retries(3);
+//!
+//! // 1. The guard in place of reqwest-retry.
+//! let one = Guard::new().layer(service()).build();
+//! // 2. Your policy and reqwest-retry's strategy, in the guard's retry layer (bounded by its
+//! //    deadline and budget, walls and 403s refused).
+//! let two = Guard::new()
+//!     .with_retry(Retry::new().with_policy(policy).with_strategy(DefaultRetryableStrategy))
+//!     .layer(service())
+//!     .build();
+//! // 3. reqwest-retry where it is, refusing walls; the guard makes one attempt per run.
+//! let three = Guard::new()
+//!     .without_retry()
+//!     .layer(service().with(RetryTransientMiddleware::new_with_policy_and_strategy(
+//!         policy,
+//!         RefuseWalls::default(),
+//!     )))
+//!     .build();
+//! # let _ = (one, two, three);
+//! ```
+//!
+//! In set-up 3 every attempt is a call of its own (a span, a decision, `retry_count` 0). In the
+//! last one the guard notices that an outer retry layer re-runs it and makes one attempt from
+//! then on (`retry.stop_reason=nested`), but reqwest-retry's own strategy still retries the
+//! wall. A guard nested in another guard's call records and retries nothing of its own.
 //!
 //! ## What is checked
 //!
@@ -108,16 +195,20 @@
 //! | attribute | values |
 //! |---|---|
 //! | `api_surface` | `chat_completions`, `responses`, `other` ([`ApiSurface`](evidence::ApiSurface)) |
-//! | `status_class` | `1xx` … `5xx`, `transport_error` ([`StatusClass`](evidence::StatusClass)) |
+//! | `status_class` | `1xx` … `5xx`, `transport_error`, `cancelled` ([`StatusClass`](evidence::StatusClass)) |
 //! | `parse_check` | `pass`, `fail`, `skipped` ([`ParseCheck`](evidence::ParseCheck)) |
 //! | `fallback_decision` | `none`, `retry`, `fallback`, `hold` ([`FallbackDecision`](evidence::FallbackDecision)) |
 //! | `contract.violation` | the first hard [`Violation`](evidence::Violation): `not_json`, `html_body`, `error_in_2xx`, `stream_truncated`, … |
 //! | `contract.warnings` | distinct tolerated deviations ([`Warnings::len`](evidence::Warnings::len)) |
-//! | `contract.skip_reason` | [`SkipReason`](evidence::SkipReason): `other_surface`, `too_large`, `abandoned`, `no_body` |
+//! | `contract.skip_reason` | [`SkipReason`](evidence::SkipReason): `other_surface`, `too_large`, `cancelled`, `no_body` |
 //!
 //! The default decision for a call is the table in [`DecisionTable`](evidence::DecisionTable)
 //! (a WAF wall or a request error: `hold`; a broken 2xx, 429 after retries, 5xx or a transport
-//! error: `fallback`); replace it with any [`DecisionPolicy`](evidence::DecisionPolicy).
+//! error: `fallback`; a cancelled call: `none`); replace it with any
+//! [`DecisionPolicy`](evidence::DecisionPolicy) through
+//! [`Guard::with_decision_policy`]. The policy sees the normalised API error (type, code,
+//! status) and the WAF verdict, so it can route on `context_length_exceeded` or
+//! `insufficient_quota`.
 //!
 //! ## Defaults
 //!
@@ -129,7 +220,8 @@
 //! | retry deadline | 60 s from the call's start (tokio's clock); the attempt in flight is never cut |
 //! | retry budget | 10 retries/s reserve plus 20% of calls, over a 10 s window, shared by clones |
 //! | contract mode | [`Mode::Compat`](contract::Mode::Compat) |
-//! | telemetry | global tracer and meter providers, `gen_ai.provider.name=openai`, no content recorded |
+//! | telemetry | the global tracer and meter providers, read at the first call; `gen_ai.provider.name=openai`; no content recorded |
+//! | OpenTelemetry | the `opentelemetry` API 0.33 (`opentelemetry_sdk` 0.33, `tracing-opentelemetry` 0.34) |
 //! | largest non-streaming body read to check | 8 MiB ([`inspect::DEFAULT_MAX_BODY_BYTES`]); larger: `skipped`, `too_large`, body untouched |
 //! | wait for the next piece of a body being read | 30 s ([`inspect::DEFAULT_BODY_IDLE_TIMEOUT`]); then `fail` (`body_stalled`), the rest still reaches the caller |
 //! | largest SSE event kept | 16 MiB ([`sse::DEFAULT_MAX_EVENT_BYTES`]); larger: `skipped`, `too_large`, bytes still flow |
@@ -141,9 +233,14 @@
 //! layer reads a body is handed back as it came (the bytes that arrived, then the same error).
 //!
 //! The retry layer returns the last attempt's result as it came (`Ok(429)` when retries ran
-//! out; a transport error unwrapped). Its one error of its own is an [`Error`] of kind
-//! [`ErrorKind::RequestNotCloneable`], inside `reqwest_middleware::Error::Middleware`, for a
-//! request whose streaming body cannot be resent: downcast to read it.
+//! out; a transport error unwrapped, so `is_timeout()` and `is_connect()` still answer). Its
+//! one error of its own is an [`Error`] of kind [`ErrorKind::RequestNotCloneable`], inside
+//! `reqwest_middleware::Error::Middleware`, for a request whose streaming body cannot be
+//! resent: downcast to read it.
+//!
+//! No error the layers hand back carries a credential: reqwest prints the request's URL in its
+//! errors (those of the body too), so the URL of every error and of every response that went
+//! through a layer loses its userinfo and has its query values replaced (`?key=redacted`).
 //!
 //! ## Features
 //!
@@ -154,6 +251,9 @@
 //! | `mock` | [`mock`]: an OpenAI-compatible mock gateway on loopback that misbehaves on request | available |
 //! | `cli` | the `llm-guard` command ([`drill`]: the evidence drill; the mock gateway); implies `mock` and `otlp`, and enables reqwest's default TLS for the command | available |
 //!
+//! The crate's own tests, examples and benchmarks need the `mock` and `otlp` features
+//! (`cargo test --all-features`); the library needs none.
+//!
 //! The crate chooses no TLS backend: enable the one you want on your own `reqwest`.
 
 pub mod contract;
@@ -161,18 +261,20 @@ pub mod contract;
 pub mod drill;
 mod error;
 pub mod evidence;
+pub mod extensions;
+mod guard;
 pub mod inspect;
 pub mod lint;
 #[cfg(feature = "mock")]
 pub mod mock;
+mod redact;
 pub mod retry;
 pub mod sse;
-mod stack;
 pub mod telemetry;
 pub mod waf;
 
 pub use error::{Error, ErrorKind};
-pub use stack::{Evidence, Guard};
+pub use guard::{Evidence, EvidenceHandle, Guard};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

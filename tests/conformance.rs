@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Recorded, all_files, load};
-use reqwest_llm_guard::contract::{Mode, Verdict, check_body};
+use reqwest_llm_guard::contract::{ContractVerdict, Mode, check_body};
 use reqwest_llm_guard::evidence::{ApiSurface, ParseCheck, Violation, Warning};
 
 struct Expect {
@@ -150,12 +150,12 @@ fn expected(r: &Recorded) -> Expect {
     }
 }
 
-fn check(r: &Recorded, mode: Mode) -> Verdict {
+fn check(r: &Recorded, mode: Mode) -> ContractVerdict {
     let surface = ApiSurface::classify(&r.method, &r.path);
     check_body(surface, r.status, r.content_type.as_deref(), &r.body, mode)
 }
 
-fn assert_deserved(r: &Recorded, v: &Verdict, want: &Expect) {
+fn assert_deserved(r: &Recorded, v: &ContractVerdict, want: &Expect) {
     let name = &r.name;
     assert_eq!(v.parse_check, want.parse, "{name}: {v:#?}");
     assert_eq!(v.violation, want.violation, "{name}: {v:#?}");

@@ -107,7 +107,7 @@ const METRICS: &[Metric] = &[
         otel_name: "llm_guard.retries",
         prometheus_name: "llm_guard_retries_total",
         kind: Kind::Counter,
-        labels: &["api_surface", "retry_reason"],
+        labels: &["api_surface", "retry_wait_reason"],
     },
     Metric {
         otel_name: "llm_guard.retries.exhausted",
@@ -136,7 +136,15 @@ const METRICS: &[Metric] = &[
 ];
 
 const API_SURFACES: &[&str] = &["chat_completions", "responses", "other"];
-const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "transport_error"];
+const STATUS_CLASSES: &[&str] = &[
+    "1xx",
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "transport_error",
+    "cancelled",
+];
 const PARSE_CHECKS: &[&str] = &["pass", "fail", "skipped"];
 const VIOLATIONS: &[&str] = &[
     "not_json",
@@ -187,9 +195,10 @@ const WAF_VENDORS: &[&str] = &[
     "stackpath",
     "ddos_guard",
     "anubis",
+    "datadome",
     "unknown",
 ];
-const WAF_KINDS: &[&str] = &["block", "challenge", "suspected"];
+const WAF_KINDS: &[&str] = &["block", "challenge", "suspected", "rate_limit"];
 
 /// Closed value sets of metric labels: a literal matcher on one of these must use a listed value.
 const METRIC_LABEL_VALUES: &[(&str, &[&str])] = &[
@@ -199,7 +208,7 @@ const METRIC_LABEL_VALUES: &[(&str, &[&str])] = &[
     // `retry` is an attempt-span value only; the calls counter counts finished calls.
     ("fallback_decision", &["none", "fallback", "hold"]),
     ("contract_violation", VIOLATIONS),
-    ("retry_reason", WAIT_REASONS),
+    ("retry_wait_reason", WAIT_REASONS),
     ("retry_stop_reason", STOP_REASONS),
     ("waf_vendor", WAF_VENDORS),
     ("waf_kind", WAF_KINDS),

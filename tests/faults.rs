@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use common::{chunk, raw_server};
 use futures_util::StreamExt;
+use reqwest_llm_guard::evidence::StatusClass;
 use reqwest_llm_guard::evidence::{FallbackDecision, ParseCheck, SkipReason, Violation};
-use reqwest_llm_guard::inspect::{self, Inspect, StreamVerdict};
+use reqwest_llm_guard::inspect::{self, Inspect, VerdictHandle};
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
-use reqwest_llm_guard::{Evidence, Guard};
+use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
 use reqwest_middleware::ClientWithMiddleware;
 use tokio::io::AsyncWriteExt;
 
@@ -63,16 +64,18 @@ async fn a_reset_before_the_headers_is_a_transport_error_and_a_fallback() {
         socket.set_linger(Some(Duration::ZERO)).unwrap();
         drop(socket);
     });
-    let err = post(
-        &client(Inspect::new()),
-        &format!("http://{addr}/v1/chat/completions"),
-    )
-    .await
-    .unwrap_err();
-    let evidence = Evidence::of_error(
-        &err,
-        reqwest_llm_guard::evidence::ApiSurface::ChatCompletions,
-    );
+    let handle = EvidenceHandle::new();
+    let result = Guard::new()
+        .without_telemetry()
+        .client(reqwest::Client::new())
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .with_extension(handle.clone())
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await;
+    assert!(result.is_err());
+    let evidence = handle.get().expect("settled before the call returned");
+    assert_eq!(evidence.status_class, StatusClass::TransportError);
     assert_eq!(evidence.fallback_decision, FallbackDecision::Fallback);
 }
 
@@ -110,7 +113,7 @@ async fn a_disconnect_mid_stream_fails_the_stream() {
         .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .cloned()
         .unwrap();
     let (bytes, failed) = drain(response).await;
@@ -264,7 +267,7 @@ fn chat_events(padding: &str) -> Vec<u8> {
 async fn stream_through(
     body: Vec<u8>,
     inspect: Inspect,
-) -> (reqwest_llm_guard::contract::Verdict, Vec<u8>) {
+) -> (reqwest_llm_guard::contract::ContractVerdict, Vec<u8>) {
     let head = response_head("text/event-stream", "transfer-encoding: chunked\r\n");
     let mut raw = head;
     for piece in body.chunks(64 * 1024) {
@@ -280,7 +283,7 @@ async fn stream_through(
     .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .cloned()
         .unwrap();
     let (bytes, failed) = drain(response).await;

@@ -6,9 +6,9 @@ mod common;
 use common::{chunk, chunked_response, raw_server};
 
 use futures_util::StreamExt;
-use reqwest_llm_guard::contract::{Mode, Verdict, check_body};
+use reqwest_llm_guard::contract::{ContractVerdict, Mode, check_body};
 use reqwest_llm_guard::evidence::{ApiSurface, ParseCheck, SkipReason, Violation};
-use reqwest_llm_guard::inspect::{Inspect, StreamVerdict};
+use reqwest_llm_guard::inspect::{Inspect, VerdictHandle};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tokio::sync::oneshot;
 use wiremock::matchers::{method, path};
@@ -63,8 +63,8 @@ async fn recorded_exchanges_pass_through_byte_identical_with_their_verdict() {
             assert_eq!(response.status(), r.status, "{}", r.name);
             assert_eq!(response.url().as_str(), url, "{}", r.name);
             let surface = *response.extensions().get::<ApiSurface>().unwrap();
-            let buffered = response.extensions().get::<Verdict>().cloned();
-            let streamed = response.extensions().get::<StreamVerdict>().cloned();
+            let buffered = response.extensions().get::<ContractVerdict>().cloned();
+            let streamed = response.extensions().get::<VerdictHandle>().cloned();
             let body = response.bytes().await.unwrap();
             assert_eq!(&body[..], &r.body[..], "{}: body changed", r.name);
             let verdict = match (buffered, streamed) {
@@ -101,7 +101,11 @@ async fn a_non_streaming_verdict_is_in_the_extensions() {
         .send()
         .await
         .unwrap();
-    let v = response.extensions().get::<Verdict>().unwrap().clone();
+    let v = response
+        .extensions()
+        .get::<ContractVerdict>()
+        .unwrap()
+        .clone();
     assert_eq!(v.parse_check, ParseCheck::Pass);
     assert_eq!(v.facts.response_model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(v.facts.finish_reasons, ["stop"]);
@@ -123,7 +127,11 @@ async fn html_on_200_fails_and_is_handed_back_unchanged() {
         .send()
         .await
         .unwrap();
-    let v = response.extensions().get::<Verdict>().unwrap().clone();
+    let v = response
+        .extensions()
+        .get::<ContractVerdict>()
+        .unwrap()
+        .clone();
     assert_eq!(v.violation, Some(Violation::HtmlBody));
     assert_eq!(response.text().await.unwrap(), page);
 }
@@ -141,7 +149,11 @@ async fn other_surfaces_are_skipped_and_untouched() {
         .send()
         .await
         .unwrap();
-    let v = response.extensions().get::<Verdict>().unwrap().clone();
+    let v = response
+        .extensions()
+        .get::<ContractVerdict>()
+        .unwrap()
+        .clone();
     assert_eq!(v.parse_check, ParseCheck::Skipped);
     assert_eq!(v.skip_reason, Some(SkipReason::OtherSurface));
     assert_eq!(response.text().await.unwrap(), "not json at all");
@@ -161,7 +173,11 @@ async fn a_surface_set_on_the_request_overrides_the_path() {
         .send()
         .await
         .unwrap();
-    let v = response.extensions().get::<Verdict>().unwrap().clone();
+    let v = response
+        .extensions()
+        .get::<ContractVerdict>()
+        .unwrap()
+        .clone();
     assert_eq!(v.violation, Some(Violation::MissingField));
 }
 
@@ -181,7 +197,11 @@ async fn a_body_over_the_cap_is_skipped_and_handed_back_whole() {
         .send()
         .await
         .unwrap();
-    let v = response.extensions().get::<Verdict>().unwrap().clone();
+    let v = response
+        .extensions()
+        .get::<ContractVerdict>()
+        .unwrap()
+        .clone();
     assert_eq!(v.skip_reason, Some(SkipReason::TooLarge));
     assert_eq!(response.text().await.unwrap(), big);
 
@@ -193,7 +213,11 @@ async fn a_body_over_the_cap_is_skipped_and_handed_back_whole() {
         .send()
         .await
         .unwrap();
-    let v = response.extensions().get::<Verdict>().unwrap().clone();
+    let v = response
+        .extensions()
+        .get::<ContractVerdict>()
+        .unwrap()
+        .clone();
     assert_eq!(v.skip_reason, Some(SkipReason::TooLarge));
     assert_eq!(response.text().await.unwrap(), big);
 }
@@ -217,10 +241,10 @@ async fn a_stream_is_passed_on_as_it_arrives_and_judged_at_its_end() {
         .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .unwrap()
         .clone();
-    assert!(response.extensions().get::<Verdict>().is_none());
+    assert!(response.extensions().get::<ContractVerdict>().is_none());
     let mut stream = response.bytes_stream();
     // The server holds the rest back until we have the first event: nothing is buffered.
     let got = stream.next().await.unwrap().unwrap();
@@ -240,7 +264,7 @@ async fn a_stream_is_passed_on_as_it_arrives_and_judged_at_its_end() {
 }
 
 #[tokio::test]
-async fn a_stream_dropped_early_is_abandoned_and_callbacks_still_run() {
+async fn a_stream_dropped_early_is_cancelled_and_callbacks_still_run() {
     let server = MockServer::start().await;
     Mock::given(path("/v1/chat/completions"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(CHAT_STREAM, "text/event-stream"))
@@ -254,7 +278,7 @@ async fn a_stream_dropped_early_is_abandoned_and_callbacks_still_run() {
         .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .unwrap()
         .clone();
     let (tx, rx) = oneshot::channel();
@@ -265,7 +289,7 @@ async fn a_stream_dropped_early_is_abandoned_and_callbacks_still_run() {
     drop(response);
     let v = rx.await.unwrap();
     assert_eq!(v.parse_check, ParseCheck::Skipped);
-    assert_eq!(v.skip_reason, Some(SkipReason::Abandoned));
+    assert_eq!(v.skip_reason, Some(SkipReason::Cancelled));
     assert_eq!(verdict.wait().await, v);
     // A callback registered after the verdict runs at once.
     let (tx, rx) = oneshot::channel();
@@ -294,7 +318,7 @@ async fn a_stream_truncated_by_the_server_fails() {
         .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .unwrap()
         .clone();
     assert_eq!(response.text().await.unwrap(), body);
@@ -321,7 +345,7 @@ async fn a_connection_cut_mid_stream_fails_with_body_read_error() {
         .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .unwrap()
         .clone();
     let mut stream = response.bytes_stream();
@@ -353,7 +377,11 @@ async fn a_connection_cut_mid_body_is_replayed_then_fails() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let v = response.extensions().get::<Verdict>().unwrap().clone();
+    let v = response
+        .extensions()
+        .get::<ContractVerdict>()
+        .unwrap()
+        .clone();
     assert_eq!(v.violation, Some(Violation::BodyReadError));
     let mut stream = response.bytes_stream();
     let mut got = Vec::new();
@@ -391,7 +419,7 @@ async fn a_stream_mislabelled_as_json_is_still_streamed_not_buffered() {
         .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .unwrap()
         .clone();
     let mut stream = response.bytes_stream();
@@ -489,7 +517,7 @@ async fn a_stream_dropped_right_after_done_is_judged_as_ended() {
         .unwrap();
     let verdict = response
         .extensions()
-        .get::<StreamVerdict>()
+        .get::<VerdictHandle>()
         .unwrap()
         .clone();
     let mut stream = response.bytes_stream();

@@ -65,7 +65,7 @@ async fn a_429_storm_stays_within_the_retry_budget() {
     let budget = Arc::new(RetryBudget::default());
     let retry = Retry::new()
         .with_policy(quick())
-        .with_budget(Some(budget.clone()));
+        .with_budget(budget.clone());
     let client = Guard::new()
         .without_telemetry()
         .with_retry(retry)
@@ -131,26 +131,24 @@ async fn a_flapping_server_is_ridden_out_within_the_budget() {
     ];
     for (name, ratio, sdk, floor) in presets {
         let budget = Arc::new(RetryBudget::new(Duration::from_secs(10), 10, ratio));
-        let retry: Arc<dyn reqwest_middleware::Middleware> = if sdk {
-            Arc::new(
+        let guard = Guard::new().without_telemetry();
+        let guard = if sdk {
+            guard.with_retry(
                 Retry::openai_sdk()
                     .with_policy(quick())
-                    .with_budget(Some(budget.clone())),
+                    .with_budget(budget.clone()),
             )
         } else {
-            Arc::new(
+            guard.with_retry(
                 Retry::new()
                     .with_policy(quick())
-                    .with_budget(Some(budget.clone())),
+                    .with_budget(budget.clone()),
             )
         };
         let gateway = MockGateway::start_with(Scenario::Flaky, ([127, 0, 0, 1], 0).into())
             .await
             .unwrap();
-        let client = Guard::new()
-            .without_telemetry()
-            .with_retry(ArcMiddleware(retry))
-            .client(reqwest::Client::new());
+        let client = guard.client(reqwest::Client::new());
         let url = format!("{}/v1/chat/completions", gateway.url());
         let mut ok = 0u64;
         for _ in 0..CALLS {
@@ -180,20 +178,6 @@ async fn a_flapping_server_is_ridden_out_within_the_budget() {
 }
 
 /// An `Arc`'d middleware, to pick a retry preset at run time.
-struct ArcMiddleware(Arc<dyn reqwest_middleware::Middleware>);
-
-#[async_trait::async_trait]
-impl reqwest_middleware::Middleware for ArcMiddleware {
-    async fn handle(
-        &self,
-        req: reqwest::Request,
-        extensions: &mut http::Extensions,
-        next: reqwest_middleware::Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        self.0.handle(req, extensions, next).await
-    }
-}
-
 /// A TCP server that accepts and never answers: an OTLP backend that hangs.
 async fn black_hole() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use reqwest_llm_guard::evidence::{
     ApiSurface, FallbackDecision as D, ParseCheck as P, Violation as V, WafVendor,
 };
-use reqwest_llm_guard::inspect::StreamVerdict;
+use reqwest_llm_guard::inspect::VerdictHandle;
 use reqwest_llm_guard::mock::{MockGateway, Scenario as S};
 use reqwest_llm_guard::retry::Retry;
 use reqwest_llm_guard::{Evidence, Guard};
@@ -281,15 +281,11 @@ async fn call(
         .send()
         .await
         .unwrap();
-    let evidence = Evidence::of(&response);
-    let verdict = response.extensions().get::<StreamVerdict>().cloned();
+    let evidence = Evidence::handle(&response);
     let mut bytes = response.bytes_stream();
     while let Some(Ok(_)) = bytes.next().await {}
     drop(bytes);
-    match verdict {
-        Some(v) => evidence.with_stream_verdict(&v.wait().await),
-        None => evidence,
-    }
+    evidence.settled().await
 }
 
 #[tokio::test]
@@ -441,7 +437,7 @@ async fn answers_of_any_size_keep_their_contract() {
             .unwrap();
         let verdict = response
             .extensions()
-            .get::<StreamVerdict>()
+            .get::<VerdictHandle>()
             .cloned()
             .unwrap();
         response.bytes().await.unwrap();

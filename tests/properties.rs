@@ -9,7 +9,7 @@ mod common;
 
 use common::{Recorded, all_files, load};
 use proptest::prelude::*;
-use reqwest_llm_guard::contract::{ApiError, Mode, StreamChecker, Verdict, check_body};
+use reqwest_llm_guard::contract::{ApiError, ContractVerdict, Mode, StreamChecker, check_body};
 use reqwest_llm_guard::evidence::ApiSurface;
 use reqwest_llm_guard::sse::{Decoder, Frame};
 
@@ -47,7 +47,7 @@ fn decode(chunks: &[&[u8]]) -> Events {
     out
 }
 
-fn check_stream(r: &Recorded, chunks: &[&[u8]], mode: Mode) -> Verdict {
+fn check_stream(r: &Recorded, chunks: &[&[u8]], mode: Mode) -> ContractVerdict {
     let mut checker = StreamChecker::new(ApiSurface::classify(&r.method, &r.path), mode);
     for c in chunks {
         checker.feed(c);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use reqwest_llm_guard::contract::Verdict;
+use reqwest_llm_guard::contract::ContractVerdict;
 use reqwest_llm_guard::evidence::{
     DecisionPolicy, DecisionTable, FallbackDecision, Outcome, WafKind, WafVendor, WafVerdict,
 };
@@ -48,7 +48,7 @@ fn ok() -> ResponseTemplate {
 /// The call's decision, as the telemetry layer will make it: the final outcome through the
 /// default table.
 fn decision(response: &reqwest::Response) -> FallbackDecision {
-    let verdict = response.extensions().get::<Verdict>().unwrap();
+    let verdict = response.extensions().get::<ContractVerdict>().unwrap();
     let waf = response.extensions().get::<WafVerdict>();
     let mut outcome = Outcome::response(response.status(), verdict.parse_check, verdict.violation);
     if let Some(waf) = waf {
@@ -179,7 +179,7 @@ async fn x_should_retry_false_is_honoured() {
     let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
     assert_eq!(
         record(&response).stop_reason(),
-        Some(StopReason::ServerSaidNo)
+        Some(StopReason::ShouldRetryFalse)
     );
     assert_eq!(decision(&response), FallbackDecision::Fallback);
 }
@@ -230,7 +230,7 @@ async fn waf_challenge_on_429_is_never_retried() {
         (wall.vendor, wall.kind),
         (WafVendor::Cloudflare, WafKind::Challenge)
     );
-    assert_eq!(wall.reference.as_deref(), Some("8f1e2d3c4b5a6978-AMS"));
+    assert_eq!(wall.reference.as_deref(), Some("8f1e2d3c4b5a6978"));
     assert_eq!(record(&response).stop_reason(), Some(StopReason::WafWall));
     assert_eq!(decision(&response), FallbackDecision::Hold);
 }
@@ -278,7 +278,7 @@ async fn the_deadline_stops_retries() {
         .expect(1)
         .mount(&server)
         .await;
-    let retry = Retry::new().with_deadline(Some(Duration::from_secs(2)));
+    let retry = Retry::new().with_deadline(Duration::from_secs(2));
     let response = post(&stack(retry), &server).await;
     assert_eq!(record(&response).stop_reason(), Some(StopReason::Deadline));
     assert_eq!(decision(&response), FallbackDecision::Fallback);
@@ -412,7 +412,7 @@ async fn a_shared_budget_bounds_a_429_storm() {
     let client = stack(
         Retry::new()
             .with_policy(quick())
-            .with_budget(Some(budget.clone())),
+            .with_budget(budget.clone()),
     );
     let exhausted = Arc::new(AtomicU32::new(0));
     let calls: Vec<_> = (0..CALLS)
@@ -457,4 +457,52 @@ fn the_default_policy_is_two_full_jitter_retries_from_half_a_second_to_eight() {
     assert_eq!(p.max_n_retries, Some(2));
     assert_eq!(p.min_retry_interval, Duration::from_millis(500));
     assert_eq!(p.max_retry_interval, Duration::from_secs(8));
+}
+
+/// Cloudflare's own rate limit (error 1015): the edge says "slow down", not "go away".
+const CLOUDFLARE_1015: &str = "<!DOCTYPE html><html lang=\"en-US\"><head><title>Access denied | api.example.com used Cloudflare to restrict access</title>\
+    <meta name=\"robots\" content=\"noindex, nofollow\" /></head><body><div id=\"cf-wrapper\">\
+    <h1 data-translate=\"block_headline\">Error 1015</h1><h2>You are being rate limited</h2>\
+    <script>var errorCode = 1015;</script><!-- errorcode:1015 --></div></body></html>";
+
+#[tokio::test(start_paused = true)]
+async fn an_edge_rate_limit_is_retried_after_its_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(path(CHAT))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .set_body_raw(CLOUDFLARE_1015, "text/html; charset=UTF-8")
+                .insert_header("server", "cloudflare")
+                .insert_header("cf-ray", "8f1e2d3c4b5a6978-AMS")
+                .insert_header("retry-after", "3"),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path(CHAT))
+        .respond_with(ok())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let started = tokio::time::Instant::now();
+    let response = post(&stack(Retry::new()), &server).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 200);
+    let record = record(&response);
+    let first = &record.attempts[0];
+    assert_eq!(
+        first.waf.as_ref().map(|w| w.kind),
+        Some(WafKind::RateLimit),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.retry_after,
+        Some((Duration::from_secs(3), WaitReason::RetryAfter))
+    );
+    assert_eq!(decision(&response), FallbackDecision::None);
 }

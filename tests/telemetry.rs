@@ -208,7 +208,7 @@ fn rows() -> Vec<Row> {
                 ("fallback_decision", "hold"),
                 ("waf.vendor", "cloudflare"),
                 ("waf.kind", "challenge"),
-                ("waf.reference", "8f1e2d3c4b5a6978-AMS"),
+                ("waf.reference", "8f1e2d3c4b5a6978"),
                 ("parse_check", "fail"),
                 ("contract.violation", "html_body"),
                 ("retry_count", "0"),
@@ -487,7 +487,7 @@ async fn a_streaming_span_ends_with_its_stream_and_carries_time_to_first_chunk()
 }
 
 #[tokio::test]
-async fn an_abandoned_stream_still_ends_its_span() {
+async fn a_cancelled_stream_still_ends_its_span() {
     let h = Harness::new();
     let server = MockServer::start().await;
     Mock::given(path("/v1/chat/completions"))
@@ -500,7 +500,7 @@ async fn an_abandoned_stream_still_ends_its_span() {
     assert_eq!(attr(&call, "parse_check").as_deref(), Some("skipped"));
     assert_eq!(
         attr(&call, "contract.skip_reason").as_deref(),
-        Some("abandoned")
+        Some("cancelled")
     );
 }
 
@@ -652,7 +652,7 @@ async fn metrics_carry_the_conventions_names_units_buckets_and_low_cardinality_a
 
     let retries = counter(&m, metric::RETRIES);
     assert_eq!(retries.iter().map(|r| r.1).sum::<u64>(), 1);
-    assert_eq!(retries[0].0["retry.reason"], "backoff");
+    assert_eq!(retries[0].0["retry.wait_reason"], "backoff");
     let walls = counter(&m, metric::WAF_WALLS);
     assert_eq!(walls.len(), 1);
     assert_eq!(walls[0].0["waf.vendor"], "cloudflare");
@@ -873,12 +873,12 @@ async fn n_3_of_a_claude_model_through_the_mock_gateway_leaves_the_lint_and_the_
     let (call, _) = h.call();
     assert_eq!(attr(&call, "request_check").as_deref(), Some("warn"));
     assert_eq!(attr(&call, "request_check.warnings").as_deref(), Some("1"));
-    let lint = events(&call, "gen_ai.request.lint");
+    let lint = events(&call, "llm_guard.request_check");
     assert_eq!(lint.len(), 1);
     assert_eq!(lint[0]["lint.rule"], "n_unsupported");
     assert_eq!(lint[0]["lint.family"], "claude");
     assert_eq!(attr(&call, "response_check").as_deref(), Some("warn"));
-    let check = events(&call, "gen_ai.response.check");
+    let check = events(&call, "llm_guard.response_check");
     assert_eq!(check.len(), 1, "{check:?}");
     assert_eq!(check[0]["lint.rule"], "choices_mismatch");
     // Evidence, not a verdict: the call itself stands.
@@ -915,4 +915,238 @@ async fn a_clean_request_passes_both_checks() {
     assert_eq!(attr(&call, "request_check").as_deref(), Some("pass"));
     assert_eq!(attr(&call, "response_check").as_deref(), Some("pass"));
     assert!(call.events.is_empty());
+}
+
+/// A policy unlike the default table in every case it is tried on below.
+fn always_hold(_: &reqwest_llm_guard::evidence::Outcome<'_>) -> FallbackDecision {
+    FallbackDecision::Hold
+}
+
+use reqwest_llm_guard::evidence::{FallbackDecision, ParseCheck, SkipReason, StatusClass};
+use reqwest_llm_guard::{Evidence, EvidenceHandle};
+
+#[tokio::test]
+async fn one_policy_decides_json_streams_errors_and_cancelled_calls_alike() {
+    let h = Harness::with(|t| t.with_decision_policy(always_hold));
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(json(200, CHAT_OK))
+        .mount(&server)
+        .await;
+    Mock::given(path("/stream/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(STREAM, "text/event-stream"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/slow/v1/chat/completions"))
+        .respond_with(json(200, CHAT_OK).set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let mut seen: Vec<(&str, Evidence)> = Vec::new();
+
+    // A JSON answer the default table would call `none`.
+    let response = chat(&h, &server).await;
+    seen.push(("json", Evidence::of(&response)));
+
+    // A stream, decided at its end.
+    let response = h
+        .client
+        .post(format!("{}/stream/v1/chat/completions", server.uri()))
+        .body(r#"{"model":"gpt-4o-mini","stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    let pending = Evidence::handle(&response);
+    assert_eq!(Evidence::of(&response).parse_check, None, "not ended yet");
+    let _ = response.bytes().await.unwrap();
+    seen.push(("stream", pending.settled().await));
+
+    // A transport error: the default table says `fallback`.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let handle = EvidenceHandle::new();
+    let err = h
+        .client
+        .post(format!("http://{closed}/v1/chat/completions"))
+        .with_extension(handle.clone())
+        .body("{}")
+        .send()
+        .await;
+    assert!(err.is_err());
+    seen.push(("transport error", handle.get().unwrap()));
+
+    // A call the caller gives up on: its future is dropped mid-flight.
+    let handle = EvidenceHandle::new();
+    let call = h
+        .client
+        .post(format!("{}/slow/v1/chat/completions", server.uri()))
+        .with_extension(handle.clone())
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), call)
+            .await
+            .is_err()
+    );
+    seen.push((
+        "cancelled",
+        handle.get().expect("settled when the future was dropped"),
+    ));
+
+    for (name, e) in &seen {
+        assert_eq!(e.fallback_decision, FallbackDecision::Hold, "{name}: {e:?}");
+    }
+    let cancelled = &seen[3].1;
+    assert_eq!(cancelled.status_class, StatusClass::Cancelled);
+    assert_eq!(cancelled.parse_check, Some(ParseCheck::Skipped));
+    assert_eq!(cancelled.skip_reason, Some(SkipReason::Cancelled));
+    assert_eq!(seen[2].1.status_class, StatusClass::TransportError);
+
+    // The spans say the same.
+    let spans = h.finished();
+    let calls: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Client && s.name.starts_with("chat"))
+        .collect();
+    assert_eq!(calls.len(), 4, "{:?}", names(&spans));
+    for call in &calls {
+        assert_eq!(
+            attr(call, "fallback_decision").as_deref(),
+            Some("hold"),
+            "{}",
+            call.name
+        );
+    }
+    let cancelled_span = calls
+        .iter()
+        .find(|s| attr(s, "contract.skip_reason").as_deref() == Some("cancelled"))
+        .expect("the cancelled call's span ended with its evidence");
+    assert_eq!(
+        attr(cancelled_span, "parse_check").as_deref(),
+        Some("skipped")
+    );
+    assert_eq!(
+        attr(cancelled_span, "status_class").as_deref(),
+        Some("cancelled")
+    );
+
+    // And so do the metrics: four calls, all `hold`, the cancelled one counted.
+    let metrics = h.metrics();
+    let calls = counter(&metrics, metric::CALLS);
+    let total: u64 = calls.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 4, "{calls:?}");
+    assert!(
+        calls.iter().all(|(l, _)| l["fallback_decision"] == "hold"),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|(l, n)| l["status_class"] == "cancelled" && *n == 1),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_guards_policy_reaches_evidence_without_telemetry() {
+    let client = Guard::new()
+        .without_telemetry()
+        .with_decision_policy(always_hold)
+        .client(reqwest::Client::new());
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(STREAM, "text/event-stream"))
+        .mount(&server)
+        .await;
+    let response = client
+        .post(format!("{}/v1/chat/completions", server.uri()))
+        .body(r#"{"model":"gpt-4o-mini","stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    let evidence = Evidence::handle(&response);
+    assert_eq!(
+        Evidence::of(&response).fallback_decision,
+        FallbackDecision::Hold
+    );
+    drop(response);
+    let evidence = evidence.settled().await;
+    assert_eq!(evidence.fallback_decision, FallbackDecision::Hold);
+    assert_eq!(evidence.skip_reason, Some(SkipReason::Cancelled));
+}
+
+#[tokio::test]
+async fn the_attempt_layer_follows_its_call_layer_configured_after_it() {
+    let spans = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let telemetry = Telemetry::new();
+    // Taken before the call layer is pointed at its provider.
+    let attempts = telemetry.attempt_layer();
+    let telemetry = telemetry.with_tracer_provider(&provider);
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(telemetry)
+        .with(Retry::new().with_policy(quick()))
+        .with(attempts)
+        .with(reqwest_llm_guard::inspect::Inspect::new())
+        .build();
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(json(200, CHAT_OK))
+        .mount(&server)
+        .await;
+    let _ = client
+        .post(format!("{}/v1/chat/completions", server.uri()))
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    provider.force_flush().unwrap();
+    let finished = spans.get_finished_spans().unwrap();
+    assert_eq!(
+        finished.len(),
+        2,
+        "call and attempt: {:?}",
+        names(&finished)
+    );
+    let call = finished
+        .iter()
+        .find(|s| s.name == "chat gpt-4o-mini")
+        .unwrap();
+    let attempt = finished.iter().find(|s| s.name == "POST").unwrap();
+    assert_eq!(attempt.parent_span_id, call.span_context.span_id());
+}
+
+#[tokio::test]
+async fn a_guard_nested_in_a_guard_records_and_retries_the_call_once() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(json(
+            429,
+            r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+        ))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let inner = Guard::new()
+        .with_retry(Retry::new().with_policy(quick()))
+        .without_telemetry();
+    let outer = Guard::new().with_retry(Retry::new().with_policy(quick()));
+    let client = inner
+        .layer(outer.layer(reqwest_middleware::ClientBuilder::new(
+            reqwest::Client::new(),
+        )))
+        .build();
+    let response = client
+        .post(format!("{}/v1/chat/completions", server.uri()))
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let evidence = Evidence::of(&response);
+    assert_eq!(evidence.retry_count, 2);
+    assert_eq!(evidence.fallback_decision, FallbackDecision::Fallback);
 }

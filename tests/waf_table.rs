@@ -236,11 +236,11 @@ const CF: &[(&str, &str)] = &[
 fn every_vendor_block_page_is_recognised() {
     check(&[
         Row {
-            name: "Cloudflare WAF block page, Ray ID from cf-ray",
+            name: "Cloudflare WAF block page, Ray ID from cf-ray without its data centre",
             status: 403,
             headers: CF,
             body: CLOUDFLARE_BLOCK,
-            want: Some((WafVendor::Cloudflare, Block, Some("8f1c2d3e4a5b6c7d-SJC"))),
+            want: Some((WafVendor::Cloudflare, Block, Some("8f1c2d3e4a5b6c7d"))),
         },
         Row {
             name: "Cloudflare WAF block page, Ray ID from the page",
@@ -265,7 +265,7 @@ fn every_vendor_block_page_is_recognised() {
                 ("cf-ray", "8f1c2d3e4a5b6c7d-LHR"),
             ],
             body: "error code: 1020",
-            want: Some((WafVendor::Cloudflare, Block, Some("8f1c2d3e4a5b6c7d-LHR"))),
+            want: Some((WafVendor::Cloudflare, Block, Some("8f1c2d3e4a5b6c7d"))),
         },
         Row {
             name: "Cloudflare managed challenge without cf-mitigated",
@@ -523,11 +523,7 @@ fn edge_presence_on_a_non_json_refusal_is_suspected() {
                 ("cf-ray", "8f1c2d3e4a5b6c7d-AMS"),
             ],
             body: "Service Unavailable",
-            want: Some((
-                WafVendor::Cloudflare,
-                Suspected,
-                Some("8f1c2d3e4a5b6c7d-AMS"),
-            )),
+            want: Some((WafVendor::Cloudflare, Suspected, Some("8f1c2d3e4a5b6c7d"))),
         },
         Row {
             name: "CloudFront, empty 403",
@@ -696,7 +692,8 @@ fn cloudflare_challenge_on_429_is_a_challenge() {
     let wall = run(429, &headers, body).expect("a wall");
     assert_eq!(wall.vendor, WafVendor::Cloudflare);
     assert_eq!(wall.kind, Challenge);
-    assert_eq!(wall.reference.as_deref(), Some("8f1c2d3e4a5b6c7d-CDG"));
+    assert_eq!(wall.reference.as_deref(), Some("8f1c2d3e4a5b6c7d"));
+    assert_eq!(wall.location.as_deref(), Some("CDG"));
 }
 
 #[test]
@@ -778,7 +775,7 @@ fn real_cloudflare_challenge_page_is_a_challenge() {
         );
     }
 
-    // With the header, the header's form wins.
+    // With the header, the header's Ray ID wins, its data centre apart.
     let wall = run(
         403,
         &[
@@ -790,5 +787,6 @@ fn real_cloudflare_challenge_page_is_a_challenge() {
     )
     .expect("a wall");
     assert_eq!(wall.kind, Challenge);
-    assert_eq!(wall.reference.as_deref(), Some("6a78c4578ea0435d-KBP"));
+    assert_eq!(wall.reference.as_deref(), Some("6a78c4578ea0435d"));
+    assert_eq!(wall.location.as_deref(), Some("KBP"));
 }

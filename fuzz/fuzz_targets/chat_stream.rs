@@ -2,10 +2,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reqwest_llm_guard::contract::{Mode, StreamChecker, Verdict};
+use reqwest_llm_guard::contract::{Mode, StreamChecker, ContractVerdict};
 use reqwest_llm_guard::evidence::{ApiSurface, ParseCheck};
 
-fn check(chunks: &[&[u8]], mode: Mode) -> Verdict {
+fn check(chunks: &[&[u8]], mode: Mode) -> ContractVerdict {
     let mut c = StreamChecker::with_max_event_bytes(ApiSurface::ChatCompletions, mode, 64 * 1024);
     for chunk in chunks {
         c.feed(chunk);

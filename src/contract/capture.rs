@@ -9,11 +9,6 @@ use serde::Deserialize;
 
 use crate::evidence::ApiSurface;
 
-/// Asks the inspect layer to keep up to this many characters of completion text, in the
-/// request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CaptureContent(pub(crate) usize);
-
 #[derive(Debug, Clone)]
 pub(crate) struct Capture {
     surface: ApiSurface,

@@ -41,6 +41,16 @@ pub enum ErrorCode {
     Number(i64),
 }
 
+impl ErrorCode {
+    /// The code as text: a text code as it is, a number in decimal.
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ErrorCode::Text(s) => std::borrow::Cow::Borrowed(s),
+            ErrorCode::Number(n) => std::borrow::Cow::Owned(n.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -259,7 +269,7 @@ mod tests {
     use crate::evidence::ParseCheck;
     use serde_json::json;
 
-    fn check(mode: Mode, v: &Value) -> crate::contract::Verdict {
+    fn check(mode: Mode, v: &Value) -> crate::contract::ContractVerdict {
         let mut r = Report::new(mode);
         check_envelope(v, Some(400), &mut r);
         r.into_verdict()

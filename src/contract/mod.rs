@@ -7,7 +7,7 @@
 //!   stream's length;
 //! - [`ApiError::from_body`] normalises every error shape seen in the wild into one error.
 //!
-//! Each returns a [`Verdict`]: `parse_check`, the first hard [`Violation`], the tolerated
+//! Each returns a [`ContractVerdict`]: `parse_check`, the first hard [`Violation`], the tolerated
 //! [`Warning`]s, the normalised API error when the body carried one, and the [`ResponseFacts`]
 //! telemetry wants (response id and model, finish reasons, token usage).
 //!
@@ -40,7 +40,7 @@ mod responses;
 mod stream;
 mod view;
 
-pub(crate) use capture::{Capture, CaptureContent};
+pub(crate) use capture::Capture;
 pub use error::{ApiError, ErrorCode, ErrorShape};
 pub use stream::StreamChecker;
 
@@ -98,7 +98,7 @@ pub struct ResponseFacts {
 /// The result of checking one body.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Verdict {
+pub struct ContractVerdict {
     /// `pass`, `fail` or `skipped`.
     pub parse_check: ParseCheck,
     /// The first hard violation (set exactly when `parse_check` is `fail`).
@@ -118,7 +118,7 @@ pub struct Verdict {
     pub facts: ResponseFacts,
 }
 
-impl Verdict {
+impl ContractVerdict {
     /// A verdict for a body that was not checked.
     pub fn skipped(reason: SkipReason) -> Self {
         Self {
@@ -129,6 +129,15 @@ impl Verdict {
             warnings: Warnings::default(),
             api_error: None,
             facts: ResponseFacts::default(),
+        }
+    }
+
+    /// A verdict for a body that kept its contract, with nothing else known.
+    pub(crate) fn passed() -> Self {
+        Self {
+            parse_check: ParseCheck::Pass,
+            skip_reason: None,
+            ..Self::skipped(SkipReason::NoBody)
         }
     }
 
@@ -158,12 +167,12 @@ pub fn check_body(
     content_type: Option<&str>,
     body: &[u8],
     mode: Mode,
-) -> Verdict {
+) -> ContractVerdict {
     if surface == ApiSurface::Other {
-        return Verdict::skipped(SkipReason::OtherSurface);
+        return ContractVerdict::skipped(SkipReason::OtherSurface);
     }
     if status.is_informational() || status.is_redirection() || status == StatusCode::NO_CONTENT {
-        return Verdict::skipped(SkipReason::NoBody);
+        return ContractVerdict::skipped(SkipReason::NoBody);
     }
     if status.is_success() && content_type.is_some_and(is_event_stream) {
         let mut checker = StreamChecker::new(surface, mode);
@@ -219,7 +228,7 @@ fn not_json(body: &[u8], content_type: Option<&str>) -> Violation {
     }
 }
 
-/// Collects what a check finds, then turns into a [`Verdict`].
+/// Collects what a check finds, then turns into a [`ContractVerdict`].
 #[derive(Debug)]
 pub(crate) struct Report {
     mode: Mode,
@@ -284,13 +293,13 @@ impl Report {
         &mut self.facts
     }
 
-    pub(crate) fn into_verdict(self) -> Verdict {
+    pub(crate) fn into_verdict(self) -> ContractVerdict {
         let (parse_check, skip_reason) = match (self.violation, self.skip) {
             (Some(_), _) => (ParseCheck::Fail, None),
             (None, Some(reason)) => (ParseCheck::Skipped, Some(reason)),
             (None, None) => (ParseCheck::Pass, None),
         };
-        Verdict {
+        ContractVerdict {
             parse_check,
             violation: self.violation.map(|(v, _)| v),
             violation_offset: self.violation.and_then(|(_, at)| at),

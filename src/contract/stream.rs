@@ -2,7 +2,7 @@
 
 use super::chat::ChatStream;
 use super::responses::ResponsesStream;
-use super::{Capture, Mode, Report, Verdict};
+use super::{Capture, ContractVerdict, Mode, Report};
 use crate::evidence::{ApiSurface, SkipReason, Violation};
 use crate::sse::{DEFAULT_MAX_EVENT_BYTES, Decoder, Frame};
 
@@ -19,7 +19,7 @@ enum Machine {
 ///
 /// Feed every chunk the caller receives, then end with exactly one of [`finish`](Self::finish)
 /// (the body ended), [`interrupted`](Self::interrupted) (the connection failed) or
-/// [`abandoned`](Self::abandoned) (the caller dropped the stream). Splitting the body
+/// [`cancelled`](Self::cancelled) (the caller dropped the stream). Splitting the body
 /// differently never changes the verdict.
 ///
 /// ```
@@ -116,7 +116,7 @@ impl StreamChecker {
         self.report.facts.events
     }
 
-    fn verdict(self) -> Verdict {
+    fn verdict(self) -> ContractVerdict {
         let mut report = self.report;
         if let Some(capture) = self.capture {
             report.facts.output_text = Some(capture.into_text());
@@ -136,7 +136,7 @@ impl StreamChecker {
     }
 
     /// The body ended cleanly: the verdict.
-    pub fn finish(mut self) -> Verdict {
+    pub fn finish(mut self) -> ContractVerdict {
         self.end();
         self.verdict()
     }
@@ -163,7 +163,7 @@ impl StreamChecker {
 
     /// The connection failed mid-body: `body_read_error`, unless a violation came first or
     /// the stream had already carried its answer (then it is judged as if it had ended there).
-    pub fn interrupted(mut self) -> Verdict {
+    pub fn interrupted(mut self) -> ContractVerdict {
         if self.answered() {
             self.end();
         } else if !matches!(self.machine, Machine::Off) {
@@ -173,14 +173,14 @@ impl StreamChecker {
         self.verdict()
     }
 
-    /// The caller dropped the stream before its end: `skipped` (`abandoned`), unless a
+    /// The caller dropped the stream before its end: `skipped` (`cancelled`), unless a
     /// violation came first or the stream had already carried its answer (then it is judged as
     /// if it had ended there: most SDKs stop reading at `[DONE]`).
-    pub fn abandoned(mut self) -> Verdict {
+    pub fn cancelled(mut self) -> ContractVerdict {
         if self.answered() {
             self.end();
         } else {
-            self.report.skip(SkipReason::Abandoned);
+            self.report.skip(SkipReason::Cancelled);
         }
         self.verdict()
     }
@@ -235,13 +235,13 @@ mod tests {
     fn an_answered_stream_is_judged_the_same_however_it_ends() {
         let body = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
         let ended = chat(body).finish();
-        assert_eq!(chat(body).abandoned(), ended);
+        assert_eq!(chat(body).cancelled(), ended);
         assert_eq!(chat(body).interrupted(), ended);
-        // Not answered yet: dropped is abandoned, a reset is a read error.
+        // Not answered yet: dropped is cancelled, a reset is a read error.
         let half = &body[..40];
         assert_eq!(
-            chat(half).abandoned().skip_reason,
-            Some(SkipReason::Abandoned)
+            chat(half).cancelled().skip_reason,
+            Some(SkipReason::Cancelled)
         );
         assert_eq!(
             chat(half).interrupted().violation,

@@ -1,4 +1,4 @@
-//! Attribute names, in one place (DESIGN §2).
+//! Attribute and event names, in one place.
 //!
 //! The first group is this crate's evidence vocabulary, with exactly these names; the second
 //! group is the OpenTelemetry semantic conventions' names for GenAI and HTTP clients, written out
@@ -26,9 +26,8 @@ pub const RETRY_WAIT: &str = "retry.wait";
 /// On a retried attempt span and the retries metric: why that wait
 /// ([`WaitReason`](crate::retry::WaitReason): `backoff`, `retry_after`, `retry_after_ms`).
 pub const RETRY_WAIT_REASON: &str = "retry.wait_reason";
-/// The retries metric's label for the wait reason.
-pub const RETRY_REASON: &str = "retry.reason";
-/// Why retries stopped ([`StopReason`](crate::retry::StopReason)), on the exhausted-retries metric.
+/// Why the retry layer stopped ([`StopReason`](crate::retry::StopReason)): on the call span,
+/// and on the exhausted-retries metric.
 pub const RETRY_STOP_REASON: &str = "retry.stop_reason";
 /// `pass` or `warn`: the request lint ([`lint`](crate::lint)) on the call span.
 pub const REQUEST_CHECK: &str = "request_check";
@@ -45,6 +44,10 @@ pub const LINT_RULE: &str = "lint.rule";
 pub const LINT_FAMILY: &str = "lint.family";
 /// On the lint metric: `request` or `response`.
 pub const LINT_PHASE: &str = "lint.phase";
+/// The span event of one request-lint finding (with [`LINT_RULE`] and [`LINT_FAMILY`]).
+pub const EVENT_REQUEST_CHECK: &str = "llm_guard.request_check";
+/// The span event of one request/response cross-check finding.
+pub const EVENT_RESPONSE_CHECK: &str = "llm_guard.response_check";
 /// The WAF or bot-wall vendor (`cloudflare`, `aws`, `akamai`, …).
 pub const WAF_VENDOR: &str = "waf.vendor";
 /// `block`, `challenge` or `suspected`.

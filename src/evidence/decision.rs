@@ -1,10 +1,11 @@
-//! The fallback decision for a call: a pure, replaceable table (DESIGN §2).
+//! The fallback decision for a call: a pure, replaceable table.
 
 use std::fmt;
 
 use http::StatusCode;
 
-use super::{FallbackDecision, ParseCheck, StatusClass, Violation, WafVerdict, str_enum};
+use super::{FallbackDecision, ParseCheck, StatusClass, Violation, WafKind, WafVerdict, str_enum};
+use crate::contract::{ApiError, ContractVerdict};
 
 str_enum! {
     /// Why no response arrived (attribute `error.type` when `status_class=transport_error`).
@@ -34,6 +35,9 @@ impl TransportErrorKind {
 }
 
 /// What came back from a call's last attempt: the input of a [`DecisionPolicy`].
+///
+/// Every call is decided from one of these, whatever its kind: a checked body, a stream at its
+/// end, a transport error, a cancelled call.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Outcome<'a> {
@@ -45,8 +49,13 @@ pub struct Outcome<'a> {
     pub parse_check: ParseCheck,
     /// The first hard violation, when `parse_check` is `fail`.
     pub violation: Option<Violation>,
+    /// The API's error, normalised ([`ApiError`]: type, code, status), when the body carried
+    /// one: a non-2xx envelope, an error payload in a 2xx, an in-stream error event.
+    pub api_error: Option<&'a ApiError>,
     /// Set when a WAF or bot wall answered.
     pub waf: Option<&'a WafVerdict>,
+    /// The caller cancelled the call (dropped its future, or a stream before its end).
+    pub cancelled: bool,
 }
 
 impl<'a> Outcome<'a> {
@@ -61,7 +70,18 @@ impl<'a> Outcome<'a> {
             transport_error: None,
             parse_check,
             violation,
+            api_error: None,
             waf: None,
+            cancelled: false,
+        }
+    }
+
+    /// A response with this status and its contract verdict (its API error included).
+    pub fn checked(status: StatusCode, verdict: &'a ContractVerdict) -> Self {
+        Self {
+            api_error: verdict.api_error.as_ref(),
+            cancelled: verdict.skip_reason == Some(super::SkipReason::Cancelled),
+            ..Self::response(status, verdict.parse_check, verdict.violation)
         }
     }
 
@@ -72,7 +92,22 @@ impl<'a> Outcome<'a> {
             transport_error: Some(kind),
             parse_check: ParseCheck::Skipped,
             violation: None,
+            api_error: None,
             waf: None,
+            cancelled: false,
+        }
+    }
+
+    /// The caller cancelled the call; `status` is the response's when one had arrived.
+    pub fn cancelled(status: Option<StatusCode>) -> Self {
+        Self {
+            status,
+            transport_error: None,
+            parse_check: ParseCheck::Skipped,
+            violation: None,
+            api_error: None,
+            waf: None,
+            cancelled: true,
         }
     }
 
@@ -83,10 +118,38 @@ impl<'a> Outcome<'a> {
         self
     }
 
-    /// The status class (`transport_error` when no response arrived).
+    /// The same outcome, carrying the API's error.
+    #[must_use]
+    pub fn with_api_error(mut self, error: &'a ApiError) -> Self {
+        self.api_error = Some(error);
+        self
+    }
+
+    /// The status class (`transport_error` when no response arrived, `cancelled` when the
+    /// caller cancelled before one did).
     pub fn status_class(&self) -> StatusClass {
-        self.status
-            .map_or(StatusClass::TransportError, StatusClass::of)
+        match self.status {
+            Some(s) => StatusClass::of(s),
+            None if self.cancelled => StatusClass::Cancelled,
+            None => StatusClass::TransportError,
+        }
+    }
+
+    /// The API error's code as text (`context_length_exceeded`, `insufficient_quota`, `429`).
+    pub fn error_code(&self) -> Option<std::borrow::Cow<'a, str>> {
+        self.api_error
+            .and_then(|e| e.code.as_ref())
+            .map(super::super::contract::ErrorCode::as_text)
+    }
+}
+
+/// Decides with `policy`: the one place every decision of the crate is made. A policy that
+/// answers [`FallbackDecision::Retry`] (which only the retry layer may say, per attempt) is
+/// read as `fallback`.
+pub fn decide(policy: &dyn DecisionPolicy, outcome: &Outcome<'_>) -> FallbackDecision {
+    match policy.decide(outcome) {
+        FallbackDecision::Retry => FallbackDecision::Fallback,
+        d => d,
     }
 }
 
@@ -128,8 +191,12 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rule {
-    /// A WAF or bot wall answered, at any status.
+    /// A WAF or bot wall answered, at any status (an edge's rate limit is not one: see
+    /// [`Rule::EdgeRateLimit`]).
     Waf,
+    /// An edge's own rate limit answered (`waf.kind=rate_limit`, Cloudflare's 1015), at any
+    /// status.
+    EdgeRateLimit,
     /// No response arrived.
     TransportError,
     /// A 2xx whose body broke its contract.
@@ -138,6 +205,13 @@ pub enum Rule {
     Status(u16),
     /// A status in this inclusive range.
     StatusRange(u16, u16),
+    /// The caller cancelled the call.
+    Cancelled,
+    /// The API's error code (`error.code`) is exactly this (`context_length_exceeded`,
+    /// `insufficient_quota`, …).
+    ApiErrorCode(&'static str),
+    /// The API's error type (`error.type`) is exactly this (`invalid_request_error`, …).
+    ApiErrorType(&'static str),
 }
 
 impl Rule {
@@ -145,13 +219,20 @@ impl Rule {
     pub fn matches(&self, o: &Outcome<'_>) -> bool {
         let code = o.status.map(|s| s.as_u16());
         match *self {
-            Rule::Waf => o.waf.is_some(),
+            Rule::Waf => o.waf.is_some_and(|w| w.kind != WafKind::RateLimit),
+            Rule::EdgeRateLimit => o.waf.is_some_and(|w| w.kind == WafKind::RateLimit),
             Rule::TransportError => o.status.is_none(),
             Rule::ContractFailOn2xx => {
                 o.status.is_some_and(|s| s.is_success()) && o.parse_check == ParseCheck::Fail
             }
             Rule::Status(s) => code == Some(s),
             Rule::StatusRange(lo, hi) => code.is_some_and(|c| (lo..=hi).contains(&c)),
+            Rule::Cancelled => o.cancelled,
+            Rule::ApiErrorCode(want) => o.error_code().is_some_and(|c| c == want),
+            Rule::ApiErrorType(want) => o
+                .api_error
+                .and_then(|e| e.error_type.as_deref())
+                .is_some_and(|t| t == want),
         }
     }
 }
@@ -162,16 +243,21 @@ impl Rule {
 ///
 /// | # | rule | decision | why |
 /// |---|---|---|---|
-/// | 1 | WAF or bot wall, any status | `hold` | no path gets through; a human must act |
-/// | 2 | transport error, timeout | `fallback` | the endpoint is unreachable |
-/// | 3 | 2xx breaking its contract | `fallback` | HTML, error payload, `failed`, truncated stream |
-/// | 4 | 2xx | `none` | |
-/// | 5 | 429 | `fallback` | retries, deadline or budget ran out (the retry layer retries first) |
-/// | 6 | 402, 408 | `fallback` | credits or a timeout on this provider |
-/// | 7 | 400, 401, 403, 404, 409, 422 | `hold` | the same request fails on any path |
-/// | 8 | other 4xx | `hold` | a request problem |
-/// | 9 | 5xx | `fallback` | the provider is failing |
-/// | 10 | 1xx, 3xx | `fallback` | not an API answer: the endpoint is misconfigured |
+/// | 1 | the caller cancelled | `none` | nothing to act on: the caller stopped waiting |
+/// | 2 | WAF or bot wall, any status (not a rate limit) | `hold` | no path gets through; a human must act |
+/// | 3 | an edge's own rate limit, any status | `fallback` | as a 429 whose retries ran out |
+/// | 4 | transport error, timeout | `fallback` | the endpoint is unreachable |
+/// | 5 | 2xx breaking its contract | `fallback` | HTML, error payload, `failed`, truncated stream |
+/// | 6 | 2xx | `none` | |
+/// | 7 | 429 | `fallback` | retries, deadline or budget ran out (the retry layer retries first) |
+/// | 8 | 402, 408 | `fallback` | credits or a timeout on this provider |
+/// | 9 | 400, 401, 403, 404, 409, 422 | `hold` | the same request fails on any path |
+/// | 10 | other 4xx | `hold` | a request problem |
+/// | 11 | 5xx | `fallback` | the provider is failing |
+/// | 12 | 1xx, 3xx | `fallback` | not an API answer: the endpoint is misconfigured |
+///
+/// Rows can also match the API's error ([`Rule::ApiErrorCode`], [`Rule::ApiErrorType`]), so a
+/// table can route on `context_length_exceeded` or `insufficient_quota`.
 ///
 /// ```
 /// use reqwest_llm_guard::evidence::{
@@ -182,6 +268,13 @@ impl Rule {
 /// // This gateway answers 404 for a model that only the fallback provider has.
 /// let table = DecisionTable::default().with_first(Rule::Status(404), FallbackDecision::Fallback);
 /// let o = Outcome::response(StatusCode::NOT_FOUND, ParseCheck::Pass, None);
+/// assert_eq!(table.decide(&o), FallbackDecision::Fallback);
+///
+/// // A prompt too long for this model fits a larger one elsewhere.
+/// let table = table.with_first(Rule::ApiErrorCode("context_length_exceeded"), FallbackDecision::Fallback);
+/// let body = br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+/// let error = reqwest_llm_guard::contract::ApiError::from_body(body).unwrap();
+/// let o = Outcome::response(StatusCode::BAD_REQUEST, ParseCheck::Pass, None).with_api_error(&error);
 /// assert_eq!(table.decide(&o), FallbackDecision::Fallback);
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -194,7 +287,9 @@ impl Default for DecisionTable {
     fn default() -> Self {
         use FallbackDecision::{Fallback, Hold, None};
         let rows = vec![
+            (Rule::Cancelled, None),
             (Rule::Waf, Hold),
+            (Rule::EdgeRateLimit, Fallback),
             (Rule::TransportError, Fallback),
             (Rule::ContractFailOn2xx, Fallback),
             (Rule::StatusRange(200, 299), None),
@@ -272,7 +367,7 @@ impl fmt::Debug for DecisionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{WafKind, WafVendor};
+    use crate::evidence::WafVendor;
     use FallbackDecision::{Fallback, Hold, None};
 
     fn status(code: u16, check: ParseCheck) -> Outcome<'static> {
@@ -285,6 +380,7 @@ mod tests {
     fn default_table_row_by_row() {
         let table = DecisionTable::default();
         let wall = WafVerdict::new(WafVendor::Cloudflare, WafKind::Challenge);
+        let rate_limit = WafVerdict::new(WafVendor::Cloudflare, WafKind::RateLimit);
         let rows: Vec<(&str, Outcome<'_>, FallbackDecision)> = vec![
             ("2xx pass", status(200, ParseCheck::Pass), None),
             ("2xx skipped", status(200, ParseCheck::Skipped), None),
@@ -310,6 +406,16 @@ mod tests {
                 "waf on 503",
                 status(503, ParseCheck::Fail).with_waf(&wall),
                 Hold,
+            ),
+            (
+                "edge rate limit on 429",
+                status(429, ParseCheck::Fail).with_waf(&rate_limit),
+                Fallback,
+            ),
+            (
+                "edge rate limit on 403",
+                status(403, ParseCheck::Fail).with_waf(&rate_limit),
+                Fallback,
             ),
             ("401", status(401, ParseCheck::Pass), Hold),
             ("403 json", status(403, ParseCheck::Pass), Hold),
@@ -355,6 +461,38 @@ mod tests {
         let empty = DecisionTable::empty(Hold);
         assert_eq!(empty.decide(&status(200, ParseCheck::Pass)), Hold);
         assert!(empty.rows().is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_call_is_decided_none_and_error_codes_route() {
+        let table = DecisionTable::default();
+        assert_eq!(
+            table.decide(&Outcome::cancelled(Option::None)),
+            FallbackDecision::None
+        );
+        assert_eq!(
+            table.decide(&Outcome::cancelled(Some(StatusCode::OK))),
+            FallbackDecision::None
+        );
+        let body =
+            br#"{"error":{"message":"m","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        let error = crate::contract::ApiError::from_body(body).unwrap();
+        let o = status(429, ParseCheck::Pass).with_api_error(&error);
+        assert_eq!(o.error_code().as_deref(), Some("insufficient_quota"));
+        let routed = DecisionTable::default()
+            .with_first(Rule::ApiErrorType("insufficient_quota"), Hold)
+            .with_first(Rule::ApiErrorCode("nope"), FallbackDecision::None);
+        assert_eq!(routed.decide(&o), Hold);
+        assert_eq!(table.decide(&o), Fallback);
+    }
+
+    #[test]
+    fn decide_reads_a_retry_answer_as_fallback() {
+        let says_retry = |_: &Outcome<'_>| FallbackDecision::Retry;
+        assert_eq!(
+            decide(&says_retry, &status(200, ParseCheck::Pass)),
+            Fallback
+        );
     }
 
     #[test]

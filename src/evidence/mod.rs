@@ -9,7 +9,7 @@ mod decision;
 mod surface;
 mod waf;
 
-pub use decision::{DecisionPolicy, DecisionTable, Outcome, Rule, TransportErrorKind};
+pub use decision::{DecisionPolicy, DecisionTable, Outcome, Rule, TransportErrorKind, decide};
 pub use waf::{WafKind, WafVendor, WafVerdict};
 
 use std::fmt;
@@ -73,6 +73,8 @@ str_enum! {
         ServerError => "5xx",
         /// No response: connect failure, timeout, reset before the headers.
         TransportError => "transport_error",
+        /// No response: the caller cancelled the call before one arrived.
+        Cancelled => "cancelled",
     }
 }
 
@@ -124,8 +126,9 @@ str_enum! {
         OtherSurface => "other_surface",
         /// The body (or one SSE event) was larger than the configured cap.
         TooLarge => "too_large",
-        /// The caller dropped a stream before it ended.
-        Abandoned => "abandoned",
+        /// The caller cancelled the call: dropped its future, or dropped a stream before it
+        /// ended.
+        Cancelled => "cancelled",
         /// A 1xx/3xx or empty-bodied response (204, 304, `HEAD`) has nothing to check.
         NoBody => "no_body",
     }

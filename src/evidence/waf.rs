@@ -3,6 +3,8 @@
 //! A wall is an edge network's block or challenge page served in place of the API's answer, at
 //! any status (403, but also 200, 202, 405, 429, 503). It is never retried, and the decision for
 //! the call is `hold`: a human has to talk to the vendor, quoting [`WafVerdict::reference`].
+//! The one exception is [`WafKind::RateLimit`], the edge's own rate limit: it passes by itself,
+//! so it is waited out like a 429.
 
 use std::fmt;
 
@@ -54,6 +56,8 @@ str_enum! {
         DdosGuard => "ddos_guard",
         /// Anubis proof-of-work challenge.
         Anubis => "anubis",
+        /// DataDome bot protection (its CAPTCHA and block answers, HTML or JSON).
+        DataDome => "datadome",
         /// A wall whose vendor could not be named.
         Unknown => "unknown",
     }
@@ -66,8 +70,15 @@ str_enum! {
         Block => "block",
         /// A challenge (JavaScript, CAPTCHA, proof of work) that a program cannot answer.
         Challenge => "challenge",
-        /// A non-JSON 403/406/429/503 from behind an edge that left no block marker.
+        /// An edge answered in place of the API (a non-JSON 403/406/429/503 from behind it, or
+        /// its own error page) and no marker says a firewall rule did it: CloudFront's "The
+        /// request could not be satisfied" for a method or country it was told to refuse, for one.
         Suspected => "suspected",
+        /// The edge's own rate limit (Cloudflare's error 1015 on a 429, page or JSON), not a
+        /// block: it lifts by itself, and the edge says when in `Retry-After` (Cloudflare sends
+        /// 30 s for 1015 since 2026-03). Unlike the other kinds it is worth retrying after that
+        /// wait, and it is decided as a 429 is.
+        RateLimit => "rate_limit",
     }
 }
 
@@ -77,11 +88,15 @@ str_enum! {
 pub struct WafVerdict {
     /// Who served it.
     pub vendor: WafVendor,
-    /// Block, challenge or suspected.
+    /// Block, challenge, suspected or rate limit.
     pub kind: WafKind,
     /// Cloudflare Ray ID, Akamai Reference #, F5 support ID, Imperva incident ID,
-    /// `x-azure-ref`, CloudFront request id: whatever the vendor's support asks for.
+    /// `x-azure-ref`, CloudFront request id: whatever the vendor's support asks for. A Ray ID is
+    /// the bare 16 hex digits (`8f2a1b3c4d5e6f70`), its data centre is in [`Self::location`].
     pub reference: Option<String>,
+    /// Where the edge answered, when it says: the Cloudflare data centre that `cf-ray` ends with
+    /// (`8f2a1b3c4d5e6f70-FRA` gives `FRA`).
+    pub location: Option<String>,
 }
 
 impl WafVerdict {
@@ -91,6 +106,7 @@ impl WafVerdict {
             vendor,
             kind,
             reference: None,
+            location: None,
         }
     }
 
@@ -98,6 +114,13 @@ impl WafVerdict {
     #[must_use]
     pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
         self.reference = Some(reference.into());
+        self
+    }
+
+    /// The same verdict, carrying where the edge answered.
+    #[must_use]
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
         self
     }
 }
@@ -108,6 +131,7 @@ impl fmt::Debug for WafVerdict {
             .field("vendor", &self.vendor.as_str())
             .field("kind", &self.kind.as_str())
             .field("reference", &self.reference)
+            .field("location", &self.location)
             .finish()
     }
 }

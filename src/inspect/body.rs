@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::StreamVerdict;
+use super::VerdictHandle;
 use crate::contract::StreamChecker;
 
 pin_project! {
@@ -21,11 +21,11 @@ pin_project! {
     }
 }
 
-/// The checker and where its verdict goes; dropping it unfinished means the caller abandoned
+/// The checker and where its verdict goes; dropping it unfinished means the caller cancelled
 /// the stream.
 struct Tap {
     checker: Option<StreamChecker>,
-    verdict: StreamVerdict,
+    verdict: VerdictHandle,
     first_chunk_seen: bool,
 }
 
@@ -33,7 +33,7 @@ impl CheckedBody {
     pub(super) fn new(
         inner: reqwest::Body,
         checker: StreamChecker,
-        verdict: StreamVerdict,
+        verdict: VerdictHandle,
     ) -> Self {
         Self {
             inner,
@@ -47,7 +47,7 @@ impl CheckedBody {
 }
 
 impl Tap {
-    fn finish(&mut self, end: impl FnOnce(StreamChecker) -> crate::contract::Verdict) {
+    fn finish(&mut self, end: impl FnOnce(StreamChecker) -> crate::contract::ContractVerdict) {
         if let Some(checker) = self.checker.take() {
             self.verdict.complete(end(checker));
         }
@@ -56,7 +56,7 @@ impl Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
-        self.finish(StreamChecker::abandoned);
+        self.finish(StreamChecker::cancelled);
     }
 }
 

@@ -11,10 +11,10 @@
 //!
 //! | response | body | verdict in the extensions |
 //! |---|---|---|
-//! | surface `other`, `HEAD`, 1xx, 204, 3xx | untouched | [`Verdict`] `skipped` |
-//! | `Content-Length` over the cap | untouched | [`Verdict`] `skipped` (`too_large`) |
-//! | 2xx `text/event-stream` | wrapped, never buffered: each chunk is passed on as it arrives and checked on the way | [`StreamVerdict`], filled when the stream ends, fails or is dropped |
-//! | anything else | read once up to the cap, checked, handed back byte-identical | [`Verdict`] |
+//! | surface `other`, `HEAD`, 1xx, 204, 3xx | untouched | [`ContractVerdict`] `skipped` |
+//! | `Content-Length` over the cap | untouched | [`ContractVerdict`] `skipped` (`too_large`) |
+//! | 2xx `text/event-stream` | wrapped, never buffered: each chunk is passed on as it arrives and checked on the way | [`VerdictHandle`], filled when the stream ends, fails or is dropped |
+//! | anything else | read once up to the cap, checked, handed back byte-identical | [`ContractVerdict`] |
 //!
 //! A body that turns out longer than the cap is handed back whole (the bytes read, then the
 //! rest, streamed) with `skipped` (`too_large`). A body whose connection fails while the layer
@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use reqwest_llm_guard::contract::Verdict;
+//! use reqwest_llm_guard::contract::ContractVerdict;
 //! use reqwest_llm_guard::inspect::Inspect;
 //!
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
@@ -40,7 +40,7 @@
 //!     .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
 //!     .send()
 //!     .await?;
-//! if let Some(verdict) = response.extensions().get::<Verdict>() {
+//! if let Some(verdict) = response.extensions().get::<ContractVerdict>() {
 //!     println!("parse_check={} violation={:?}", verdict.parse_check, verdict.violation);
 //! }
 //! let body = response.bytes().await?; // the server's bytes, unchanged
@@ -50,7 +50,7 @@
 mod body;
 mod verdict;
 
-pub use verdict::StreamVerdict;
+pub use verdict::VerdictHandle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,8 +61,9 @@ use http_body_util::BodyExt;
 use reqwest::{Request, Response, ResponseBuilderExt};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::contract::{self, Capture, CaptureContent, Mode, StreamChecker, Verdict};
+use crate::contract::{self, Capture, ContractVerdict, Mode, StreamChecker};
 use crate::evidence::{ApiSurface, SkipReason, Violation, Warning};
+use crate::extensions::CaptureContent;
 use crate::sse::DEFAULT_MAX_EVENT_BYTES;
 use crate::waf;
 use body::{CheckedBody, Replay};
@@ -168,14 +169,14 @@ impl Inspect {
         response.extensions_mut().insert(surface);
         let status = response.status();
         if surface == ApiSurface::Other {
-            return with_verdict(response, Verdict::skipped(SkipReason::OtherSurface));
+            return with_verdict(response, ContractVerdict::skipped(SkipReason::OtherSurface));
         }
         if method == Method::HEAD
             || status.is_informational()
             || status.is_redirection()
             || status == http::StatusCode::NO_CONTENT
         {
-            return with_verdict(response, Verdict::skipped(SkipReason::NoBody));
+            return with_verdict(response, ContractVerdict::skipped(SkipReason::NoBody));
         }
         let content_type = response
             .headers()
@@ -191,7 +192,7 @@ impl Inspect {
         }
         let cap = self.config.max_body_bytes;
         if response.content_length().is_some_and(|n| n > cap as u64) {
-            return with_verdict(response, Verdict::skipped(SkipReason::TooLarge));
+            return with_verdict(response, ContractVerdict::skipped(SkipReason::TooLarge));
         }
         let (mut parts, body, url) = split(response);
         // A 2xx without `text/event-stream` may still be a stream (a gateway that mislabels it):
@@ -231,12 +232,12 @@ impl Inspect {
                         parts.extensions.insert(wall);
                     }
                     (
-                        Verdict::skipped(SkipReason::TooLarge),
+                        ContractVerdict::skipped(SkipReason::TooLarge),
                         reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
                     )
                 }
                 Read::Stalled(prefix, rest) => (
-                    Verdict::failed(Violation::BodyStalled),
+                    ContractVerdict::failed(Violation::BodyStalled),
                     reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
                 ),
                 Read::Failed(prefix, error) => {
@@ -244,8 +245,11 @@ impl Inspect {
                         parts.extensions.insert(wall);
                     }
                     (
-                        Verdict::failed(Violation::BodyReadError),
-                        reqwest::Body::wrap(Replay::then_error(prefix, error)),
+                        ContractVerdict::failed(Violation::BodyReadError),
+                        reqwest::Body::wrap(Replay::then_error(
+                            prefix,
+                            crate::redact::reqwest_error(error),
+                        )),
                     )
                 }
                 Read::Stream(prefix, rest) => {
@@ -288,7 +292,7 @@ impl Inspect {
         url: reqwest::Url,
         checker: StreamChecker,
     ) -> Response {
-        let verdict = StreamVerdict::new();
+        let verdict = VerdictHandle::new();
         if let Some(wall) = waf::classify_headers(&parts.headers) {
             parts.extensions.insert(wall);
         }
@@ -325,10 +329,14 @@ impl Middleware for Inspect {
             .unwrap_or_else(|| ApiSurface::of_request(&req));
         let method = req.method().clone();
         let capture = extensions.get::<CaptureContent>().map(|c| c.0);
-        let response = next.run(req, extensions).await?;
-        Ok(self
-            .inspect_capturing(surface, &method, response, capture)
-            .await)
+        let response = next
+            .run(req, extensions)
+            .await
+            .map_err(crate::redact::error)?;
+        Ok(crate::redact::response(
+            self.inspect_capturing(surface, &method, response, capture)
+                .await,
+        ))
     }
 }
 
@@ -345,14 +353,14 @@ impl Middleware for Inspect {
 /// }
 /// # Ok(()) }
 /// ```
-pub fn verdict(response: &Response) -> Option<Verdict> {
+pub fn verdict(response: &Response) -> Option<ContractVerdict> {
     let ext = response.extensions();
-    ext.get::<Verdict>()
+    ext.get::<ContractVerdict>()
         .cloned()
-        .or_else(|| ext.get::<StreamVerdict>().and_then(StreamVerdict::get))
+        .or_else(|| ext.get::<VerdictHandle>().and_then(VerdictHandle::get))
 }
 
-fn with_verdict(mut response: Response, verdict: Verdict) -> Response {
+fn with_verdict(mut response: Response, verdict: ContractVerdict) -> Response {
     if let Some(wall) = waf::classify_headers(response.headers()) {
         response.extensions_mut().insert(wall);
     }
@@ -360,13 +368,17 @@ fn with_verdict(mut response: Response, verdict: Verdict) -> Response {
     response
 }
 
-fn split(response: Response) -> (http::response::Parts, reqwest::Body, reqwest::Url) {
+pub(crate) fn split(response: Response) -> (http::response::Parts, reqwest::Body, reqwest::Url) {
     let url = response.url().clone();
     let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
     (parts, body, url)
 }
 
-fn join(parts: http::response::Parts, body: reqwest::Body, url: reqwest::Url) -> Response {
+pub(crate) fn join(
+    parts: http::response::Parts,
+    body: reqwest::Body,
+    url: reqwest::Url,
+) -> Response {
     // `url` travels in a private extension that only reqwest's builder can set.
     let mut response = http::Response::from_parts(parts, body);
     if let Ok(with_url) = http::Response::builder().url(url).body(()) {

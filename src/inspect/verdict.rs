@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::contract::Verdict;
+use crate::contract::ContractVerdict;
 
-type Callback = Box<dyn FnOnce(&Verdict) + Send + 'static>;
+type Callback = Box<dyn FnOnce(&ContractVerdict) + Send + 'static>;
 
 /// The verdict of a streaming body, delivered when the stream ends, fails or is dropped.
 ///
@@ -20,13 +20,13 @@ type Callback = Box<dyn FnOnce(&Verdict) + Send + 'static>;
 /// ```no_run
 /// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
 /// use futures_util::StreamExt;
-/// use reqwest_llm_guard::inspect::StreamVerdict;
+/// use reqwest_llm_guard::inspect::VerdictHandle;
 ///
 /// let response = client.post("http://127.0.0.1:8080/v1/chat/completions")
 ///     .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#)
 ///     .send()
 ///     .await?;
-/// let verdict = response.extensions().get::<StreamVerdict>().cloned();
+/// let verdict = response.extensions().get::<VerdictHandle>().cloned();
 /// let mut chunks = response.bytes_stream();
 /// while let Some(chunk) = chunks.next().await {
 ///     let _bytes = chunk?; // exactly the bytes the server sent
@@ -37,7 +37,7 @@ type Callback = Box<dyn FnOnce(&Verdict) + Send + 'static>;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct StreamVerdict {
+pub struct VerdictHandle {
     inner: Arc<Slot>,
 }
 
@@ -48,12 +48,12 @@ struct Slot {
 
 #[derive(Default)]
 struct State {
-    verdict: Option<Verdict>,
+    verdict: Option<ContractVerdict>,
     callbacks: Vec<Callback>,
     first_chunk_at: Option<Instant>,
 }
 
-impl StreamVerdict {
+impl VerdictHandle {
     pub(crate) fn new() -> Self {
         Self {
             inner: Arc::new(Slot {
@@ -72,7 +72,7 @@ impl StreamVerdict {
     }
 
     /// The verdict, once the stream has ended, failed or been dropped.
-    pub fn get(&self) -> Option<Verdict> {
+    pub fn get(&self) -> Option<ContractVerdict> {
         self.state().verdict.clone()
     }
 
@@ -84,7 +84,7 @@ impl StreamVerdict {
     /// Waits for the verdict. It arrives when the caller reads the body to its end, the
     /// connection fails, or the body is dropped; awaiting it while holding the body unread
     /// waits forever.
-    pub async fn wait(&self) -> Verdict {
+    pub async fn wait(&self) -> ContractVerdict {
         loop {
             // Created before the check, so a verdict stored in between still wakes it.
             let notified = self.inner.ready.notified();
@@ -98,7 +98,7 @@ impl StreamVerdict {
     /// Runs `f` with the verdict when it arrives, or now if it has. Callbacks run on the task
     /// that ends the stream (inside a poll or a drop): keep them short and non-blocking. A
     /// callback that panics is stopped there; the others still run.
-    pub fn on_verdict(&self, f: impl FnOnce(&Verdict) + Send + 'static) {
+    pub fn on_verdict(&self, f: impl FnOnce(&ContractVerdict) + Send + 'static) {
         let mut state = self.state();
         if let Some(v) = state.verdict.clone() {
             drop(state);
@@ -118,7 +118,7 @@ impl StreamVerdict {
     }
 
     /// Stores the verdict (the first one wins) and runs the callbacks.
-    pub(crate) fn complete(&self, verdict: Verdict) {
+    pub(crate) fn complete(&self, verdict: ContractVerdict) {
         let callbacks = {
             let mut state = self.state();
             if state.verdict.is_some() {
@@ -142,10 +142,10 @@ impl StreamVerdict {
     }
 }
 
-impl fmt::Debug for StreamVerdict {
+impl fmt::Debug for VerdictHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state();
-        f.debug_struct("StreamVerdict")
+        f.debug_struct("VerdictHandle")
             .field("verdict", &state.verdict)
             .field("callbacks", &state.callbacks.len())
             .finish()

@@ -8,7 +8,7 @@
 //! event, a `request_check` / `response_check` attribute, a metric by rule): a request is never
 //! blocked or changed.
 //!
-//! The rules are data: [`FAMILY_RULES`] holds one row per [`ProviderFamily`], from the
+//! The rules are data: [`FAMILY_RULES`] holds one row per [`ModelFamily`], from the
 //! cross-provider table of the seed:
 //!
 //! | family | temperature | `n` | `logprobs` | `reasoning_effort` | `max_completion_tokens` | prefers Responses |
@@ -24,13 +24,13 @@
 //!
 //! ```
 //! use reqwest_llm_guard::evidence::ApiSurface;
-//! use reqwest_llm_guard::lint::{lint_request, LintRule, ProviderFamily};
+//! use reqwest_llm_guard::lint::{lint_request, LintRule, ModelFamily};
 //!
 //! let body = br#"{"model":"claude-sonnet-4-5","temperature":1.5,"n":3,"messages":[]}"#;
 //! let findings = lint_request(body, ApiSurface::ChatCompletions, None);
 //! let rules: Vec<LintRule> = findings.iter().map(|f| f.rule).collect();
 //! assert_eq!(rules, [LintRule::TemperatureOutOfRange, LintRule::NUnsupported]);
-//! assert!(findings.iter().all(|f| f.family == ProviderFamily::Claude));
+//! assert!(findings.iter().all(|f| f.family == ModelFamily::Claude));
 //! ```
 
 use std::borrow::Cow;
@@ -43,7 +43,7 @@ use crate::evidence::{ApiSurface, str_enum};
 str_enum! {
     /// The family of models behind a request, from the model name or set by the user.
     #[non_exhaustive]
-    pub enum ProviderFamily {
+    pub enum ModelFamily {
         /// OpenAI GPT models before 4.1 (`gpt-4o`, `gpt-4`, `gpt-3.5`, `chatgpt-4o`).
         Gpt => "gpt",
         /// OpenAI GPT-4.1 (`gpt-4.1`, `-mini`, `-nano`).
@@ -66,17 +66,17 @@ str_enum! {
     }
 }
 
-impl ProviderFamily {
+impl ModelFamily {
     /// The family of a model name. Gateways' prefixes (`openai/gpt-4o`, `anthropic/claude-…`,
     /// `models/gemini-…`) and case are ignored.
     ///
     /// ```
-    /// use reqwest_llm_guard::lint::ProviderFamily;
+    /// use reqwest_llm_guard::lint::ModelFamily;
     ///
-    /// assert_eq!(ProviderFamily::of_model("openai/gpt-5.2-pro"), ProviderFamily::Gpt51Plus);
-    /// assert_eq!(ProviderFamily::of_model("gpt-5-mini"), ProviderFamily::Gpt5);
-    /// assert_eq!(ProviderFamily::of_model("o4-mini"), ProviderFamily::OSeries);
-    /// assert_eq!(ProviderFamily::of_model("meta-llama/Llama-3.3-70B-Instruct"), ProviderFamily::OpenWeight);
+    /// assert_eq!(ModelFamily::of_model("openai/gpt-5.2-pro"), ModelFamily::Gpt51Plus);
+    /// assert_eq!(ModelFamily::of_model("gpt-5-mini"), ModelFamily::Gpt5);
+    /// assert_eq!(ModelFamily::of_model("o4-mini"), ModelFamily::OSeries);
+    /// assert_eq!(ModelFamily::of_model("meta-llama/Llama-3.3-70B-Instruct"), ModelFamily::OpenWeight);
     /// ```
     pub fn of_model(model: &str) -> Self {
         let lower = model.to_ascii_lowercase();
@@ -149,7 +149,7 @@ const OPEN_WEIGHT_PREFIXES: &[&str] = &[
 #[non_exhaustive]
 pub struct FamilyRules {
     /// The family.
-    pub family: ProviderFamily,
+    pub family: ModelFamily,
     /// The highest `temperature` honoured, or `None` when not checked.
     pub temperature_max: Option<f64>,
     /// The largest `n`, or `None` when not checked.
@@ -167,7 +167,7 @@ pub struct FamilyRules {
 // One argument per column of the table in the module docs, so the rows read as that table.
 #[allow(clippy::fn_params_excessive_bools)]
 const fn row(
-    family: ProviderFamily,
+    family: ModelFamily,
     temperature_max: f64,
     n_max: u64,
     logprobs: bool,
@@ -186,7 +186,7 @@ const fn row(
     }
 }
 
-const UNCHECKED: fn(ProviderFamily) -> FamilyRules = |family| FamilyRules {
+const UNCHECKED: fn(ModelFamily) -> FamilyRules = |family| FamilyRules {
     family,
     temperature_max: None,
     n_max: None,
@@ -198,17 +198,17 @@ const UNCHECKED: fn(ProviderFamily) -> FamilyRules = |family| FamilyRules {
 
 /// The lint table, one row per family (see the [module docs](self)).
 pub const FAMILY_RULES: &[FamilyRules] = &[
-    row(ProviderFamily::Gpt, 2.0, 128, true, false, false, false),
-    row(ProviderFamily::Gpt41, 2.0, 128, true, false, true, false),
-    row(ProviderFamily::OSeries, 2.0, 128, true, true, true, true),
-    row(ProviderFamily::Gpt5, 2.0, 128, true, false, true, true),
-    row(ProviderFamily::Gpt51Plus, 2.0, 128, true, true, true, true),
-    row(ProviderFamily::Claude, 1.0, 1, false, false, false, false),
-    row(ProviderFamily::Gemini, 2.0, 8, false, false, false, false),
+    row(ModelFamily::Gpt, 2.0, 128, true, false, false, false),
+    row(ModelFamily::Gpt41, 2.0, 128, true, false, true, false),
+    row(ModelFamily::OSeries, 2.0, 128, true, true, true, true),
+    row(ModelFamily::Gpt5, 2.0, 128, true, false, true, true),
+    row(ModelFamily::Gpt51Plus, 2.0, 128, true, true, true, true),
+    row(ModelFamily::Claude, 1.0, 1, false, false, false, false),
+    row(ModelFamily::Gemini, 2.0, 8, false, false, false, false),
 ];
 
 /// The row for a family (families without one are not checked).
-pub fn rules_for(family: ProviderFamily) -> FamilyRules {
+pub fn rules_for(family: ModelFamily) -> FamilyRules {
     FAMILY_RULES
         .iter()
         .copied()
@@ -253,7 +253,7 @@ pub struct Finding {
     /// The rule.
     pub rule: LintRule,
     /// The family it applied to.
-    pub family: ProviderFamily,
+    pub family: ModelFamily,
 }
 
 /// What the request asked for, read from its JSON body.
@@ -312,11 +312,7 @@ impl Asked<'_> {
 
 /// Lints a request body sent to `surface` (the lint table), for the family given, else the
 /// model's. A body that is not JSON gets no finding.
-pub fn lint_request(
-    body: &[u8],
-    surface: ApiSurface,
-    family: Option<ProviderFamily>,
-) -> Vec<Finding> {
+pub fn lint_request(body: &[u8], surface: ApiSurface, family: Option<ModelFamily>) -> Vec<Finding> {
     let Ok(asked) = serde_json::from_slice::<Asked<'_>>(body) else {
         return Vec::new();
     };
@@ -324,12 +320,12 @@ pub fn lint_request(
 }
 
 /// The family a request is for: the one given, else its model's.
-pub(crate) fn family_of(asked: &Asked<'_>, family: Option<ProviderFamily>) -> ProviderFamily {
+pub(crate) fn family_of(asked: &Asked<'_>, family: Option<ModelFamily>) -> ModelFamily {
     family.unwrap_or_else(|| {
         asked
             .model
             .as_deref()
-            .map_or(ProviderFamily::Unknown, ProviderFamily::of_model)
+            .map_or(ModelFamily::Unknown, ModelFamily::of_model)
     })
 }
 
@@ -337,7 +333,7 @@ pub(crate) fn family_of(asked: &Asked<'_>, family: Option<ProviderFamily>) -> Pr
 pub(crate) fn lint(
     asked: &Asked<'_>,
     surface: ApiSurface,
-    family: Option<ProviderFamily>,
+    family: Option<ModelFamily>,
 ) -> Vec<Finding> {
     let family = family_of(asked, family);
     let rules = rules_for(family);
@@ -422,7 +418,7 @@ impl<'a> Returned<'a> {
 pub fn cross_check(
     request_body: &[u8],
     surface: ApiSurface,
-    family: Option<ProviderFamily>,
+    family: Option<ModelFamily>,
     got: &Returned<'_>,
 ) -> Vec<Finding> {
     let asked = serde_json::from_slice::<Asked<'_>>(request_body).unwrap_or_default();
@@ -434,7 +430,7 @@ pub fn cross_check(
 pub(crate) fn cross_check_summary(
     asked: &AskedSummary,
     surface: ApiSurface,
-    family: ProviderFamily,
+    family: ModelFamily,
     got: &Returned<'_>,
 ) -> Vec<Finding> {
     let mut out = Vec::new();

@@ -1,6 +1,6 @@
 use super::*;
 use LintRule as R;
-use ProviderFamily as F;
+use ModelFamily as F;
 
 const CHAT: ApiSurface = ApiSurface::ChatCompletions;
 const RESP: ApiSurface = ApiSurface::Responses;
@@ -45,7 +45,7 @@ fn families_from_model_names() {
         ("", F::Unknown),
     ];
     for (model, family) in rows {
-        assert_eq!(ProviderFamily::of_model(model), family, "{model}");
+        assert_eq!(ModelFamily::of_model(model), family, "{model}");
     }
 }
 

@@ -1,4 +1,4 @@
-//! The retry layer: bounded retry for 429, walls never retried (DESIGN §3.2).
+//! The retry layer: bounded retry for 429, walls never retried.
 //!
 //! Built on reqwest-retry's public traits, so a user's
 //! `RetryableStrategy` ("whether") and any
@@ -14,7 +14,9 @@
 //!   generation is not a failure;
 //! - draws every retry from a [`RetryBudget`] shared by all clones of the client, so a 429
 //!   storm cannot multiply load;
-//! - never retries a WAF or bot wall (at any status) nor a 403, whatever the strategy says.
+//! - never retries a WAF or bot wall (at any status) nor a 403, whatever the strategy says;
+//!   an edge's own rate limit (`waf.kind=rate_limit`, Cloudflare's 1015) is retried after its
+//!   Retry-After, like a 429.
 //!
 //! Each attempt runs the rest of the stack with a [`CurrentAttempt`] in the request's
 //! extensions (inner layers read `http.request.resend_count` from it). When the call ends, a
@@ -22,7 +24,15 @@
 //! stopped) is left in the request's extensions and copied into the response's.
 //!
 //! The last attempt's result is returned as it came: `Ok(429)` when retries ran out, the
-//! transport error unwrapped (reqwest-retry wraps it, which hides `is_timeout()`).
+//! transport error unwrapped (reqwest-retry wraps it, which hides `is_timeout()`), its URL
+//! without userinfo and with its query values replaced.
+//!
+//! One retry layer per call: a retry layer that finds another one of this crate already
+//! running the call (a guard nested in a guard), or finds that the call ran through it before
+//! (a retry layer outside it, re-running the whole stack), makes one attempt and leaves the
+//! retrying to the outer one (`retry.stop_reason=nested`). For reqwest-retry's own middleware
+//! beside this crate, see [`RefuseWalls`] and the crate docs ("Already using reqwest-retry or
+//! reqwest-tracing?").
 //!
 //! # Defaults
 //!
@@ -41,7 +51,7 @@
 //! use reqwest_llm_guard::retry::Retry;
 //!
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-//!     .with(Retry::new().with_deadline(Some(Duration::from_secs(30))))
+//!     .with(Retry::new().with_deadline(Duration::from_secs(30)))
 //!     .with(Inspect::new()) // inside: its WAF verdicts stop retries
 //!     .build();
 //! ```
@@ -52,7 +62,7 @@ mod strategy;
 
 pub use after::WaitReason;
 pub use budget::RetryBudget;
-pub use strategy::{On429, OpenAiSdk};
+pub use strategy::{On429, OpenAiSdk, RefuseWalls};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -65,7 +75,7 @@ use retry_policies::policies::ExponentialBackoff;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
-use crate::evidence::{WafVerdict, str_enum};
+use crate::evidence::{WafKind, WafVerdict, str_enum};
 
 str_enum! {
     /// Why the retry layer stopped after an attempt.
@@ -75,12 +85,13 @@ str_enum! {
         Done => "done",
         /// The strategy called the failure fatal.
         NotRetryable => "not_retryable",
-        /// A WAF or bot wall answered: never retried.
+        /// A WAF or bot wall answered: never retried (an edge's rate limit excepted, retried
+        /// after its Retry-After like a 429).
         WafWall => "waf_wall",
         /// A 403: never retried.
         Forbidden => "forbidden",
         /// The server said `x-should-retry: false`.
-        ServerSaidNo => "x_should_retry_false",
+        ShouldRetryFalse => "x_should_retry_false",
         /// The server asked to wait longer than the cap.
         RetryAfterOverCap => "retry_after_over_cap",
         /// The policy's retries ran out.
@@ -89,6 +100,9 @@ str_enum! {
         Deadline => "deadline",
         /// The shared retry budget is spent.
         BudgetExhausted => "budget_exhausted",
+        /// Another retry layer is in charge of this call (nested guards, or an outer retry
+        /// layer re-running the stack): this one made a single attempt.
+        Nested => "nested",
     }
 }
 
@@ -228,18 +242,31 @@ impl<P, S> Retry<P, S> {
         self
     }
 
-    /// The total deadline from the call's start (default 60 s); `None` for none.
+    /// The total deadline from the call's start (default 60 s).
     #[must_use]
-    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
-        self.deadline = deadline;
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 
-    /// The budget to draw retries from (share one across clients to bound them together);
-    /// `None` for none.
+    /// No deadline: only the policy's retries bound the call.
     #[must_use]
-    pub fn with_budget(mut self, budget: Option<Arc<RetryBudget>>) -> Self {
-        self.budget = budget;
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// The budget to draw retries from (share one across clients to bound them together).
+    #[must_use]
+    pub fn with_budget(mut self, budget: Arc<RetryBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// No budget: retries are not bounded by recent traffic.
+    #[must_use]
+    pub fn without_budget(mut self) -> Self {
+        self.budget = None;
         self
     }
 
@@ -251,13 +278,13 @@ impl<P, S> Retry<P, S> {
 
 /// The wall that answered: the inspect layer's finding when it ran inside, else what the
 /// block headers alone say.
-fn wall_of(response: &Response) -> Option<WafVerdict> {
+pub(crate) fn wall_of(response: &Response) -> Option<WafVerdict> {
     let ext = response.extensions();
     if let Some(wall) = ext.get::<WafVerdict>() {
         return Some(wall.clone());
     }
-    let inspected = ext.get::<crate::contract::Verdict>().is_some()
-        || ext.get::<crate::inspect::StreamVerdict>().is_some();
+    let inspected = ext.get::<crate::contract::ContractVerdict>().is_some()
+        || ext.get::<crate::inspect::VerdictHandle>().is_some();
     if inspected {
         None
     } else {
@@ -284,18 +311,26 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
         clock: &CallClock,
     ) -> Step {
         let response = result.as_ref().ok();
-        if waf.is_some() {
+        // An edge's own rate limit (Cloudflare 1015) is a 429 in all but name: retried after
+        // its Retry-After, at whatever status it came with. Every other wall is final.
+        let rate_limit = waf.is_some_and(|w| w.kind == WafKind::RateLimit);
+        if waf.is_some() && !rate_limit {
             return Step::Stop(StopReason::WafWall);
         }
-        if response.is_some_and(|r| r.status() == StatusCode::FORBIDDEN) {
+        if !rate_limit && response.is_some_and(|r| r.status() == StatusCode::FORBIDDEN) {
             return Step::Stop(StopReason::Forbidden);
         }
-        let Some(verdict) = self.strategy.handle(result) else {
+        let verdict = if rate_limit {
+            Some(Retryable::Transient)
+        } else {
+            self.strategy.handle(result)
+        };
+        let Some(verdict) = verdict else {
             return Step::Stop(StopReason::Done);
         };
         let headers = response.map(Response::headers);
         match (verdict, headers.and_then(after::should_retry_header)) {
-            (_, Some(false)) => return Step::Stop(StopReason::ServerSaidNo),
+            (_, Some(false)) => return Step::Stop(StopReason::ShouldRetryFalse),
             (Retryable::Fatal, None) => return Step::Stop(StopReason::NotRetryable),
             (Retryable::Fatal | Retryable::Transient, _) => {}
         }
@@ -326,6 +361,35 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
     }
 }
 
+impl<P, S> Retry<P, S> {
+    /// One attempt, for a call another retry layer is in charge of.
+    async fn single_attempt(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let result = next.run(req, extensions).await;
+        let waf = result.as_ref().ok().and_then(wall_of);
+        let record = RetryRecord {
+            attempts: vec![AttemptRecord {
+                resend_count: 0,
+                status: result.as_ref().ok().map(Response::status),
+                waf,
+                retry_after: None,
+                stop: Some(StopReason::Nested),
+            }],
+        };
+        extensions.insert(record.clone());
+        result
+            .map(|mut r| {
+                r.extensions_mut().insert(record);
+                crate::redact::response(r)
+            })
+            .map_err(crate::redact::error)
+    }
+}
+
 #[async_trait::async_trait]
 impl<P, S> Middleware for Retry<P, S>
 where
@@ -338,6 +402,9 @@ where
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
+        if extensions.get::<CurrentAttempt>().is_some() {
+            return self.single_attempt(req, extensions, next).await;
+        }
         let clock = CallClock {
             started: Instant::now(),
             started_system: SystemTime::now(),
@@ -368,10 +435,12 @@ where
                         stop: Some(reason),
                     });
                     extensions.insert(record.clone());
-                    return result.map(|mut r| {
-                        r.extensions_mut().insert(record);
-                        r
-                    });
+                    return result
+                        .map(|mut r| {
+                            r.extensions_mut().insert(record);
+                            crate::redact::response(r)
+                        })
+                        .map_err(crate::redact::error);
                 }
                 Step::Retry(wait, reason) => {
                     record.attempts.push(AttemptRecord {

@@ -1,7 +1,14 @@
 //! The instruments: the GenAI semantic conventions' histograms and this crate's counters.
 
+use std::borrow::Cow;
+
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::{KeyValue, StringValue};
+
+use crate::contract::ContractVerdict;
+use crate::evidence::{ParseCheck, attr};
+use crate::guard::Evidence;
+use crate::retry::RetryRecord;
 
 /// Bucket boundaries the GenAI conventions give for `gen_ai.client.operation.duration` and
 /// `gen_ai.client.operation.time_to_first_chunk` (seconds).
@@ -38,7 +45,7 @@ pub mod name {
     pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
     /// Counter, `{call}`: by `api_surface`, `status_class`, `parse_check`, `fallback_decision`.
     pub const CALLS: &str = "llm_guard.calls";
-    /// Counter, `{retry}`: retries made, by `api_surface` and `retry.reason`.
+    /// Counter, `{retry}`: retries made, by `api_surface` and `retry.wait_reason`.
     pub const RETRIES: &str = "llm_guard.retries";
     /// Counter, `{call}`: calls whose retries ran out, by `api_surface` and `retry.stop_reason`
     /// (`attempts_exhausted`, `deadline`, `budget_exhausted`, `retry_after_over_cap`).
@@ -134,7 +141,6 @@ pub(crate) fn genai_attributes(
     server: (Option<&StringValue>, Option<u16>),
     extra: usize,
 ) -> Vec<KeyValue> {
-    use crate::evidence::attr;
     // Sized for the callers' additions; the strings are shared, not copied.
     let mut kv = Vec::with_capacity(5 + extra);
     kv.push(KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation));
@@ -149,4 +155,103 @@ pub(crate) fn genai_attributes(
         }
     }
     kv
+}
+
+/// What one finished call gives the metrics.
+pub(super) struct CallRecord<'a> {
+    pub(super) operation: &'static str,
+    pub(super) provider: &'a StringValue,
+    pub(super) model: Option<&'a StringValue>,
+    pub(super) server: (Option<&'a StringValue>, Option<u16>),
+    pub(super) evidence: &'a Evidence,
+    pub(super) verdict: Option<&'a ContractVerdict>,
+    pub(super) retry: Option<&'a RetryRecord>,
+    pub(super) error: Option<Cow<'static, str>>,
+    pub(super) ttfc: Option<f64>,
+    pub(super) duration: f64,
+}
+
+/// Records one call in every instrument it concerns.
+pub(super) fn record_call(m: &Instruments, call: &CallRecord<'_>) {
+    let evidence = call.evidence;
+    // One vector, extended and shrunk in place, for the three GenAI instruments.
+    let mut kv = genai_attributes(call.operation, call.provider, call.model, call.server, 4);
+    if let Some(ttfc) = call.ttfc {
+        m.ttfc.record(ttfc, &kv);
+    }
+    if let Some(usage) = call.verdict.and_then(|v| v.facts.usage) {
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+        ] {
+            if let Some(n) = n {
+                kv.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind));
+                m.tokens.record(n, &kv);
+                kv.pop();
+            }
+        }
+    }
+    if let Some(model) = call.verdict.and_then(|v| v.facts.response_model.as_deref()) {
+        kv.push(KeyValue::new(
+            attr::GEN_AI_RESPONSE_MODEL,
+            super::attributes::truncated(model),
+        ));
+    }
+    if let Some(e) = &call.error {
+        kv.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
+    }
+    let surface = KeyValue::new(attr::API_SURFACE, evidence.api_surface.as_str());
+    kv.push(surface.clone());
+    m.duration.record(call.duration, &kv);
+    m.calls.add(
+        1,
+        &[
+            surface.clone(),
+            KeyValue::new(attr::STATUS_CLASS, evidence.status_class.as_str()),
+            KeyValue::new(
+                attr::PARSE_CHECK,
+                evidence.parse_check.unwrap_or(ParseCheck::Skipped).as_str(),
+            ),
+            KeyValue::new(attr::FALLBACK_DECISION, evidence.fallback_decision.as_str()),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, call.provider.clone()),
+        ],
+    );
+    if let Some(retry) = call.retry {
+        for attempt in &retry.attempts {
+            if let Some((_, reason)) = attempt.retry_after {
+                m.retries.add(
+                    1,
+                    &[
+                        surface.clone(),
+                        KeyValue::new(attr::RETRY_WAIT_REASON, reason.as_str()),
+                    ],
+                );
+            }
+        }
+        if let Some(stop) = retry.stop_reason().filter(|s| s.is_exhausted()) {
+            m.exhausted.add(
+                1,
+                &[
+                    surface.clone(),
+                    KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str()),
+                ],
+            );
+        }
+    }
+    if let Some(waf) = &evidence.waf {
+        m.walls.add(
+            1,
+            &[
+                surface.clone(),
+                KeyValue::new(attr::WAF_VENDOR, waf.vendor.as_str()),
+                KeyValue::new(attr::WAF_KIND, waf.kind.as_str()),
+            ],
+        );
+    }
+    if let Some(v) = evidence.violation {
+        m.violations.add(
+            1,
+            &[surface, KeyValue::new(attr::CONTRACT_VIOLATION, v.as_str())],
+        );
+    }
 }

@@ -9,7 +9,7 @@ use opentelemetry::StringValue;
 use serde::Deserialize;
 
 use crate::evidence::ApiSurface;
-use crate::lint::{self, Asked, AskedSummary, Finding, ProviderFamily};
+use crate::lint::{self, Asked, AskedSummary, Finding, ModelFamily};
 
 /// What the call span records about the request.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub(crate) struct RequestFacts {
     pub(crate) server_port: Option<u16>,
     /// What a response cross-check compares with.
     pub(crate) asked: AskedSummary,
-    pub(crate) family: ProviderFamily,
+    pub(crate) family: ModelFamily,
     /// The request lint's findings.
     pub(crate) findings: Vec<Finding>,
 }
@@ -30,7 +30,7 @@ impl RequestFacts {
     pub(crate) fn of(
         request: &reqwest::Request,
         surface: ApiSurface,
-        family: Option<ProviderFamily>,
+        family: Option<ModelFamily>,
     ) -> Self {
         let url = request.url();
         let asked = request

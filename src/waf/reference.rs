@@ -23,6 +23,21 @@ pub(crate) enum Shape {
     Token,
     /// An Akamai reference: `<digits>.<hex>.<digits>.<hex>`.
     Akamai,
+    /// A Cloudflare `cf-ray`: the Ray ID and the data centre, `8f2a1b3c4d5e6f70-FRA`.
+    CloudflareRay,
+}
+
+/// A reference, and where the edge answered when the reference says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub(crate) id: String,
+    pub(crate) location: Option<String>,
+}
+
+impl Found {
+    fn bare(id: String) -> Self {
+        Self { id, location: None }
+    }
 }
 
 /// A reference pattern in the page.
@@ -44,16 +59,44 @@ pub(crate) enum PageRef {
 }
 
 /// A header value as a reference, if it has the shape.
-pub(crate) fn from_header(value: &[u8], shape: Shape) -> Option<String> {
+pub(crate) fn from_header(value: &[u8], shape: Shape) -> Option<Found> {
     let value = value.trim_ascii();
     match shape {
-        Shape::Token => token(value),
-        Shape::Akamai => akamai_shape(value).then(|| token(value)).flatten(),
+        Shape::Token => token(value).map(Found::bare),
+        Shape::Akamai => akamai_shape(value)
+            .then(|| token(value))
+            .flatten()
+            .map(Found::bare),
+        Shape::CloudflareRay => cloudflare_ray(value),
     }
 }
 
+/// A Cloudflare Ray ID, `<16 hex>` then optionally `-<data centre>`: the 16 digits are the
+/// reference (what the block page prints and Cloudflare's support searches by), the data centre
+/// its location. Anything else is not a Ray ID.
+pub(crate) fn cloudflare_ray(value: &[u8]) -> Option<Found> {
+    let (id, location) = match memchr::memchr(b'-', value) {
+        Some(dash) => (&value[..dash], Some(&value[dash + 1..])),
+        None => (value, None),
+    };
+    let ray = id.len() == 16 && id.iter().all(u8::is_ascii_hexdigit);
+    let place = location
+        .is_none_or(|l| (1..=8).contains(&l.len()) && l.iter().all(u8::is_ascii_alphanumeric));
+    if !(ray && place) {
+        return None;
+    }
+    Some(Found {
+        id: token(id)?,
+        location: location.and_then(token),
+    })
+}
+
 /// A reference read from the page. `lower` is the ASCII-lowercased copy of `page`.
-pub(crate) fn from_page(kind: PageRef, lower: &[u8], page: &[u8]) -> Option<String> {
+pub(crate) fn from_page(kind: PageRef, lower: &[u8], page: &[u8]) -> Option<Found> {
+    page_token(kind, lower, page).map(Found::bare)
+}
+
+fn page_token(kind: PageRef, lower: &[u8], page: &[u8]) -> Option<String> {
     match kind {
         PageRef::CloudflareRay => first(
             lower,
@@ -256,7 +299,38 @@ mod tests {
 
     fn page(kind: PageRef, text: &str) -> Option<String> {
         let lower = text.to_ascii_lowercase();
-        from_page(kind, lower.as_bytes(), text.as_bytes())
+        from_page(kind, lower.as_bytes(), text.as_bytes()).map(|found| found.id)
+    }
+
+    fn header(value: &str, shape: Shape) -> Option<(String, Option<String>)> {
+        from_header(value.as_bytes(), shape).map(|found| (found.id, found.location))
+    }
+
+    #[test]
+    fn cf_ray_is_the_ray_id_and_its_data_centre() {
+        let ray = |id: &str, at: Option<&str>| Some((id.to_owned(), at.map(str::to_owned)));
+        assert_eq!(
+            header(" 8f2a1b3c4d5e6f70-FRA ", Shape::CloudflareRay),
+            ray("8f2a1b3c4d5e6f70", Some("FRA"))
+        );
+        assert_eq!(
+            header("8f2a1b3c4d5e6f70", Shape::CloudflareRay),
+            ray("8f2a1b3c4d5e6f70", None)
+        );
+        // A recorded header with the next response's status line glued on, a short or long
+        // id, a bad data centre: not a Ray ID.
+        for bad in [
+            "891a90b5893b1ba7-MAD  HTTP/2 403",
+            "8f2a1b3c4d5e6f7-FRA",
+            "8f2a1b3c4d5e6f7000-FRA",
+            "8f2a1b3c4d5e6f7g-FRA",
+            "8f2a1b3c4d5e6f70-",
+            "8f2a1b3c4d5e6f70-FRA-1",
+            "8f2a1b3c4d5e6f70-ABCDEFGHI",
+            "not a ray <b>",
+        ] {
+            assert_eq!(header(bad, Shape::CloudflareRay), None, "{bad}");
+        }
     }
 
     #[test]
@@ -339,10 +413,10 @@ mod tests {
             None
         );
         assert_eq!(
-            from_header(b" 18.2d351ab8.1557333295.a4e16ab ", Shape::Akamai),
+            header(" 18.2d351ab8.1557333295.a4e16ab ", Shape::Akamai).map(|(id, _)| id),
             want
         );
-        assert_eq!(from_header(b"not-akamai", Shape::Akamai), None);
+        assert_eq!(header("not-akamai", Shape::Akamai), None);
     }
 
     #[test]

@@ -3,9 +3,17 @@
 //! Four tables, read in the order of the module docs: block headers, block-page markers, edge
 //! presence signs and, per vendor, where its support reference lives. Every marker string is
 //! lowercase ASCII (the body is lowercased once before matching; a unit test holds the table to
-//! that). Sources are the detector rule sets quoted in research/contracts.md §4: wafw00f
-//! (`wafw00f/plugins/*.py`), identYwaf (`data.json`), WhatWaf (`content/plugins/*.py`) and the
-//! vendors' own documentation.
+//! that).
+//!
+//! Every rule names its public evidence in its comment: a vendor's documentation (a URL), a
+//! recorded response of the corpus `shared/fixtures/waf/` (`fixture <file>`, exercised by
+//! `tests/waf_fixtures.rs`), research/waf-evidence.md (the captures behind the corpus), or the
+//! detector rule sets these pages were first described in: wafw00f
+//! (<https://github.com/EnableSecurity/wafw00f/tree/master/wafw00f/plugins>, `plugins/*.py`),
+//! identYwaf (<https://github.com/stamparm/identYwaf/blob/master/data.json>) and WhatWaf
+//! (<https://github.com/Ekultek/WhatWaf/tree/master/content/plugins>). A marker found only in
+//! detector rule sets or synthetic pages, never in a real answer, is not here: a header rule
+//! answers even over a JSON body, so one without a capture behind it could wall the API itself.
 
 use crate::evidence::{WafKind, WafVendor};
 
@@ -13,7 +21,7 @@ use super::reference::{PageRef, Shape};
 
 use Sign::{Cookie, Header};
 use ValueTest::{Any, Contains, StartsWith};
-use WafKind::{Block, Challenge};
+use WafKind::{Block, Challenge, RateLimit, Suspected};
 
 /// How a header value is tested. Comparisons ignore ASCII case and surrounding whitespace.
 #[derive(Debug, Clone, Copy)]
@@ -38,17 +46,26 @@ pub(crate) struct BlockHeader {
     pub(crate) kind: WafKind,
 }
 
-/// Step 2: block headers, first match wins.
+/// Step 1: block headers, first match wins.
+///
+/// Left out for want of a real answer carrying them: `x-amzn-waf-action: block` (AWS documents
+/// only `captcha` and `challenge`; every `block` seen was synthetic) and `x-blocked-by-waf`
+/// (a custom response some AWS customers define, known only from wafw00f `plugins/awswaf.py`);
+/// research/waf-evidence.md §5.4.
 pub(crate) const BLOCK_HEADERS: &[BlockHeader] = &[
-    // "challenge is the only valid value ... set for all Challenge Page types" (Cloudflare docs,
-    // challenge-pages/detect-response); seen on 403 and, for Super Bot Fight Mode, on 429.
+    // "challenge is the only valid value ... set for all Challenge Page types"
+    // (https://developers.cloudflare.com/cloudflare-challenges/challenge-types/challenge-pages/detect-response/);
+    // seen on 403 and, for Super Bot Fight Mode, on 429. Fixtures
+    // embed__codepen.io.zhouzi-pen-jorazp.txt, embed__www.politico.com.*.txt.
     BlockHeader {
         name: "cf-mitigated",
         value: ValueTest::Eq("challenge"),
         vendor: WafVendor::Cloudflare,
         kind: WafKind::Challenge,
     },
-    // AWS WAF "CAPTCHA and Challenge action behavior": captcha on HTTP 405, challenge on 202.
+    // AWS WAF CAPTCHA on HTTP 405, challenge on 202
+    // (https://docs.aws.amazon.com/waf/latest/developerguide/waf-captcha-and-challenge-actions.html).
+    // Fixture snippet__aws_waf_captcha_2026.txt.
     BlockHeader {
         name: "x-amzn-waf-action",
         value: ValueTest::Eq("captcha"),
@@ -61,27 +78,15 @@ pub(crate) const BLOCK_HEADERS: &[BlockHeader] = &[
         vendor: WafVendor::Aws,
         kind: WafKind::Challenge,
     },
-    BlockHeader {
-        name: "x-amzn-waf-action",
-        value: ValueTest::Eq("block"),
-        vendor: WafVendor::Aws,
-        kind: WafKind::Block,
-    },
-    // wafw00f awswaf.py: the custom response of AWS managed rule groups.
-    BlockHeader {
-        name: "x-blocked-by-waf",
-        value: ValueTest::Contains("awsmanagedrules"),
-        vendor: WafVendor::Aws,
-        kind: WafKind::Block,
-    },
-    // wafw00f sucuri.py.
+    // wafw00f plugins/sucuri.py: the block ID of Sucuri's block page, in a header.
     BlockHeader {
         name: "x-sucuri-block",
         value: ValueTest::Any,
         vendor: WafVendor::Sucuri,
         kind: WafKind::Block,
     },
-    // Vercel's firewall marks its challenge and deny answers the way Cloudflare does.
+    // Vercel's firewall marks its challenge and deny answers the way Cloudflare does; `deny`
+    // seen on 403 and 429 from its DDoS mitigation (research/waf-evidence.md §5.4).
     BlockHeader {
         name: "x-vercel-mitigated",
         value: ValueTest::Eq("challenge"),
@@ -166,9 +171,11 @@ const fn gated(
 /// block rules (Cloudflare's challenge pages carry the block template too), and the generic
 /// nginx template comes last.
 pub(crate) const BODY_RULES: &[BodyRule] = &[
-    // Cloudflare challenges. The bare `/cdn-cgi/challenge-platform/` prefix is not enough: the
-    // JavaScript detections script (`/cdn-cgi/challenge-platform/scripts/jsd/main.js`) is
-    // injected into ordinary pages; the challenge page loads `.../orchestrate/...`.
+    // Cloudflare challenges: fixtures cloudscraper__js_challenge_*.txt (2016-2020),
+    // flaresolverr__cloudflare_*.txt (2022), embed_old__codepen_*.txt. The bare
+    // `/cdn-cgi/challenge-platform/` prefix is not enough: the JavaScript detections script
+    // (`/cdn-cgi/challenge-platform/scripts/jsd/main.js`) is injected into ordinary pages; the
+    // challenge page loads `.../orchestrate/...`.
     rule(
         WafVendor::Cloudflare,
         Challenge,
@@ -187,8 +194,24 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         &["/cdn-cgi/challenge-platform/"],
         &["/orchestrate/"],
     ),
-    // Cloudflare blocks: the WAF page, the 1020-style "used Cloudflare to restrict access" page,
-    // and the nginx-style 403 template Cloudflare serves to non-browser clients.
+    // Cloudflare's rate limit, error 1015 "Rate limited"
+    // (https://developers.cloudflare.com/changelog/post/2026-03-12-retry-after-header-for-1xxx-errors/):
+    // its page names the code in the feedback script (fixture
+    // snippet__cloudflare_1015_ratelimit_429.txt), before the block rules because it shares
+    // their "used Cloudflare to restrict access" title.
+    rule(WafVendor::Cloudflare, RateLimit, &["errorcode:1015"]),
+    // Its plain-text form for non-browser clients, as 1010 and 1020 below: behind Cloudflare
+    // only.
+    gated(
+        WafVendor::Cloudflare,
+        RateLimit,
+        &["error code: 1015"],
+        Gate::Edge(WafVendor::Cloudflare),
+    ),
+    // Cloudflare blocks: the WAF page ("Sorry, you have been blocked", groq.com and
+    // cloudflare/cloudflared#1344 in research/waf-evidence.md §5.4), the 1xxx access-denied page
+    // (its title, research/contracts.md §4: pastebin.com/ZjnFgENx) and the 2022 template of the
+    // 1020 page, which has neither (fixture snippet__cloudflare_1020_v4_2022.txt).
     rule(
         WafVendor::Cloudflare,
         Block,
@@ -196,66 +219,87 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "sorry, you have been blocked",
             "attention required! | cloudflare",
             "used cloudflare to restrict access",
-            "cloudflare_error_",
+            "errorcode:1020",
         ],
     ),
-    rule_also(
-        WafVendor::Cloudflare,
-        Block,
-        &["<center>cloudflare</center>"],
-        &["403 forbidden"],
-    ),
-    gated(
-        WafVendor::Cloudflare,
-        Block,
-        &["cf-error-details", "/cdn-cgi/styles/cf.errors.css"],
-        Gate::Not5xx,
-    ),
-    // The plain-text 1xxx answer for non-browser clients: only behind Cloudflare, and only the
-    // access-denied codes (1015 is rate limiting, left to the 429 rules).
+    // The templates of those pages, old (`cf-error-details`, `cf.errors.css`) and 2022
+    // (`errors.css`, `main.css`: fixtures snippet__cloudflare_1020_v4_2022.txt and, caught
+    // above, snippet__cloudflare_1015_ratelimit_429.txt). Cloudflare's origin-error pages
+    // (502, 520-526) share them, hence not on a 5xx.
     gated(
         WafVendor::Cloudflare,
         Block,
         &[
-            "error code: 1005",
-            "error code: 1006",
-            "error code: 1007",
-            "error code: 1008",
-            "error code: 1009",
-            "error code: 1010",
-            "error code: 1012",
-            "error code: 1020",
+            "cf-error-details",
+            "/cdn-cgi/styles/cf.errors.css",
+            "/cdn-cgi/styles/errors.css",
+            "/cdn-cgi/styles/main.css",
         ],
+        Gate::Not5xx,
+    ),
+    // The plain-text 1xxx answer for non-browser clients, behind Cloudflare only: 1010 (Browser
+    // Integrity Check on a default User-Agent: Groq, api.supabase.com, expo/eas-cli#2969) and
+    // 1020 (clients compare the body verbatim), research/waf-evidence.md §5.4. The other
+    // access-denied codes were never seen in this form; such a 403 is still a `suspected`
+    // Cloudflare wall by its presence signs.
+    gated(
+        WafVendor::Cloudflare,
+        Block,
+        &["error code: 1010", "error code: 1020"],
         Gate::Edge(WafVendor::Cloudflare),
     ),
-    // AWS WAF behind CloudFront (identYwaf: `Request blocked.+Generated by cloudfront`) and
-    // CloudFront's 403 page; ALB's WAF block is a bare 403 template from `server: awselb/2.0`.
+    // The nginx-style error page Cloudflare signs, seen for 400, 301, 413 and 502 (an
+    // OpenRouter 400 of 2026-04-18, research/waf-evidence.md §5.4). On a 403 it names the edge
+    // but no firewall rule.
+    rule_also(
+        WafVendor::Cloudflare,
+        Suspected,
+        &["<center>cloudflare</center>"],
+        &["403 forbidden"],
+    ),
+    // The AWS WAF challenge page, when the `x-amzn-waf-action` header did not come through
+    // (fixture snippet__aws_waf_challenge_noheader.txt, an amazon.de capture; the CAPTCHA page
+    // of snippet__aws_waf_captcha_2026.txt carries it too). The integration script alone
+    // (`token.awswaf.com/.../challenge.js`, `AwsWafIntegration`) is loaded by ordinary pages
+    // that use AWS WAF's SDK; only the interstitial sets `gokuProps`.
+    rule_also(WafVendor::Aws, Challenge, &["gokuprops"], &["awswaf"]),
+    // AWS WAF behind CloudFront: "Request blocked." in CloudFront's template (identYwaf
+    // `Request blocked.+Generated by cloudfront`; fixture
+    // snippet__cloudfront_waf_request_blocked.txt).
     rule_also(
         WafVendor::Aws,
         Block,
         &["request blocked."],
         &["generated by cloudfront"],
     ),
-    rule_also(
-        WafVendor::Aws,
-        Block,
-        &["the request could not be satisfied"],
-        &["403 error"],
-    ),
+    // The same template on a 403 without "Request blocked." is CloudFront refusing on its own:
+    // a method the distribution does not allow, a geo restriction, a bad request (fixtures
+    // snippet__cloudfront_config_403_deepseek_2026.txt, snippet__cloudfront_geo_restriction.txt).
+    // An edge answered and no WAF rule did. Its 502/504 pages share the template: 403 only.
     gated(
         WafVendor::Aws,
-        Block,
-        &["generated by cloudfront (cloudfront)"],
+        Suspected,
+        &[
+            "generated by cloudfront (cloudfront)",
+            "the request could not be satisfied",
+        ],
         Gate::Status(403),
     ),
+    // ALB answers 403 with this bare template when its web ACL blocks ("HTTP 403: Forbidden",
+    // https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-troubleshooting.html).
     gated(
         WafVendor::Aws,
         Block,
         &["<title>403 forbidden</title>"],
         Gate::Header("server", ValueTest::StartsWith("awselb")),
     ),
+    // Akamai Bot Manager's interstitial, often on a 200 (fixture
+    // snippet__akamai_botmanager_challenge.txt, research/waf-evidence.md §5.3 e).
+    rule(WafVendor::Akamai, Challenge, &["sec-if-cpt-container"]),
     // Akamai: "Access Denied" with "Reference #18.<hex>.<epoch>.<hex>", written plainly or with
-    // numeric entities (`Reference&#32;&#35;18&#46;...`), or the errors.edgesuite.net link.
+    // numeric entities (`Reference&#32;&#35;18&#46;...`), or the errors.edgesuite.net link
+    // (fixture snippet__akamai_boe_2026.txt; nintendo 2021 and thaiticketmajor 2026 in
+    // research/waf-evidence.md §5.2).
     rule_also(
         WafVendor::Akamai,
         Block,
@@ -267,17 +311,29 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         ],
         &["access denied"],
     ),
+    // The same page's wording from `server: AkamaiGHost` (nintendo 2021, research/
+    // waf-evidence.md §5.2). Real pages write the apostrophe plainly or as `&#32;`-style
+    // entities; `&#39;` was only ever seen in React JSX, not in an Akamai page.
     gated(
         WafVendor::Akamai,
         Block,
-        &[
-            "you don't have permission to access",
-            "you don&#39;t have permission to access",
-        ],
+        &["you don't have permission to access"],
         Gate::Header("server", ValueTest::Contains("akamaighost")),
     ),
-    // Imperva / Incapsula: the JavaScript challenge script, then the incident pages
-    // (Incapsula, and SecureSphere's "The incident ID is:").
+    // DataDome: its CAPTCHA and device-check pages load from captcha-delivery.com
+    // (`var dd={...'host':'geo.captcha-delivery.com'}`, `ct.captcha-delivery.com/i.js`;
+    // research/waf-evidence.md §5.5). `'t':'bv'` marks a banned visitor no CAPTCHA lets through
+    // ("t=bv means your IP is banned": https://docs.capsolver.com/es/guide/antibots/datadome).
+    // Its JSON answer is read by `classify_problem`.
+    rule_also(
+        WafVendor::DataDome,
+        Block,
+        &["captcha-delivery.com"],
+        &["'t':'bv'"],
+    ),
+    rule(WafVendor::DataDome, Challenge, &["captcha-delivery.com"]),
+    // Imperva / Incapsula (wafw00f plugins/incapsula.py, identYwaf): the JavaScript challenge
+    // script, then the incident pages (Incapsula, and SecureSphere's "The incident ID is:").
     rule(
         WafVendor::Imperva,
         Challenge,
@@ -298,7 +354,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         &["the incident id is:"],
         &["contact support for additional information"],
     ),
-    // Sucuri CloudProxy.
+    // Sucuri CloudProxy (wafw00f plugins/sucuri.py, identYwaf).
     rule(
         WafVendor::Sucuri,
         Block,
@@ -310,7 +366,8 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "cdn.sucuri.net/sucuri_firewall_block.css",
         ],
     ),
-    // F5 BIG-IP ASM / Advanced WAF, often with HTTP 200.
+    // F5 BIG-IP ASM / Advanced WAF, often with HTTP 200 (wafw00f plugins/f5bigipasm.py,
+    // identYwaf).
     rule(
         WafVendor::F5,
         Block,
@@ -328,15 +385,16 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         ],
         &["support id"],
     ),
-    // Azure Application Gateway: the nginx-style template signed by the gateway. Its 502 page
-    // has the same signature, hence "403 forbidden".
+    // Azure Application Gateway: the nginx-style template signed by the gateway (wafw00f
+    // plugins/applicationgateway.py). Its 502 page has the same signature, hence "403 forbidden".
     rule_also(
         WafVendor::AzureApplicationGateway,
         Block,
         &["microsoft-azure-application-gateway"],
         &["403 forbidden"],
     ),
-    // Azure Front Door's default WAF answer: "The request is blocked." and the x-azure-ref.
+    // Azure Front Door's default WAF answer: "The request is blocked." and the x-azure-ref
+    // (wafw00f plugins/frontdoor.py).
     gated(
         WafVendor::AzureFrontDoor,
         Block,
@@ -350,8 +408,8 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         Challenge,
         &["our systems have detected unusual traffic"],
     ),
-    // ModSecurity (identYwaf and wafw00f). "modsecurity action" covers "403 ModSecurity Action"
-    // and IIS's "HTTP Error 403.0 - ModSecurity Action".
+    // ModSecurity (identYwaf and wafw00f plugins/modsecurity.py). "modsecurity action" covers
+    // "403 ModSecurity Action" and IIS's "HTTP Error 403.0 - ModSecurity Action".
     rule(
         WafVendor::ModSecurity,
         Block,
@@ -366,7 +424,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "modsecurity iis (",
         ],
     ),
-    // Vercel Security Checkpoint (wafw00f vercel.py).
+    // Vercel Security Checkpoint (wafw00f plugins/vercel.py).
     rule(
         WafVendor::Vercel,
         Challenge,
@@ -375,7 +433,8 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "/vercel/security/",
         ],
     ),
-    // PerimeterX / HUMAN: the "Press & Hold" CAPTCHA, then the block wording.
+    // PerimeterX / HUMAN (wafw00f plugins/perimeterx.py, identYwaf): the "Press & Hold"
+    // CAPTCHA, then the block wording.
     rule(WafVendor::PerimeterX, Challenge, &["px-captcha"]),
     rule(
         WafVendor::PerimeterX,
@@ -386,7 +445,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "denied because we believe you are using automation tools",
         ],
     ),
-    // Barracuda (identYwaf).
+    // Barracuda (identYwaf, wafw00f plugins/barracuda.py).
     rule(
         WafVendor::Barracuda,
         Block,
@@ -395,7 +454,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "when this page occurred and the event id found at the bottom of the page",
         ],
     ),
-    // Citrix NetScaler AppFirewall (identYwaf, wafw00f).
+    // Citrix NetScaler AppFirewall (identYwaf, wafw00f plugins/netscaler.py).
     rule(
         WafVendor::NetScaler,
         Block,
@@ -407,7 +466,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "access has been blocked - if you feel this is in error, please contact the site administrators quoting the following",
         ],
     ),
-    // Radware AppWall / Cloud WAF (identYwaf).
+    // Radware AppWall / Cloud WAF (identYwaf, wafw00f plugins/radware.py).
     rule(
         WafVendor::Radware,
         Block,
@@ -417,7 +476,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "cloudwebsec@radware.com",
         ],
     ),
-    // Wordfence (identYwaf, wafw00f).
+    // Wordfence (identYwaf, wafw00f plugins/wordfence.py).
     rule(
         WafVendor::Wordfence,
         Block,
@@ -428,7 +487,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "broke one of the wordfence advanced blocking rules",
         ],
     ),
-    // StackPath (identYwaf, wafw00f).
+    // StackPath (identYwaf, wafw00f plugins/stackpath.py).
     rule(
         WafVendor::StackPath,
         Block,
@@ -437,13 +496,13 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "an action has triggered the service and blocked your request",
         ],
     ),
-    // DDoS-Guard's browser check.
+    // DDoS-Guard's browser check (wafw00f plugins/ddosguard.py).
     rule(
         WafVendor::DdosGuard,
         Challenge,
         &["<title>ddos-guard</title>", "check.ddos-guard.net"],
     ),
-    // Anubis proof of work (wafw00f anubis.py).
+    // Anubis proof of work (wafw00f plugins/anubis.py).
     rule(
         WafVendor::Anubis,
         Challenge,
@@ -453,7 +512,8 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
             "/.within.website/x/cmd/anubis/",
         ],
     ),
-    // nginx's and OpenResty's default 403 page (wafw00f openresty.py, WhatWaf nginxgeneric.py).
+    // nginx's and OpenResty's default 403 page (wafw00f plugins/openresty.py, WhatWaf
+    // nginxgeneric.py).
     rule_also(
         WafVendor::Nginx,
         Block,
@@ -499,6 +559,7 @@ pub(crate) const SUSPECT_STATUSES: &[u16] = &[403, 406, 429, 503];
 /// included), `server: nginx`/`openresty` (any origin), `x-amzn-requestid` (every API Gateway
 /// answer) and hosting platforms' ids.
 pub(crate) const EDGES: &[Edge] = &[
+    // wafw00f plugins/cloudflare.py; the cookies on every answer behind it (fixtures embed__*).
     Edge {
         vendor: WafVendor::Cloudflare,
         signs: &[
@@ -510,6 +571,8 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("cf_clearance=")),
         ],
     },
+    // wafw00f plugins/cloudfront.py and awswaf.py; fixture
+    // snippet__cloudfront_config_403_deepseek_2026.txt.
     Edge {
         vendor: WafVendor::Aws,
         signs: &[
@@ -522,6 +585,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("awsalb")),
         ],
     },
+    // wafw00f plugins/kona.py; `server: AkamaiGHost` on its 403s (research/waf-evidence.md §5.2).
     Edge {
         vendor: WafVendor::Akamai,
         signs: &[
@@ -533,10 +597,12 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("bm_sz=")),
         ],
     },
+    // wafw00f plugins/frontdoor.py.
     Edge {
         vendor: WafVendor::AzureFrontDoor,
         signs: &[Header("x-azure-ref", Any)],
     },
+    // wafw00f plugins/incapsula.py; `x-iinfo`, often on a 200 (research/waf-evidence.md §5.4).
     Edge {
         vendor: WafVendor::Imperva,
         signs: &[
@@ -547,6 +613,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("visid_incap_")),
         ],
     },
+    // wafw00f plugins/sucuri.py.
     Edge {
         vendor: WafVendor::Sucuri,
         signs: &[
@@ -555,6 +622,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Header("server", Contains("sucuri")),
         ],
     },
+    // wafw00f plugins/fastly.py; Spotify's 403 through Fastly (research/waf-evidence.md §5.2).
     Edge {
         vendor: WafVendor::Fastly,
         signs: &[
@@ -562,6 +630,18 @@ pub(crate) const EDGES: &[Edge] = &[
             Header("x-served-by", StartsWith("cache-")),
         ],
     },
+    // DataDome sits behind the edges above, as their module or the origin's: its headers
+    // (research/waf-evidence.md §5.5) come after them. `x-datadome: protected` is on allowed
+    // answers too, so it is only a presence sign.
+    Edge {
+        vendor: WafVendor::DataDome,
+        signs: &[
+            Header("x-datadome", Any),
+            Header("x-dd-b", Any),
+            Header("server", Contains("datadome")),
+        ],
+    },
+    // wafw00f plugins/f5bigipasm.py and f5bigipltm.py; the `TS` cookie: my.f5.com K6850.
     Edge {
         vendor: WafVendor::F5,
         signs: &[
@@ -571,6 +651,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::F5Ts),
         ],
     },
+    // wafw00f plugins/ddosguard.py.
     Edge {
         vendor: WafVendor::DdosGuard,
         signs: &[
@@ -578,6 +659,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("__ddg")),
         ],
     },
+    // wafw00f plugins/netscaler.py.
     Edge {
         vendor: WafVendor::NetScaler,
         signs: &[
@@ -587,6 +669,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("nsc_")),
         ],
     },
+    // wafw00f plugins/barracuda.py.
     Edge {
         vendor: WafVendor::Barracuda,
         signs: &[
@@ -595,10 +678,12 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("bni_persistence=")),
         ],
     },
+    // wafw00f plugins/radware.py.
     Edge {
         vendor: WafVendor::Radware,
         signs: &[Header("x-sl-compstate", Any)],
     },
+    // wafw00f plugins/modsecurity.py.
     Edge {
         vendor: WafVendor::ModSecurity,
         signs: &[
@@ -629,7 +714,7 @@ pub(crate) const REFERENCES: &[VendorRefs] = &[
     VendorRefs {
         vendor: WafVendor::Cloudflare,
         sources: &[
-            RefSource::Header("cf-ray", Shape::Token),
+            RefSource::Header("cf-ray", Shape::CloudflareRay),
             RefSource::Page(PageRef::CloudflareRay),
         ],
     },

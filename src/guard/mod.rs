@@ -1,0 +1,159 @@
+//! The whole stack, in the right order, in one line; and the evidence a call left.
+
+mod evidence;
+
+pub(crate) use evidence::CallFacts;
+pub use evidence::{Evidence, EvidenceHandle};
+
+use std::sync::Arc;
+
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware};
+use reqwest_retry::{RetryPolicy, RetryableStrategy};
+
+use crate::evidence::DecisionPolicy;
+use crate::inspect::Inspect;
+use crate::retry::Retry;
+use crate::telemetry::Telemetry;
+
+/// The layers of this crate, assembled outermost first: the call layer ([`Telemetry`]: the
+/// decision, the [`Evidence`], the call span and the metrics), [`Retry`], the attempt spans,
+/// then [`Inspect`].
+///
+/// ```no_run
+/// use reqwest_llm_guard::Guard;
+///
+/// // Defaults throughout: global OpenTelemetry providers, 429-only retry, compat contracts.
+/// let client = Guard::new().client(reqwest::Client::new());
+/// ```
+///
+/// Each part can be replaced or switched off, and the layers can be added to a builder that
+/// already has others (they go after them, so inside):
+///
+/// ```no_run
+/// use reqwest_llm_guard::evidence::{DecisionTable, FallbackDecision, Rule};
+/// use reqwest_llm_guard::{Guard, inspect::Inspect, retry::Retry, contract::Mode};
+///
+/// let builder = reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
+/// let client = Guard::new()
+///     .with_retry(Retry::openai_sdk())
+///     .with_inspect(Inspect::new().with_mode(Mode::Strict))
+///     .with_decision_policy(
+///         DecisionTable::default().with_first(Rule::ApiErrorCode("context_length_exceeded"), FallbackDecision::Fallback),
+///     )
+///     .layer(builder)
+///     .build();
+/// ```
+///
+/// Build the guard after the OpenTelemetry pipeline is installed or before: the global
+/// providers are read when the first call is made, not when the guard is built.
+#[derive(Clone)]
+#[must_use]
+pub struct Guard {
+    call: Telemetry,
+    export: bool,
+    policy: Option<Arc<dyn DecisionPolicy>>,
+    retry: Option<Arc<dyn Middleware>>,
+    inspect: Inspect,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("call", &self.call)
+            .field("telemetry", &self.export)
+            .field("custom_policy", &self.policy.is_some())
+            .field("retry", &self.retry.is_some())
+            .field("inspect", &self.inspect)
+            .finish()
+    }
+}
+
+impl Guard {
+    /// Every layer with its defaults.
+    pub fn new() -> Self {
+        Self {
+            call: Telemetry::new(),
+            export: true,
+            policy: None,
+            retry: Some(Arc::new(Retry::new())),
+            inspect: Inspect::new(),
+        }
+    }
+
+    /// This telemetry layer (the attempt spans come with it).
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.call = telemetry;
+        self.export = true;
+        self
+    }
+
+    /// No spans, no metrics. Calls are still decided and leave their [`Evidence`].
+    pub fn without_telemetry(mut self) -> Self {
+        self.export = false;
+        self
+    }
+
+    /// The policy that decides `fallback_decision` for every call (default:
+    /// [`DecisionTable::default`](crate::evidence::DecisionTable)): JSON answers, streams at
+    /// their end, transport errors and cancelled calls alike. The span, the metrics and
+    /// [`Evidence`] all carry its decision.
+    pub fn with_decision_policy(mut self, policy: impl DecisionPolicy) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// This retry layer: a configured [`Retry`] (any `RetryPolicy` and `RetryableStrategy`
+    /// of reqwest-retry plug into it). Walls and 403s are never retried, whatever the strategy.
+    pub fn with_retry<P, S>(mut self, retry: Retry<P, S>) -> Self
+    where
+        P: RetryPolicy + Send + Sync + 'static,
+        S: RetryableStrategy + Send + Sync + 'static,
+    {
+        self.retry = Some(Arc::new(retry));
+        self
+    }
+
+    /// One attempt per call (for a client whose own retry layer sits outside the guard: see
+    /// the crate docs, "Already using reqwest-retry or reqwest-tracing?").
+    pub fn without_retry(mut self) -> Self {
+        self.retry = None;
+        self
+    }
+
+    /// This inspect layer.
+    pub fn with_inspect(mut self, inspect: Inspect) -> Self {
+        self.inspect = inspect;
+        self
+    }
+
+    /// Adds the layers to `builder`, after (inside) any it already has.
+    pub fn layer(self, builder: ClientBuilder) -> ClientBuilder {
+        let mut call = self.call;
+        if let Some(policy) = self.policy {
+            call = call.with_decision_policy_arc(policy);
+        }
+        if !self.export {
+            call = call.without_export();
+        }
+        let attempts = call.attempt_layer();
+        let mut builder = builder.with(call);
+        if let Some(r) = self.retry {
+            builder = builder.with_arc(r);
+        }
+        if self.export {
+            builder = builder.with(attempts);
+        }
+        builder.with(self.inspect)
+    }
+
+    /// A client with the layers around `client`.
+    pub fn client(self, client: reqwest::Client) -> ClientWithMiddleware {
+        self.layer(ClientBuilder::new(client)).build()
+    }
+}
