@@ -1,8 +1,8 @@
 //! A tour of what goes wrong between a service and an LLM gateway, through the whole stack,
 //! against the embedded mock gateway.
 //!
-//!     cargo run --example demo              # one tour, one line per call
-//!     cargo run --example demo -- --loop    # forever (the compose stack's traffic service)
+//!     cargo run --features mock,otlp --example demo              # one tour, one line per call
+//!     cargo run --features mock,otlp --example demo -- --loop    # forever (the compose stack's traffic service)
 //!
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` set (and `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`
 //! as you like), spans and metrics go to that OTLP backend.

@@ -1,7 +1,7 @@
 //! Application-level failover that acts on `fallback_decision`: try the primary, move on to the
 //! next endpoint on `fallback`, stop on `hold` (a wall or a request error fails everywhere).
 //!
-//!     cargo run --example failover
+//!     cargo run --features mock --example failover
 
 use reqwest_llm_guard::evidence::FallbackDecision;
 use reqwest_llm_guard::mock::{MockGateway, Scenario};

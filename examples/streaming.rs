@@ -1,7 +1,7 @@
 //! A streaming call: chunks reach the caller as they arrive, the verdict comes at the end.
 //!
-//!     cargo run --example streaming
-//!     cargo run --example streaming -- stream_truncated    # a mock scenario by name
+//!     cargo run --features mock --example streaming
+//!     cargo run --features mock --example streaming -- stream_truncated    # a mock scenario by name
 
 use std::time::Instant;
 

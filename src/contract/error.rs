@@ -1,4 +1,5 @@
-//! One API error out of every error shape seen in the wild (research/contracts.md §3.3).
+//! One API error out of every error shape seen in the wild (OpenAI's envelope, OpenRouter's
+//! integer codes, Gemini's arrays, string and `detail` errors: [`ErrorShape`] lists them).
 
 use std::fmt;
 
@@ -225,7 +226,7 @@ fn from_fields(fields: &Map<String, Value>, shape_kind: ErrorShape) -> (ApiError
     (error, shape)
 }
 
-/// Checks a non-2xx body as an error envelope (the seed's `error_shape_valid_on_4xx`):
+/// Checks a non-2xx body as an error envelope (the evidence drill's `error_shape_valid_on_4xx`):
 /// `error.message` a non-empty string, `error.type` a string, the `error.code` key present
 /// (string or null), `error.param` present (null allowed). Other recognised shapes pass in
 /// compat mode with a [`Warning::NonOpenaiErrorShape`].

@@ -1,4 +1,4 @@
-//! Response contracts for both surfaces, streaming included (DESIGN §4).
+//! Response contracts for both surfaces, streaming included.
 //!
 //! Pure functions over bytes, free of I/O:
 //! - [`check_body`] checks a complete body: a Chat Completion or a Responses object on a 2xx, the
@@ -160,7 +160,7 @@ impl ContractVerdict {
 /// - 1xx, 204, 304, or any 3xx: skipped (`no_body`).
 /// - Other 2xx: the surface's object (a `text/event-stream` body is checked as a whole
 ///   stream). A 2xx carrying an error payload fails with `error_in_2xx`.
-/// - Non-2xx: the error envelope (the seed's `error_shape_valid_on_4xx`).
+/// - Non-2xx: the error envelope (the evidence drill's `error_shape_valid_on_4xx`).
 pub fn check_body(
     surface: ApiSurface,
     status: StatusCode,

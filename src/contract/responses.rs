@@ -1,5 +1,5 @@
 //! The Responses contract: `response` objects, and typed event streams checked as a state
-//! machine over event order (research/contracts.md §1.4-§1.6).
+//! machine over event order (the OpenAI API reference's streaming events).
 //!
 //! The stream grammar enforced:
 //!

@@ -239,7 +239,7 @@ impl Rule {
 
 /// The decision table: rows tried in order, the first match decides.
 ///
-/// The default rows (DESIGN §2):
+/// The default rows:
 ///
 /// | # | rule | decision | why |
 /// |---|---|---|---|
@@ -375,7 +375,7 @@ mod tests {
         Outcome::response(StatusCode::from_u16(code).unwrap(), check, violation)
     }
 
-    /// DESIGN §2's table, row by row, through the default policy.
+    /// The default table, row by row, through the default policy.
     #[test]
     fn default_table_row_by_row() {
         let table = DecisionTable::default();

@@ -1,4 +1,4 @@
-//! The evidence vocabulary: what every call leaves behind (DESIGN §2).
+//! The evidence vocabulary: what every call leaves behind.
 //!
 //! Each type here is a low-cardinality value with a stable string form ([`ApiSurface::as_str`]
 //! and friends): these strings are the values of the span attributes named in [`attr`] and of
@@ -181,7 +181,7 @@ str_enum! {
     /// A tolerated deviation from the spec, counted in `contract.warnings` (compat mode).
     ///
     /// Each was seen in real traffic from OpenAI itself or a well-known gateway
-    /// (research/contracts.md §3, §5). In strict mode most of them are hard violations:
+    /// (OpenAI's own streams, Azure, OpenRouter, Groq, vLLM, Ollama). In strict mode most of them are hard violations:
     /// [`Warning::strict_violation`] says which.
     #[non_exhaustive]
     pub enum Warning {

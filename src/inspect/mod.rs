@@ -1,5 +1,5 @@
 //! The inspect layer: per attempt, checks the response's contract and hands the response back
-//! unchanged, with the verdict in its extensions (DESIGN §3.3).
+//! unchanged, with the verdict in its extensions.
 //!
 //! What it does with each response:
 //!
@@ -209,7 +209,7 @@ impl Inspect {
                         self.config.mode,
                     );
                     // A body that keeps its contract, or an error the API recognisably sent, is the
-                    // API speaking whatever the headers say (DESIGN §5); only an edge's own JSON
+                    // API speaking whatever the headers say ([`waf`] module docs); only an edge's own JSON
                     // error can still be a wall then.
                     let wall = if verdict.is_pass() || verdict.api_error.is_some() {
                         waf::classify_problem(&parts.headers, &bytes)

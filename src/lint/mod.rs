@@ -1,5 +1,4 @@
-//! Request lint and request/response cross-checks (DESIGN §4, seeds/000 "Contract areas and
-//! cross-provider verification").
+//! Request lint and request/response cross-checks.
 //!
 //! A gateway routes one OpenAI-shaped request to many provider families, and some parameters
 //! are silently ignored or out of range depending on which family answers. That is how a

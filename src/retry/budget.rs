@@ -1,4 +1,15 @@
 //! A retry budget shared by every clone of a client, after tower's `TpsBudget` (and Finagle's).
+//!
+//! Why not `tower::retry::budget::TpsBudget` itself (it is in the dependency tree through
+//! reqwest, and on tokio's clock too, so paused-time tests would work):
+//! - its withdrawal reads the balance and then subtracts in two atomic steps, so concurrent
+//!   retries can overdraw it; a 429 storm is exactly when many withdraw at once, and the bound
+//!   "retries ≤ reserve + ratio × calls" must hold then (tests/load.rs checks it exactly);
+//! - it turns the ratio into an integer number of deposits per retry (`1 / ratio`, truncated),
+//!   so 0.3 allows a third of calls, not 30%;
+//! - it panics on a window outside 1-60 s or a ratio outside 0-1000, where this one clamps.
+//!
+//! One mutex over ten slots costs about what its atomics do at the call rates of an LLM client.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;

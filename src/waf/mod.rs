@@ -8,12 +8,12 @@
 //!
 //! The inspect layer runs [`classify`] on every attempt whose body did not keep its contract
 //! and carried no recognisable API error: a body that keeps its contract, or an error envelope,
-//! is the API speaking whatever the headers say (DESIGN §5). [`classify_problem`] (an edge's own
+//! is the API speaking whatever the headers say. [`classify_problem`] (an edge's own
 //! JSON answer) runs on every body, and [`classify_headers`] on bodies the layer does not read.
 //!
 //! # Rule order
 //!
-//! The first rule that answers wins (DESIGN §5, research/contracts.md §4.2):
+//! The first rule that answers wins:
 //!
 //! 0. **An edge's own JSON answer** ([`classify_problem`]): Cloudflare's RFC 9457 errors (1015
 //!    is its rate limit, every other code a block), DataDome's `{"url": "…captcha-delivery.com…"}`.
@@ -148,7 +148,7 @@ static DATADOME_MARKER: LazyLock<Finder<'static>> =
 ///   The `type` member points into Cloudflare's documentation and `instance` is the Ray ID.
 ///   Error 1015 (or any of them on a 429) is [`WafKind::RateLimit`], the others block.
 /// - DataDome: `{"url":"https://geo.captcha-delivery.com/captcha/?…"}`, its 403 to clients
-///   that asked for JSON (SoundCloud's API; research/waf-evidence.md §5.5). `t=bv` in the URL
+///   that asked for JSON (seen on SoundCloud's API). `t=bv` in the URL
 ///   is a banned visitor ([`WafKind::Block`]), anything else a CAPTCHA ([`WafKind::Challenge`]).
 pub fn classify_problem(headers: &HeaderMap, body: &[u8]) -> Option<WafVerdict> {
     let start = body.trim_ascii_start();

@@ -7,7 +7,8 @@
 //!
 //! Every rule names its public evidence in its comment: a vendor's documentation (a URL), a
 //! recorded response of the corpus `shared/fixtures/waf/` (`fixture <file>`, exercised by
-//! `tests/waf_fixtures.rs`), research/waf-evidence.md (the captures behind the corpus), or the
+//! `tests/waf_fixtures.rs`), the project's research notes on the captures behind the corpus
+//! (`waf-evidence` below, kept beside the fixtures, not shipped), or the
 //! detector rule sets these pages were first described in: wafw00f
 //! (<https://github.com/EnableSecurity/wafw00f/tree/master/wafw00f/plugins>, `plugins/*.py`),
 //! identYwaf (<https://github.com/stamparm/identYwaf/blob/master/data.json>) and WhatWaf
@@ -50,8 +51,7 @@ pub(crate) struct BlockHeader {
 ///
 /// Left out for want of a real answer carrying them: `x-amzn-waf-action: block` (AWS documents
 /// only `captcha` and `challenge`; every `block` seen was synthetic) and `x-blocked-by-waf`
-/// (a custom response some AWS customers define, known only from wafw00f `plugins/awswaf.py`);
-/// research/waf-evidence.md §5.4.
+/// (a custom response some AWS customers define, known only from wafw00f `plugins/awswaf.py`).
 pub(crate) const BLOCK_HEADERS: &[BlockHeader] = &[
     // "challenge is the only valid value ... set for all Challenge Page types"
     // (https://developers.cloudflare.com/cloudflare-challenges/challenge-types/challenge-pages/detect-response/);
@@ -86,7 +86,7 @@ pub(crate) const BLOCK_HEADERS: &[BlockHeader] = &[
         kind: WafKind::Block,
     },
     // Vercel's firewall marks its challenge and deny answers the way Cloudflare does; `deny`
-    // seen on 403 and 429 from its DDoS mitigation (research/waf-evidence.md §5.4).
+    // seen on 403 and 429 from its DDoS mitigation (waf-evidence §5.4).
     BlockHeader {
         name: "x-vercel-mitigated",
         value: ValueTest::Eq("challenge"),
@@ -209,8 +209,8 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         Gate::Edge(WafVendor::Cloudflare),
     ),
     // Cloudflare blocks: the WAF page ("Sorry, you have been blocked", groq.com and
-    // cloudflare/cloudflared#1344 in research/waf-evidence.md §5.4), the 1xxx access-denied page
-    // (its title, research/contracts.md §4: pastebin.com/ZjnFgENx) and the 2022 template of the
+    // cloudflare/cloudflared#1344 in waf-evidence §5.4), the 1xxx access-denied page
+    // (its title, contracts notes §4: pastebin.com/ZjnFgENx) and the 2022 template of the
     // 1020 page, which has neither (fixture snippet__cloudflare_1020_v4_2022.txt).
     rule(
         WafVendor::Cloudflare,
@@ -239,7 +239,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
     ),
     // The plain-text 1xxx answer for non-browser clients, behind Cloudflare only: 1010 (Browser
     // Integrity Check on a default User-Agent: Groq, api.supabase.com, expo/eas-cli#2969) and
-    // 1020 (clients compare the body verbatim), research/waf-evidence.md §5.4. The other
+    // 1020 (clients compare the body verbatim), waf-evidence §5.4. The other
     // access-denied codes were never seen in this form; such a 403 is still a `suspected`
     // Cloudflare wall by its presence signs.
     gated(
@@ -249,7 +249,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         Gate::Edge(WafVendor::Cloudflare),
     ),
     // The nginx-style error page Cloudflare signs, seen for 400, 301, 413 and 502 (an
-    // OpenRouter 400 of 2026-04-18, research/waf-evidence.md §5.4). On a 403 it names the edge
+    // OpenRouter 400 of 2026-04-18, waf-evidence §5.4). On a 403 it names the edge
     // but no firewall rule.
     rule_also(
         WafVendor::Cloudflare,
@@ -294,12 +294,12 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         Gate::Header("server", ValueTest::StartsWith("awselb")),
     ),
     // Akamai Bot Manager's interstitial, often on a 200 (fixture
-    // snippet__akamai_botmanager_challenge.txt, research/waf-evidence.md §5.3 e).
+    // snippet__akamai_botmanager_challenge.txt, waf-evidence §5.3 e).
     rule(WafVendor::Akamai, Challenge, &["sec-if-cpt-container"]),
     // Akamai: "Access Denied" with "Reference #18.<hex>.<epoch>.<hex>", written plainly or with
     // numeric entities (`Reference&#32;&#35;18&#46;...`), or the errors.edgesuite.net link
     // (fixture snippet__akamai_boe_2026.txt; nintendo 2021 and thaiticketmajor 2026 in
-    // research/waf-evidence.md §5.2).
+    // waf-evidence §5.2).
     rule_also(
         WafVendor::Akamai,
         Block,
@@ -311,8 +311,8 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
         ],
         &["access denied"],
     ),
-    // The same page's wording from `server: AkamaiGHost` (nintendo 2021, research/
-    // waf-evidence.md §5.2). Real pages write the apostrophe plainly or as `&#32;`-style
+    // The same page's wording from `server: AkamaiGHost` (nintendo 2021,
+    // waf-evidence §5.2). Real pages write the apostrophe plainly or as `&#32;`-style
     // entities; `&#39;` was only ever seen in React JSX, not in an Akamai page.
     gated(
         WafVendor::Akamai,
@@ -322,7 +322,7 @@ pub(crate) const BODY_RULES: &[BodyRule] = &[
     ),
     // DataDome: its CAPTCHA and device-check pages load from captcha-delivery.com
     // (`var dd={...'host':'geo.captcha-delivery.com'}`, `ct.captcha-delivery.com/i.js`;
-    // research/waf-evidence.md §5.5). `'t':'bv'` marks a banned visitor no CAPTCHA lets through
+    // waf-evidence §5.5). `'t':'bv'` marks a banned visitor no CAPTCHA lets through
     // ("t=bv means your IP is banned": https://docs.capsolver.com/es/guide/antibots/datadome).
     // Its JSON answer is read by `classify_problem`.
     rule_also(
@@ -585,7 +585,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Cookie(CookieName::Prefix("awsalb")),
         ],
     },
-    // wafw00f plugins/kona.py; `server: AkamaiGHost` on its 403s (research/waf-evidence.md §5.2).
+    // wafw00f plugins/kona.py; `server: AkamaiGHost` on its 403s (waf-evidence §5.2).
     Edge {
         vendor: WafVendor::Akamai,
         signs: &[
@@ -602,7 +602,7 @@ pub(crate) const EDGES: &[Edge] = &[
         vendor: WafVendor::AzureFrontDoor,
         signs: &[Header("x-azure-ref", Any)],
     },
-    // wafw00f plugins/incapsula.py; `x-iinfo`, often on a 200 (research/waf-evidence.md §5.4).
+    // wafw00f plugins/incapsula.py; `x-iinfo`, often on a 200 (waf-evidence §5.4).
     Edge {
         vendor: WafVendor::Imperva,
         signs: &[
@@ -622,7 +622,7 @@ pub(crate) const EDGES: &[Edge] = &[
             Header("server", Contains("sucuri")),
         ],
     },
-    // wafw00f plugins/fastly.py; Spotify's 403 through Fastly (research/waf-evidence.md §5.2).
+    // wafw00f plugins/fastly.py; Spotify's 403 through Fastly (waf-evidence §5.2).
     Edge {
         vendor: WafVendor::Fastly,
         signs: &[
@@ -631,7 +631,7 @@ pub(crate) const EDGES: &[Edge] = &[
         ],
     },
     // DataDome sits behind the edges above, as their module or the origin's: its headers
-    // (research/waf-evidence.md §5.5) come after them. `x-datadome: protected` is on allowed
+    // (waf-evidence §5.5) come after them. `x-datadome: protected` is on allowed
     // answers too, so it is only a presence sign.
     Edge {
         vendor: WafVendor::DataDome,
