@@ -213,9 +213,14 @@ fn openai_own_traffic_has_no_hard_violation() {
     // OpenAI's recorded successes and error envelopes; its in-stream error is the one
     // recording that deserves a violation (above).
     let files = all_files();
-    let openai = files
+    if files.is_empty() {
+        return; // skipped (fixtures absent outside CI), as `all_files` said
+    }
+    let openai: Vec<&String> = files
         .iter()
-        .filter(|f| f.contains("__openai-") && !f.contains("midstream-error"));
+        .filter(|f| f.contains("__openai-") && !f.contains("midstream-error"))
+        .collect();
+    assert!(openai.len() >= 8, "only {} OpenAI recordings", openai.len());
     for file in openai {
         for r in load(file) {
             let v = check(&r, Mode::Compat);

@@ -1,6 +1,8 @@
 //! Load on loopback, bounded in count and time: retry load stays within the budget, a flapping
-//! server is ridden out, a dead or slow telemetry backend costs the calls nothing. Each test
-//! prints its figures (`cargo test --test load -- --nocapture`); RELIABILITY.md records them.
+//! server is ridden out, a dead or slow telemetry backend neither fails a call nor grows the
+//! process. Each test prints its figures (`cargo test --all-features --test load -- --nocapture`;
+//! `LOAD_CALLS=10000` for the telemetry runs RELIABILITY.md records); their speed is a figure to
+//! read, not an assertion.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,8 +194,12 @@ async fn black_hole() -> std::net::SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_or_slow_telemetry_backend_costs_the_calls_nothing() {
-    const CALLS: usize = 10_000;
+async fn a_dead_or_slow_telemetry_backend_neither_fails_calls_nor_grows_memory() {
+    // 2,000 calls per backend in the test suite; the figures in RELIABILITY.md use 10,000.
+    let calls: usize = std::env::var("LOAD_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000);
     let gateway = MockGateway::start().await.unwrap();
     let url = format!("{}/v1/chat/completions", gateway.url());
     let closed = {
@@ -231,9 +237,9 @@ async fn a_dead_or_slow_telemetry_backend_costs_the_calls_nothing() {
             None => Guard::new().without_telemetry(),
         };
         let client = guard.client(reqwest::Client::new());
-        let mut latencies = Vec::with_capacity(CALLS);
+        let mut latencies = Vec::with_capacity(calls);
         let started = Instant::now();
-        for _ in 0..CALLS {
+        for _ in 0..calls {
             let t = Instant::now();
             let e = call(&client, &url, Scenario::Ok).await;
             latencies.push(t.elapsed());
@@ -242,7 +248,7 @@ async fn a_dead_or_slow_telemetry_backend_costs_the_calls_nothing() {
         let total = started.elapsed();
         latencies.sort_unstable();
         println!(
-            "{name}: {CALLS} calls in {total:?}, p50 {:?}, p99 {:?}, peak RSS {} KiB (+{} KiB since the start)",
+            "{name}: {calls} calls in {total:?}, p50 {:?}, p99 {:?}, peak RSS {} KiB (+{} KiB since the start)",
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
             peak_rss_kib(),

@@ -204,6 +204,11 @@ impl Retry {
 
 impl Retry<ExponentialBackoff, OpenAiSdk> {
     /// The OpenAI SDKs' set (408, 409, 429, 5xx, transport errors); other defaults unchanged.
+    ///
+    /// Mind what it re-sends: a `POST` that timed out or got a 5xx may still have run upstream,
+    /// and is sent again. For chat and response generation that costs tokens twice at worst;
+    /// for a request with side effects (a stored response, a tool that acts) send an
+    /// idempotency key the server honours, or keep the 429-only default.
     pub fn openai_sdk() -> Self {
         Retry::new().with_strategy(OpenAiSdk)
     }

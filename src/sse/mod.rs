@@ -5,11 +5,19 @@
 //! decoder is push-based: [`Decoder::feed`] takes whatever bytes arrived and calls back once per
 //! complete event; [`Decoder::finish`] says the body ended.
 //!
-//! Why it is written here rather than taken from a crate: the SSE crates on crates.io
-//! (`eventsource-stream`, `sse-stream`, `async-sse`) are `Stream` adapters that own the byte stream
-//! and allocate a `String` per event. We need the opposite shape (observe bytes that keep flowing
-//! to the caller), no allocation per event (events borrow the decoder's reused buffers), byte
-//! offsets for error reports, and a per-event size cap so a hostile stream cannot grow memory.
+//! Why it is written here rather than taken from a crate (surveyed 2026-11):
+//!
+//! | need | this `Decoder` | `sse-core` 0.2 | `sse-parse` 0.1 | `eventsource-stream`, `sse-stream` |
+//! |---|---|---|---|---|
+//! | shape | push, sans-I/O: observes bytes that keep flowing to the caller | sans-I/O (`SseDecoder::next(&mut impl Buf)`) | sans-I/O (`SseParser::feed`) | `Stream` adapters that take over the body |
+//! | allocation per event | none: events borrow the decoder's reused buffers | a `String` | an owned event | a `String` |
+//! | invalid UTF-8 | kept raw, so a check can report `not_json` | replaced (U+FFFD) | replaced | — |
+//! | byte offsets for reports | yes | no | no | no |
+//! | per-event size cap | yes ([`Frame::Oversized`]): a hostile stream cannot grow memory | no | no | no |
+//! | comments counted | yes | no | no | no |
+//!
+//! The two sans-I/O crates fit the shape now; replacing input bytes and losing offsets and the
+//! size cap would weaken the verdicts, so the decoder stays.
 //!
 //! It follows the WHATWG parsing rules: lines end in CRLF, LF or CR (a CRLF split between two
 //! chunks counts once); a leading UTF-8 BOM is dropped; `:` starts a comment; one optional space

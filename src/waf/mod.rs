@@ -3,7 +3,8 @@
 //! [`classify`] is pure and table-driven: it reads the status, the headers and at most
 //! [`SNIFF_BYTES`] of the body, and returns a [`WafVerdict`] (vendor, kind, support reference)
 //! or `None`. [`classify_headers`] applies rule 1 alone, for responses whose body is not read.
-//! The table itself, vendor by vendor with the public evidence of each rule, is
+//! The table itself, stage by stage (block headers, page markers, presence signs, references)
+//! with the public evidence of each rule, is
 //! `src/waf/rules.rs`; `tests/waf_fixtures.rs` holds it to a corpus of real recorded responses.
 //!
 //! The inspect layer runs [`classify`] on every attempt whose body did not keep its contract
