@@ -310,3 +310,26 @@ fn dump() {
         }
     }
 }
+
+#[test]
+fn an_in_stream_error_stating_a_400_holds() {
+    use reqwest_llm_guard::evidence::{DecisionPolicy, DecisionTable, FallbackDecision, Outcome};
+    if all_files().is_empty() {
+        return;
+    }
+    let decide = |file: &str| {
+        let r = load(file).into_iter().find(|r| r.status.is_success()).unwrap();
+        let v = check(&r, Mode::Compat);
+        DecisionTable::default().decide(&Outcome::checked(r.status, &v))
+    };
+    // The request failed the tool schema: it fails on any path.
+    assert_eq!(
+        decide("pydantic-ai__groq-chat-stream-event-error-no-done.yaml"),
+        FallbackDecision::Hold
+    );
+    // OpenRouter relays its provider's 400 ("Token limit reached") inside a 200 stream.
+    assert_eq!(
+        decide("pydantic-ai__openrouter-chat-stream-comments-midstream-error.yaml"),
+        FallbackDecision::Hold
+    );
+}

@@ -76,6 +76,11 @@ async fn a_reset_before_the_headers_is_a_transport_error_and_a_fallback() {
     assert!(result.is_err());
     let evidence = handle.get().expect("settled before the call returned");
     assert_eq!(evidence.status_class, StatusClass::TransportError);
+    assert_eq!(
+        evidence.transport_error,
+        Some(reqwest_llm_guard::evidence::TransportErrorKind::Reset),
+        "a reset is told from other request errors"
+    );
     assert_eq!(evidence.fallback_decision, FallbackDecision::Fallback);
 }
 

@@ -4,10 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use reqwest_llm_guard::contract::ContractVerdict;
-use reqwest_llm_guard::evidence::{
-    DecisionPolicy, DecisionTable, FallbackDecision, Outcome, WafKind, WafVendor, WafVerdict,
-};
+use reqwest_llm_guard::evidence::{FallbackDecision, WafKind, WafVendor, WafVerdict};
 use reqwest_llm_guard::inspect::Inspect;
 use reqwest_llm_guard::retry::{
     Retry, RetryBudget, RetryRecord, StopReason, WaitReason, default_policy,
@@ -45,16 +42,9 @@ fn ok() -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(OK, "application/json")
 }
 
-/// The call's decision, as the telemetry layer will make it: the final outcome through the
-/// default table.
+/// The call's decision: without the call layer, `Evidence` decides with the default table.
 fn decision(response: &reqwest::Response) -> FallbackDecision {
-    let verdict = response.extensions().get::<ContractVerdict>().unwrap();
-    let waf = response.extensions().get::<WafVerdict>();
-    let mut outcome = Outcome::response(response.status(), verdict.parse_check, verdict.violation);
-    if let Some(waf) = waf {
-        outcome = outcome.with_waf(waf);
-    }
-    DecisionTable::default().decide(&outcome)
+    reqwest_llm_guard::Evidence::of(response).fallback_decision
 }
 
 fn record(response: &reqwest::Response) -> RetryRecord {
@@ -505,4 +495,24 @@ async fn an_edge_rate_limit_is_retried_after_its_retry_after() {
         Some((Duration::from_secs(3), WaitReason::RetryAfter))
     );
     assert_eq!(decision(&response), FallbackDecision::None);
+}
+
+#[tokio::test]
+async fn insufficient_quota_is_not_retried_and_falls_back() {
+    let server = MockServer::start().await;
+    Mock::given(path(CHAT))
+        .respond_with(ResponseTemplate::new(429).set_body_raw(
+            r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+            "application/json",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        record(&response).stop_reason(),
+        Some(StopReason::InsufficientQuota)
+    );
+    assert_eq!(decision(&response), FallbackDecision::Fallback);
 }

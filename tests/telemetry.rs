@@ -1150,3 +1150,29 @@ async fn a_guard_nested_in_a_guard_records_and_retries_the_call_once() {
     assert_eq!(evidence.retry_count, 2);
     assert_eq!(evidence.fallback_decision, FallbackDecision::Fallback);
 }
+
+#[tokio::test]
+async fn a_followed_redirect_and_why_retrying_stopped_are_on_the_call_span() {
+    let h = Harness::new();
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(307).insert_header(
+            "location",
+            format!("{}/moved/v1/chat/completions", server.uri()),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(path("/moved/v1/chat/completions"))
+        .respond_with(json(429, r#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#))
+        .mount(&server)
+        .await;
+    let response = chat(&h, &server).await;
+    assert_eq!(response.status(), 429);
+    let (call, attempts) = h.call();
+    assert_eq!(attempts.len(), 3);
+    let a = attrs(&call);
+    assert_eq!(a["redirect.followed"], "true");
+    assert_eq!(a["redirect.server_address"], "127.0.0.1");
+    assert_eq!(a["retry.stop_reason"], "attempts_exhausted");
+    assert_eq!(a["fallback_decision"], "fallback");
+}

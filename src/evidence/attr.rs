@@ -44,6 +44,10 @@ pub const LINT_RULE: &str = "lint.rule";
 pub const LINT_FAMILY: &str = "lint.family";
 /// On the lint metric: `request` or `response`.
 pub const LINT_PHASE: &str = "lint.phase";
+/// `true` on the call span when the client followed a redirect: the answer came from elsewhere.
+pub const REDIRECT_FOLLOWED: &str = "redirect.followed";
+/// The host the redirect led to (never its path's query or userinfo).
+pub const REDIRECT_SERVER_ADDRESS: &str = "redirect.server_address";
 /// The span event of one request-lint finding (with [`LINT_RULE`] and [`LINT_FAMILY`]).
 pub const EVENT_REQUEST_CHECK: &str = "llm_guard.request_check";
 /// The span event of one request/response cross-check finding.

@@ -11,11 +11,13 @@ str_enum! {
     /// Why no response arrived (attribute `error.type` when `status_class=transport_error`).
     #[non_exhaustive]
     pub enum TransportErrorKind {
-        /// The request or a deadline timed out.
+        /// The request timed out before the response's headers (the client's timeout).
         Timeout => "timeout",
         /// The connection could not be made (DNS, refused, TLS).
         Connect => "connect",
-        /// The connection failed while sending the request or reading the headers.
+        /// The connection was reset or closed by the other side before the response's headers.
+        Reset => "reset",
+        /// The request failed while being sent or while its headers were awaited.
         Request => "request",
         /// Any other failure before a response (a middleware error, a redirect loop).
         Other => "other",
@@ -28,10 +30,37 @@ impl TransportErrorKind {
         match error {
             reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => Self::Timeout,
             reqwest_middleware::Error::Reqwest(e) if e.is_connect() => Self::Connect,
+            reqwest_middleware::Error::Reqwest(e) if was_reset(e) => Self::Reset,
             reqwest_middleware::Error::Reqwest(e) if e.is_request() => Self::Request,
             _ => Self::Other,
         }
     }
+}
+
+/// Whether the error's causes say the peer reset or closed the connection: an I/O reset, or
+/// hyper's "connection closed before message completed".
+pub(crate) fn was_reset(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_closed())
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// What came back from a call's last attempt: the input of a [`DecisionPolicy`].
@@ -207,6 +236,9 @@ pub enum Rule {
     StatusRange(u16, u16),
     /// The caller cancelled the call.
     Cancelled,
+    /// A 2xx whose body carried an API error stating a 4xx status of its own (Groq's in-stream
+    /// `status_code: 400`), other than 408 and 429: the request itself was refused.
+    ClientErrorInBody,
     /// The API's error code (`error.code`) is exactly this (`context_length_exceeded`,
     /// `insufficient_quota`, …).
     ApiErrorCode(&'static str),
@@ -228,6 +260,12 @@ impl Rule {
             Rule::Status(s) => code == Some(s),
             Rule::StatusRange(lo, hi) => code.is_some_and(|c| (lo..=hi).contains(&c)),
             Rule::Cancelled => o.cancelled,
+            Rule::ClientErrorInBody => {
+                o.status.is_some_and(|s| s.is_success())
+                    && o.api_error
+                        .and_then(|e| e.status)
+                        .is_some_and(|s| (400..=499).contains(&s) && s != 408 && s != 429)
+            }
             Rule::ApiErrorCode(want) => o.error_code().is_some_and(|c| c == want),
             Rule::ApiErrorType(want) => o
                 .api_error
@@ -247,14 +285,15 @@ impl Rule {
 /// | 2 | WAF or bot wall, any status (not a rate limit) | `hold` | no path gets through; a human must act |
 /// | 3 | an edge's own rate limit, any status | `fallback` | as a 429 whose retries ran out |
 /// | 4 | transport error, timeout | `fallback` | the endpoint is unreachable |
-/// | 5 | 2xx breaking its contract | `fallback` | HTML, error payload, `failed`, truncated stream |
-/// | 6 | 2xx | `none` | |
-/// | 7 | 429 | `fallback` | retries, deadline or budget ran out (the retry layer retries first) |
-/// | 8 | 402, 408 | `fallback` | credits or a timeout on this provider |
-/// | 9 | 400, 401, 403, 404, 409, 422 | `hold` | the same request fails on any path |
-/// | 10 | other 4xx | `hold` | a request problem |
-/// | 11 | 5xx | `fallback` | the provider is failing |
-/// | 12 | 1xx, 3xx | `fallback` | not an API answer: the endpoint is misconfigured |
+/// | 5 | 2xx whose error (in-stream or in the body) states a 4xx, not 408/429 | `hold` | the request was refused; it fails anywhere |
+/// | 6 | 2xx breaking its contract | `fallback` | HTML, error payload, `failed`, truncated stream |
+/// | 7 | 2xx | `none` | |
+/// | 8 | 429 | `fallback` | retries, deadline or budget ran out (the retry layer retries first); `insufficient_quota` is not retried |
+/// | 9 | 402, 408 | `fallback` | credits or a timeout on this provider |
+/// | 10 | 400, 401, 403, 404, 409, 422 | `hold` | the same request fails on any path |
+/// | 11 | other 4xx | `hold` | a request problem |
+/// | 12 | 5xx | `fallback` | the provider is failing |
+/// | 13 | 1xx, 3xx | `fallback` | not an API answer: the endpoint is misconfigured |
 ///
 /// Rows can also match the API's error ([`Rule::ApiErrorCode`], [`Rule::ApiErrorType`]), so a
 /// table can route on `context_length_exceeded` or `insufficient_quota`.
@@ -291,6 +330,7 @@ impl Default for DecisionTable {
             (Rule::Waf, Hold),
             (Rule::EdgeRateLimit, Fallback),
             (Rule::TransportError, Fallback),
+            (Rule::ClientErrorInBody, Hold),
             (Rule::ContractFailOn2xx, Fallback),
             (Rule::StatusRange(200, 299), None),
             (Rule::Status(429), Fallback),
@@ -483,6 +523,38 @@ mod tests {
             .with_first(Rule::ApiErrorType("insufficient_quota"), Hold)
             .with_first(Rule::ApiErrorCode("nope"), FallbackDecision::None);
         assert_eq!(routed.decide(&o), Hold);
+        assert_eq!(table.decide(&o), Fallback);
+    }
+
+    #[test]
+    fn an_in_stream_client_error_holds_and_an_in_stream_rate_limit_does_not() {
+        let table = DecisionTable::default();
+        let groq = br#"{"error":{"message":"m","type":"invalid_request_error","code":"tool_use_failed","status_code":400}}"#;
+        let groq = crate::contract::ApiError::from_body(groq).unwrap();
+        let o = Outcome::response(
+            StatusCode::OK,
+            ParseCheck::Fail,
+            Some(Violation::ErrorInStream),
+        )
+        .with_api_error(&groq);
+        assert_eq!(table.decide(&o), Hold);
+        let limited = br#"{"error":{"message":"m","code":429}}"#;
+        let limited = crate::contract::ApiError::from_body(limited).unwrap();
+        let o = Outcome::response(
+            StatusCode::OK,
+            ParseCheck::Fail,
+            Some(Violation::ErrorInStream),
+        )
+        .with_api_error(&limited);
+        assert_eq!(table.decide(&o), Fallback);
+        let server = br#"{"error":{"message":"m","type":"server_error","code":null}}"#;
+        let server = crate::contract::ApiError::from_body(server).unwrap();
+        let o = Outcome::response(
+            StatusCode::OK,
+            ParseCheck::Fail,
+            Some(Violation::ErrorInStream),
+        )
+        .with_api_error(&server);
         assert_eq!(table.decide(&o), Fallback);
     }
 

@@ -100,6 +100,8 @@ str_enum! {
         Deadline => "deadline",
         /// The shared retry budget is spent.
         BudgetExhausted => "budget_exhausted",
+        /// The API said the account's quota is spent (`insufficient_quota`): no wait clears it.
+        InsufficientQuota => "insufficient_quota",
         /// Another retry layer is in charge of this call (nested guards, or an outer retry
         /// layer re-running the stack): this one made a single attempt.
         Nested => "nested",
@@ -297,6 +299,20 @@ pub(crate) fn wall_of(response: &Response) -> Option<WafVerdict> {
     }
 }
 
+/// OpenAI's 429 `insufficient_quota` (in `code` or `type`): a billing state, not a rate.
+fn quota_spent(response: &Response) -> bool {
+    response
+        .extensions()
+        .get::<crate::contract::ContractVerdict>()
+        .and_then(|v| v.api_error.as_ref())
+        .is_some_and(|e| {
+            e.error_type.as_deref() == Some("insufficient_quota")
+                || e.code
+                    .as_ref()
+                    .is_some_and(|c| c.as_text() == "insufficient_quota")
+        })
+}
+
 enum Step {
     Stop(StopReason),
     Retry(Duration, WaitReason),
@@ -324,6 +340,9 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
         }
         if !rate_limit && response.is_some_and(|r| r.status() == StatusCode::FORBIDDEN) {
             return Step::Stop(StopReason::Forbidden);
+        }
+        if response.is_some_and(quota_spent) {
+            return Step::Stop(StopReason::InsufficientQuota);
         }
         let verdict = if rate_limit {
             Some(Retryable::Transient)

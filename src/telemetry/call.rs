@@ -47,6 +47,8 @@ struct CallEnd {
     retry: Option<RetryRecord>,
     pending: Option<PendingAttempt>,
     streamed: bool,
+    /// The host a followed redirect led to.
+    redirected_to: Option<String>,
     done: bool,
 }
 
@@ -159,6 +161,10 @@ impl CallEnd {
         if let Some(waf) = &self.waf {
             waf_attributes(waf, &mut kv);
         }
+        if let Some(host) = self.redirected_to.take() {
+            kv.push(KeyValue::new(attr::REDIRECT_FOLLOWED, true));
+            kv.push(KeyValue::new(attr::REDIRECT_SERVER_ADDRESS, host));
+        }
         if let Some(ttfc) = ttfc {
             kv.push(KeyValue::new(
                 attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
@@ -221,6 +227,8 @@ impl Middleware for Telemetry {
             .unwrap_or_default();
         handle.set_policy(shared.policy.clone());
         let surface = *extensions.get_or_insert_with(|| ApiSurface::of_request(&req));
+        // To tell a followed redirect: reqwest follows them inside `send`.
+        let sent_to = shared.export.then(|| req.url().clone());
         let (cx, facts) = if shared.export {
             let (cx, facts) = start_span(&shared, &req, surface, extensions);
             inject(&cx, &mut req);
@@ -246,6 +254,7 @@ impl Middleware for Telemetry {
             retry: None,
             pending: None,
             streamed: false,
+            redirected_to: None,
             done: false,
         };
 
@@ -261,6 +270,13 @@ impl Middleware for Telemetry {
                 Err(crate::redact::error(e))
             }
             Ok(response) => {
+                if let Some(sent) = &sent_to
+                    && (response.url().host_str() != sent.host_str()
+                        || response.url().path() != sent.path()
+                        || response.url().port_or_known_default() != sent.port_or_known_default())
+                {
+                    end.redirected_to = response.url().host_str().map(str::to_owned);
+                }
                 let mut response = crate::redact::response(response);
                 end.status = Some(response.status());
                 end.waf = response.extensions().get::<WafVerdict>().cloned();
