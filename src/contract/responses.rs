@@ -11,9 +11,11 @@
 //! ```
 //!
 //! plus `sequence_number` increasing by one, and `error` events (flat or nested) as in-stream
-//! API errors. What real traffic bends is tolerated in compat mode: items interleaved
-//! (OpenRouter), no `sequence_number` (2025 recordings), `[DONE]` after the terminal event,
-//! a resumed stream that starts after `response.created`.
+//! API errors. What real traffic bends is tolerated in compat mode: no `sequence_number` (2025
+//! recordings), `[DONE]` after the terminal event, a fresh stream without `response.created`.
+//! What the spec allows passes in strict mode too: items interleaved (OpenAI's own
+//! `mcp_list_tools`, OpenRouter), and a background stream resumed with `starting_after`, which
+//! begins past `response.created` (its first `sequence_number` above 0).
 
 use std::borrow::Cow;
 
@@ -265,7 +267,11 @@ impl ResponsesStream {
                 self.created = true;
             }
             Kind::Error => {}
-            _ if !self.created && first => report.warn_at(Warning::MissingCreated, at),
+            // A background stream resumed with `starting_after` legally begins after
+            // `response.created`: its first sequence number is past 0.
+            _ if !self.created && first && ev.sequence_number.is_none_or(|n| n == 0) => {
+                report.warn_at(Warning::MissingCreated, at);
+            }
             _ => {}
         }
         if let Some(head) = &ev.response {

@@ -231,7 +231,9 @@ str_enum! {
         /// A Responses stream that did not start with `response.created`
         /// (a resumed background stream does this).
         MissingCreated => "missing_created",
-        /// Output items interleaved (a new item added before the previous one was done).
+        /// Output items interleaved (a new item added before the previous one was done): legal,
+        /// never a violation even in strict mode (OpenAI interleaves `mcp_list_tools` items),
+        /// but worth seeing.
         InterleavedItems => "interleaved_items",
         /// A delta for a content part that was never added.
         MissingContentPart => "missing_content_part",
@@ -279,7 +281,6 @@ impl Warning {
             W::MissingDone | W::UnterminatedEvent => V::StreamTruncated,
             W::SequenceGap
             | W::MissingCreated
-            | W::InterleavedItems
             | W::MissingContentPart
             | W::RepeatedFinishReason => V::StreamOutOfOrder,
             W::MissingErrorType
@@ -287,9 +288,11 @@ impl Warning {
             | W::MissingErrorParam
             | W::IntegerErrorCode
             | W::NonOpenaiErrorShape => V::ErrorShapeInvalid,
-            // The spec is silent (tool-call indexes) or split (Open Responses requires
+            // The spec is silent (tool-call indexes, output items open side by side: OpenAI
+            // itself interleaves `mcp_list_tools` items) or split (Open Responses requires
             // `[DONE]`, OpenAI never sends it); new event types are how the API grows.
-            W::DoneOnResponses
+            W::InterleavedItems
+            | W::DoneOnResponses
             | W::UnknownEventType
             | W::ToolCallIndexOffset
             | W::NotEventStream => return None,
