@@ -262,6 +262,7 @@ pub mod drill;
 mod error;
 pub mod evidence;
 pub mod extensions;
+pub mod failover;
 mod guard;
 pub mod inspect;
 pub mod lint;
