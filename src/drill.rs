@@ -1,11 +1,11 @@
 //! The evidence drill (feature `cli`): one happy-path request and one deliberately invalid
-//! request through one API surface, before fallback traffic is promoted (DESIGN §7,
-//! seeds/000 and 004).
+//! request through one API surface, before fallback traffic is promoted.
 //!
-//! The verdict is the seed's: `promote` (both paths kept their contracts and nothing leaked),
+//! The verdict is the promotion decision: `promote` (both paths kept their contracts and nothing leaked),
 //! `hold` (a wall, a credential or request problem, or an error shape retry logic would
-//! misread: a human must look) or `rollback` (the endpoint failed: 5xx, exhausted 429s, a broken
-//! 2xx). The record never holds the key, the prompt or a body.
+//! misread: a human must look) or `rollback` (the endpoint failed: 5xx, exhausted 429s or an
+//! edge's rate limit, a broken 2xx, no answer at all). The record never holds the key, the
+//! prompt, a body or the API's error message.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,15 +17,25 @@
 //! # Ok(()) }
 //! ```
 
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use opentelemetry_otlp::{MetricExporter, SpanExporter};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use serde::Serialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::contract::{ContractVerdict, ErrorShape};
-use crate::evidence::{ApiSurface, FallbackDecision, ParseCheck, StatusClass, Warning};
+use crate::evidence::{
+    ApiSurface, FallbackDecision, ParseCheck, StatusClass, Violation, WafKind, WafVendor, Warning,
+    str_enum,
+};
 use crate::mock::{MockGateway, Scenario};
 use crate::telemetry::Telemetry;
+use crate::telemetry::otlp::Protocol;
 use crate::{Evidence, EvidenceHandle, Guard, inspect};
 
 /// What to drill.
@@ -43,7 +53,7 @@ pub struct DrillConfig {
     pub api_key_env: String,
     /// The embedded mock gateway's scenario, when no base URL is given.
     pub mock_scenario: Scenario,
-    /// Per-request timeout.
+    /// Per-request timeout (default 60 s).
     pub timeout: Duration,
 }
 
@@ -95,46 +105,57 @@ impl DrillConfig {
         self.mock_scenario = scenario;
         self
     }
-}
 
-/// The drill's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DrillDecision {
-    /// Both paths kept their contracts: fallback traffic may go here.
-    Promote,
-    /// A human must look before any traffic goes here.
-    Hold,
-    /// The endpoint is failing: keep (or put back) traffic on the primary.
-    Rollback,
-}
-
-impl DrillDecision {
-    /// `promote`, `hold` or `rollback`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Promote => "promote",
-            Self::Hold => "hold",
-            Self::Rollback => "rollback",
-        }
+    /// With this per-request timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
-/// The seed's record of one drill.
+str_enum! {
+    /// The drill's verdict (field `fallback_decision` of the [`Record`]).
+    pub enum DrillDecision {
+        /// Both paths kept their contracts: fallback traffic may go here.
+        Promote => "promote",
+        /// A human must look before any traffic goes here.
+        Hold => "hold",
+        /// The endpoint is failing: keep (or put back) traffic on the primary.
+        Rollback => "rollback",
+    }
+}
+
+str_enum! {
+    /// What the drill sent (field `request_profile` of the [`Record`]).
+    pub enum RequestProfile {
+        /// A minimal request with the model and a fixed prompt, then the same request without
+        /// its `model`.
+        HappyPathMissingModel => "happy_path+missing_model",
+    }
+}
+
+/// The seed's record of one drill. Its enums are written as their stable strings, absent
+/// values as `null` in JSON and empty in text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Record {
     /// A fresh id for this run.
     pub run_id: String,
     /// `chat_completions` or `responses`.
-    pub api_surface: &'static str,
+    #[serde(serialize_with = "as_text")]
+    pub api_surface: ApiSurface,
     /// What was sent: the happy path and the invalid request.
-    pub request_profile: &'static str,
-    /// The happy path's status class.
-    pub status_class: &'static str,
+    #[serde(serialize_with = "as_text")]
+    pub request_profile: RequestProfile,
+    /// The happy path's status class (`transport_error` when no response arrived).
+    #[serde(serialize_with = "as_text")]
+    pub status_class: StatusClass,
     /// The happy path's contract check.
-    pub parse_check: &'static str,
+    #[serde(serialize_with = "as_text")]
+    pub parse_check: ParseCheck,
     /// `promote`, `hold` or `rollback`.
+    #[serde(serialize_with = "as_text")]
     pub fallback_decision: DrillDecision,
     /// Retries the happy path needed.
     pub retry_count: u32,
@@ -147,34 +168,71 @@ pub struct Record {
     pub support_packet_ready: bool,
     /// One line for the operator.
     pub operator_note: String,
-    /// The happy path's HTTP status (0 when none arrived).
-    pub http_status: u16,
-    /// A finish reason came back (Chat: `choices[0].finish_reason`; Responses: the status).
+    /// The happy path's HTTP status; `None` when no response arrived.
+    pub http_status: Option<u16>,
+    /// A finish reason came back, one the contract checker knows (Chat: every choice's
+    /// `finish_reason`; Responses: a `completed` or `incomplete` status).
     pub finish_reason_present: bool,
     /// The answer's text is a non-null string.
     pub content_non_null: bool,
     /// The invalid request got a 4xx whose body is the error envelope retry logic expects:
     /// `error.message` a non-empty string, `error.type` a string, `error.code` present.
     pub error_shape_valid_on_4xx: bool,
+    /// The host drilled, from the base URL: no userinfo, port, path or query.
+    pub endpoint_host: String,
+    /// The model the happy path asked for.
+    pub model: String,
+    /// The vendor of the wall that answered the happy path, if one did.
+    #[serde(serialize_with = "as_optional_text")]
+    pub waf_vendor: Option<WafVendor>,
+    /// `block`, `challenge`, `suspected` or `rate_limit`.
+    #[serde(serialize_with = "as_optional_text")]
+    pub waf_kind: Option<WafKind>,
+    /// The wall's reference for the vendor's support (Cloudflare Ray ID, Akamai Reference #, …).
+    pub waf_reference: Option<String>,
+    /// The happy path's API error type (`invalid_request_error`, …), if its body carried one.
+    pub error_type: Option<String>,
+    /// The happy path's API error code (`invalid_api_key`, `429`, …). The error's message is
+    /// never recorded: it may quote the request.
+    pub error_code: Option<String>,
     /// When the drill ran (RFC 3339, UTC).
     pub test_timestamp_utc: String,
     /// `fallback_decision == promote`, nothing logged, bodies redacted.
     pub pass: bool,
 }
 
+fn as_text<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+#[expect(
+    clippy::ref_option,
+    reason = "serde's `serialize_with` hands over a reference to the field"
+)]
+fn as_optional_text<T: fmt::Display, S: Serializer>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+fn text_or_empty<T: fmt::Display>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
 impl Record {
-    /// `field: value` lines, in the seed's order.
+    /// `field: value` lines: the record's original fields in their order, then the newer ones.
     pub fn to_text(&self) -> String {
-        let fields: [(&str, String); 17] = [
+        let fields: [(&str, String); 24] = [
             ("run_id", self.run_id.clone()),
-            ("api_surface", self.api_surface.to_owned()),
-            ("request_profile", self.request_profile.to_owned()),
-            ("status_class", self.status_class.to_owned()),
-            ("parse_check", self.parse_check.to_owned()),
-            (
-                "fallback_decision",
-                self.fallback_decision.as_str().to_owned(),
-            ),
+            ("api_surface", self.api_surface.to_string()),
+            ("request_profile", self.request_profile.to_string()),
+            ("status_class", self.status_class.to_string()),
+            ("parse_check", self.parse_check.to_string()),
+            ("fallback_decision", self.fallback_decision.to_string()),
             ("retry_count", self.retry_count.to_string()),
             ("credential_logged", self.credential_logged.to_string()),
             ("body_redacted", self.body_redacted.to_string()),
@@ -183,7 +241,7 @@ impl Record {
                 self.support_packet_ready.to_string(),
             ),
             ("operator_note", self.operator_note.clone()),
-            ("http_status", self.http_status.to_string()),
+            ("http_status", text_or_empty(self.http_status)),
             (
                 "finish_reason_present",
                 self.finish_reason_present.to_string(),
@@ -193,6 +251,13 @@ impl Record {
                 "error_shape_valid_on_4xx",
                 self.error_shape_valid_on_4xx.to_string(),
             ),
+            ("endpoint_host", self.endpoint_host.clone()),
+            ("model", self.model.clone()),
+            ("waf_vendor", text_or_empty(self.waf_vendor)),
+            ("waf_kind", text_or_empty(self.waf_kind)),
+            ("waf_reference", text_or_empty(self.waf_reference.as_ref())),
+            ("error_type", text_or_empty(self.error_type.as_ref())),
+            ("error_code", text_or_empty(self.error_code.as_ref())),
             ("test_timestamp_utc", self.test_timestamp_utc.clone()),
             ("pass", self.pass.to_string()),
         ];
@@ -200,7 +265,8 @@ impl Record {
         for (k, v) in fields {
             out.push_str(k);
             out.push_str(": ");
-            out.push_str(&v);
+            // One field a line, whatever a provider put in a code or a model name.
+            out.extend(v.chars().map(|c| if c.is_control() { ' ' } else { c }));
             out.push('\n');
         }
         out
@@ -212,17 +278,123 @@ impl Record {
     }
 }
 
-/// The drill's own failures (the endpoint's failures are findings in the record instead).
+/// Why the drill could not run. Match on [`DrillError::kind`]; the message text is not API,
+/// the cause is in [`source`](std::error::Error::source).
+///
+/// The endpoint's own failures are not errors: they are findings in the [`Record`].
 #[derive(Debug)]
-pub struct DrillError(String);
+pub struct DrillError {
+    kind: DrillErrorKind,
+    /// The environment variable concerned, for [`DrillErrorKind::MissingApiKey`].
+    variable: Option<String>,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
 
-impl std::fmt::Display for DrillError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// What kept the drill from running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DrillErrorKind {
+    /// The embedded mock gateway could not start (no loopback port to listen on).
+    MockGateway,
+    /// The environment variable named in [`DrillConfig::api_key_env`] holds no key, and a base
+    /// URL was given (the mock gateway needs none).
+    MissingApiKey,
+    /// The base URL is not an absolute `http` or `https` URL with a host.
+    InvalidBaseUrl,
+    /// The HTTP client could not be built (its TLS set-up).
+    HttpClient,
+    /// The OTLP export could not be built from the `OTEL_*` variables.
+    Export,
+    /// The drill's own spans could not be read back to look for the key and the prompt.
+    LeakCheck,
+}
+
+impl DrillError {
+    fn new(kind: DrillErrorKind) -> Self {
+        Self {
+            kind,
+            variable: None,
+            source: None,
+        }
+    }
+
+    fn with_source(kind: DrillErrorKind, source: impl StdError + Send + Sync + 'static) -> Self {
+        Self {
+            source: Some(Box::new(source)),
+            ..Self::new(kind)
+        }
+    }
+
+    /// What kept the drill from running.
+    pub fn kind(&self) -> DrillErrorKind {
+        self.kind
     }
 }
 
-impl std::error::Error for DrillError {}
+impl fmt::Display for DrillError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            DrillErrorKind::MockGateway => f.write_str("cannot start the mock gateway"),
+            DrillErrorKind::MissingApiKey => write!(
+                f,
+                "the environment variable {} holds no API key",
+                self.variable.as_deref().unwrap_or_default()
+            ),
+            // The URL itself is not repeated: it may carry a key in its userinfo or query.
+            DrillErrorKind::InvalidBaseUrl => {
+                f.write_str("the base URL is not an absolute http(s) URL with a host")
+            }
+            DrillErrorKind::HttpClient => f.write_str("cannot build the HTTP client"),
+            DrillErrorKind::Export => f.write_str("cannot build the OTLP export"),
+            DrillErrorKind::LeakCheck => {
+                f.write_str("cannot read back the drill's spans to check them for leaks")
+            }
+        }
+    }
+}
+
+impl StdError for DrillError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// OTLP export of the drill's spans and metrics, built from the `OTEL_*` variables the way
+/// [`otlp`](crate::telemetry::otlp) reads them (protocol, endpoint, headers, timeout,
+/// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
+///
+/// The drill keeps its own tracer provider, because it reads back every span it made to look
+/// for the key and the prompt; with an export, the same spans are also sent on through OTLP.
+#[derive(Debug)]
+pub struct DrillExport {
+    spans: SpanExporter,
+    meters: SdkMeterProvider,
+}
+
+impl DrillExport {
+    /// Builds the exporters. The HTTP exporter builds a blocking client, and the gRPC one needs
+    /// a tokio runtime: call it inside `tokio::task::spawn_blocking`.
+    pub fn from_env() -> Result<Self, DrillError> {
+        let export = |e| DrillError::with_source(DrillErrorKind::Export, e);
+        let spans = match Protocol::from_env("TRACES").map_err(export)? {
+            Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
+            Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
+        }
+        .map_err(|e| DrillError::with_source(DrillErrorKind::Export, e))?;
+        let metrics = match Protocol::from_env("METRICS").map_err(export)? {
+            Protocol::Grpc => MetricExporter::builder().with_tonic().build(),
+            Protocol::HttpProtobuf => MetricExporter::builder().with_http().build(),
+        }
+        .map_err(|e| DrillError::with_source(DrillErrorKind::Export, e))?;
+        let meters = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(metrics).build())
+            .with_resource(Resource::builder().build())
+            .build();
+        Ok(Self { spans, meters })
+    }
+}
 
 const PROMPT: &str = "Reply with exactly the word PASS.";
 
@@ -236,19 +408,32 @@ struct Sent {
 
 /// Runs the drill.
 pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
+    run_with_export(config, None).await
+}
+
+/// Runs the drill, sending its spans and metrics on through `export` as well. The export is
+/// flushed and shut down before this returns.
+pub async fn run_with_export(
+    config: DrillConfig,
+    export: Option<DrillExport>,
+) -> Result<Record, DrillError> {
     let run_id = run_id();
+    let endpoint_host = match &config.base_url {
+        Some(url) => Some(host_of(url)?),
+        None => None,
+    };
     let mock = match &config.base_url {
         Some(_) => None,
         None => Some(
             MockGateway::start_with(config.mock_scenario, ([127, 0, 0, 1], 0).into())
                 .await
-                .map_err(|e| DrillError(format!("cannot start the mock gateway: {e}")))?,
+                .map_err(|e| DrillError::with_source(DrillErrorKind::MockGateway, e))?,
         ),
     };
-    let base = match (&config.base_url, &mock) {
-        (Some(url), _) => url.trim_end_matches('/').to_owned(),
-        (None, Some(m)) => format!("{}/v1", m.url()),
-        (None, None) => unreachable!("a mock is started when no base URL is given"),
+    let (base, endpoint_host) = match (&config.base_url, &mock, endpoint_host) {
+        (Some(url), _, Some(host)) => (url.trim_end_matches('/').to_owned(), host),
+        (_, Some(m), _) => (format!("{}/v1", m.url()), m.addr().ip().to_string()),
+        _ => unreachable!("a mock is started when no base URL is given"),
     };
     let key = std::env::var(&config.api_key_env)
         .ok()
@@ -258,22 +443,30 @@ pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
         // The mock needs no key: send a unique one, so a leak would still be caught.
         (None, Some(_)) => format!("sk-drill-{run_id}"),
         (None, None) => {
-            return Err(DrillError(format!(
-                "the environment variable {} holds no API key",
-                config.api_key_env
-            )));
+            return Err(DrillError {
+                variable: Some(config.api_key_env.clone()),
+                ..DrillError::new(DrillErrorKind::MissingApiKey)
+            });
         }
     };
 
     let spans = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
-    let telemetry = Telemetry::new().with_tracer_provider(&provider);
+    let mut tracing = SdkTracerProvider::builder().with_simple_exporter(spans.clone());
+    let mut telemetry = Telemetry::new();
+    let mut meters = None;
+    if let Some(export) = export {
+        tracing = tracing
+            .with_batch_exporter(export.spans)
+            .with_resource(Resource::builder().build());
+        telemetry = telemetry.with_meter_provider(&export.meters);
+        meters = Some(export.meters);
+    }
+    let provider = tracing.build();
+    let telemetry = telemetry.with_tracer_provider(&provider);
     let http = reqwest::Client::builder()
         .timeout(config.timeout)
         .build()
-        .map_err(|e| DrillError(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| DrillError::with_source(DrillErrorKind::HttpClient, e))?;
     let client = Guard::new().with_telemetry(telemetry).client(http);
 
     let path = match config.surface {
@@ -293,12 +486,30 @@ pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
     }
     let happy = send(&client, &url, &key, &happy_body, config.surface).await;
     let invalid = send(&client, &url, &key, &invalid_body, config.surface).await;
-    let _ = provider.force_flush();
-    let exported = spans.get_finished_spans().unwrap_or_default();
+    drop(client);
+    // The OTLP exporters block while they flush: off the async workers, and before returning,
+    // so a command that exits right after loses nothing.
+    let exported = tokio::task::spawn_blocking(move || {
+        let _ = provider.force_flush();
+        let exported = spans.get_finished_spans();
+        let _ = provider.shutdown();
+        if let Some(meters) = meters {
+            let _ = meters.force_flush();
+            let _ = meters.shutdown();
+        }
+        exported
+    })
+    .await
+    .map_err(|e| DrillError::with_source(DrillErrorKind::LeakCheck, e))?
+    // Spans that cannot be read cannot be cleared of the key: no record rather than a pass.
+    .map_err(|e| DrillError::with_source(DrillErrorKind::LeakCheck, e))?;
 
-    let (finish_reason_present, content_text) = answer(config.surface, &happy);
-    let content_non_null = content_text.is_some();
-    let error_shape_valid_on_4xx = error_shape_valid(&invalid);
+    let content_text = answer_text(config.surface, &happy.body);
+    let checks = Checks {
+        finish_reason_present: finish_reason_present(config.surface, happy.verdict.as_ref()),
+        content_non_null: content_text.is_some(),
+        error_shape_valid: error_shape_valid(&invalid),
+    };
     let telemetry_text: Vec<String> = exported.iter().map(|s| format!("{s:?}")).collect();
     let credential_logged = telemetry_text.iter().any(|t| t.contains(&key));
     let secret_texts: Vec<&str> = [
@@ -319,28 +530,34 @@ pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
             .as_ref()
             .is_some_and(|v| v.facts.response_id.is_some());
 
-    let (decision, note) = decide(
-        e,
-        finish_reason_present,
-        content_non_null,
-        error_shape_valid_on_4xx,
-    );
+    let (decision, note) = decide(e, checks);
     let mut record = Record {
         run_id,
-        api_surface: config.surface.as_str(),
-        request_profile: "happy_path+missing_model",
-        status_class: e.status_class.as_str(),
-        parse_check: e.parse_check.map_or("skipped", ParseCheck::as_str),
+        api_surface: config.surface,
+        request_profile: RequestProfile::HappyPathMissingModel,
+        status_class: e.status_class,
+        parse_check: e.parse_check.unwrap_or(ParseCheck::Skipped),
         fallback_decision: decision,
         retry_count: e.retry_count,
         credential_logged,
         body_redacted,
         support_packet_ready,
         operator_note: note,
-        http_status: e.status.map_or(0, |s| s.as_u16()),
-        finish_reason_present,
-        content_non_null,
-        error_shape_valid_on_4xx,
+        http_status: e.status.map(|s| s.as_u16()),
+        finish_reason_present: checks.finish_reason_present,
+        content_non_null: checks.content_non_null,
+        error_shape_valid_on_4xx: checks.error_shape_valid,
+        endpoint_host,
+        model: config.model,
+        waf_vendor: e.waf.as_ref().map(|w| w.vendor),
+        waf_kind: e.waf.as_ref().map(|w| w.kind),
+        waf_reference: e.waf.as_ref().and_then(|w| w.reference.clone()),
+        error_type: e.api_error.as_ref().and_then(|a| a.error_type.clone()),
+        error_code: e
+            .api_error
+            .as_ref()
+            .and_then(|a| a.code.as_ref())
+            .map(|c| c.as_text().into_owned()),
         test_timestamp_utc: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         pass: false,
     };
@@ -352,6 +569,16 @@ pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
         decision == DrillDecision::Promote && !record.credential_logged && record.body_redacted;
     drop(mock);
     Ok(record)
+}
+
+/// The host of a base URL, without userinfo, port, path or query.
+fn host_of(base_url: &str) -> Result<String, DrillError> {
+    let invalid = |e| DrillError::with_source(DrillErrorKind::InvalidBaseUrl, e);
+    let url = reqwest::Url::parse(base_url).map_err(invalid)?;
+    match (url.scheme(), url.host_str()) {
+        ("http" | "https", Some(host)) if !host.is_empty() => Ok(host.to_owned()),
+        _ => Err(DrillError::new(DrillErrorKind::InvalidBaseUrl)),
+    }
 }
 
 async fn send(
@@ -404,35 +631,89 @@ async fn send(
     }
 }
 
-/// Whether a finish reason came back, and the answer's text (the seed's two happy-path checks).
-fn answer(surface: ApiSurface, sent: &Sent) -> (bool, Option<String>) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&sent.body) else {
-        return (false, None);
+/// The seed's `finish_reason_present`, from the contract checker's facts and its own list of
+/// finish reasons: every Chat choice came back with one the checker knows; a Responses object
+/// ended `completed` or `incomplete` (the checker's reason for `failed` and `cancelled` is no
+/// finish, and it fails those bodies).
+fn finish_reason_present(surface: ApiSurface, verdict: Option<&ContractVerdict>) -> bool {
+    let Some(v) = verdict else {
+        return false;
     };
-    if surface == ApiSurface::Responses {
-        let finished = v["status"]
-            .as_str()
-            .is_some_and(|s| s == "completed" || s == "incomplete");
-        let text = v["output"].as_array().and_then(|items| {
-            items
-                .iter()
-                .filter_map(|i| i["content"].as_array())
-                .flatten()
-                .find(|p| p["type"] == "output_text")
-                .and_then(|p| p["text"].as_str())
-                .map(str::to_owned)
-        });
-        (finished, text)
-    } else {
-        let choice = &v["choices"][0];
-        let finished = choice["finish_reason"]
-            .as_str()
-            .is_some_and(|r| ["stop", "length", "tool_calls", "content_filter"].contains(&r));
-        (
-            finished,
-            choice["message"]["content"].as_str().map(str::to_owned),
-        )
+    if v.facts.finish_reasons.is_empty() {
+        return false;
     }
+    match surface {
+        ApiSurface::Responses => !matches!(
+            v.violation,
+            Some(Violation::ResponseFailed | Violation::ResponseCancelled)
+        ),
+        _ => {
+            !v.warnings.contains(Warning::MissingFinishReason)
+                && !v.warnings.contains(Warning::UnknownFinishReason)
+        }
+    }
+}
+
+/// The answer's text: Chat's first message content, Responses' first `output_text` part.
+///
+/// This is the drill's one read of a body. The checker's facts carry the text only with content
+/// capture on, and capture would put the text into the very spans the drill searches for it;
+/// nor can they say `null` from `""`, which is what `content_non_null` asks. So the drill reads
+/// these two fields itself, and nothing else.
+fn answer_text(surface: ApiSurface, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Chat<'a> {
+        #[serde(borrow, default)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow)]
+        message: Option<Message<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        content: Option<Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Response<'a> {
+        #[serde(borrow, default)]
+        output: Vec<Item<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        content: Vec<Part<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Part<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        text: Option<Cow<'a, str>>,
+    }
+    let text = match surface {
+        ApiSurface::Responses => {
+            serde_json::from_slice::<Response<'_>>(body)
+                .ok()?
+                .output
+                .into_iter()
+                .flat_map(|item| item.content)
+                .find(|part| part.kind.as_deref() == Some("output_text"))?
+                .text?
+        }
+        _ => {
+            serde_json::from_slice::<Chat<'_>>(body)
+                .ok()?
+                .choices
+                .into_iter()
+                .next()?
+                .message?
+                .content?
+        }
+    };
+    Some(text.into_owned())
 }
 
 /// The seed's `error_shape_valid_on_4xx`: a 4xx, and the OpenAI envelope with a message, a type
@@ -455,55 +736,98 @@ fn error_shape_valid(sent: &Sent) -> bool {
         && sent.evidence.waf.is_none()
 }
 
-fn decide(
-    e: &Evidence,
+/// The seed's three checks of the answers, beside the happy path's evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checks {
     finish_reason_present: bool,
     content_non_null: bool,
     error_shape_valid: bool,
-) -> (DrillDecision, String) {
+}
+
+/// The drill's verdict and the operator's note, from the happy path's evidence (decided by the
+/// default decision table) and the checks.
+///
+/// | happy path | checks | verdict |
+/// |---|---|---|
+/// | a wall (block, challenge, suspected) | any | `hold`: talk to the edge's owner |
+/// | the edge's own rate limit | any | `rollback`: as a 429 whose retries ran out |
+/// | `hold` (401, 403, 400, 404, …) | any | `hold`: credentials or request |
+/// | `none` (a 2xx in contract) | all three pass | `promote` |
+/// | `none` | any fails | `hold`: the answers are not what fallback code reads |
+/// | `fallback` (5xx, 429, transport error, broken 2xx) | any | `rollback` |
+fn decide(e: &Evidence, checks: Checks) -> (DrillDecision, String) {
     if let Some(w) = &e.waf {
         let reference = w.reference.as_deref().unwrap_or("no reference");
-        return (
-            DrillDecision::Hold,
-            format!(
-                "hold: a {} {} wall answered the happy path ({reference}); talk to the gateway, do not retry",
-                w.vendor, w.kind
-            ),
-        );
+        return if w.kind == WafKind::RateLimit {
+            (
+                DrillDecision::Rollback,
+                format!(
+                    "rollback: the {} edge rate-limited the happy path ({reference}); keep traffic on the primary",
+                    w.vendor
+                ),
+            )
+        } else {
+            (
+                DrillDecision::Hold,
+                format!(
+                    "hold: a {} {} wall answered the happy path ({reference}); talk to the gateway, do not retry",
+                    w.vendor, w.kind
+                ),
+            )
+        };
     }
     match e.fallback_decision {
-        FallbackDecision::Hold => (
-            DrillDecision::Hold,
-            format!(
-                "hold: the happy path got {} ({}); fix the credentials or the request before promoting",
-                e.status.map_or(0, |s| s.as_u16()),
-                e.status_class
-            ),
-        ),
-        FallbackDecision::None if finish_reason_present && content_non_null && error_shape_valid => (
-            DrillDecision::Promote,
-            "promote: the happy path answered in contract and the error path kept the error envelope".to_owned(),
-        ),
+        FallbackDecision::Hold => {
+            let status = e
+                .status
+                .map_or_else(|| "no response".to_owned(), |s| s.as_u16().to_string());
+            let code = e
+                .api_error
+                .as_ref()
+                .and_then(|a| a.code.as_ref())
+                .map(|c| format!(" {}", c.as_text()))
+                .unwrap_or_default();
+            (
+                DrillDecision::Hold,
+                format!(
+                    "hold: the happy path got {status}{code} ({}); fix the credentials or the request before promoting",
+                    e.status_class
+                ),
+            )
+        }
+        FallbackDecision::None
+            if checks.finish_reason_present
+                && checks.content_non_null
+                && checks.error_shape_valid =>
+        {
+            (
+                DrillDecision::Promote,
+                "promote: the happy path answered in contract and the error path kept the error envelope".to_owned(),
+            )
+        }
         FallbackDecision::None => {
             let mut missing = Vec::new();
-            if !finish_reason_present {
+            if !checks.finish_reason_present {
                 missing.push("no finish reason");
             }
-            if !content_non_null {
+            if !checks.content_non_null {
                 missing.push("null content");
             }
-            if !error_shape_valid {
+            if !checks.error_shape_valid {
                 missing.push("the invalid request did not get a 4xx error envelope");
             }
             (DrillDecision::Hold, format!("hold: {}", missing.join(", ")))
         }
-        _ => {
+        FallbackDecision::Fallback | FallbackDecision::Retry => {
             let why = match (e.status_class, e.violation) {
                 (StatusClass::TransportError, _) => "no response arrived".to_owned(),
                 (_, Some(v)) => format!("the body broke its contract ({v})"),
                 (class, None) => format!("the endpoint answered {class}"),
             };
-            (DrillDecision::Rollback, format!("rollback: {why}; keep traffic on the primary"))
+            (
+                DrillDecision::Rollback,
+                format!("rollback: {why}; keep traffic on the primary"),
+            )
         }
     }
 }
@@ -513,4 +837,424 @@ fn run_id() -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("drill-{:x}{:04x}", nanos, std::process::id() & 0xffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{ApiError, check_body};
+    use crate::evidence::{
+        DecisionTable, Outcome, TransportErrorKind, WafVerdict, decide as decide_call,
+    };
+    use http::StatusCode;
+
+    const ALL_PASS: Checks = Checks {
+        finish_reason_present: true,
+        content_non_null: true,
+        error_shape_valid: true,
+    };
+
+    /// The happy path's evidence as the call layer leaves it, decided by the default table.
+    fn evidence(
+        status: Option<u16>,
+        violation: Option<Violation>,
+        api_error: Option<&str>,
+        waf: Option<WafVerdict>,
+    ) -> Evidence {
+        let status = status.map(|s| StatusCode::from_u16(s).unwrap());
+        let parse_check = if violation.is_some() {
+            ParseCheck::Fail
+        } else {
+            ParseCheck::Pass
+        };
+        let api_error = api_error.map(|body| ApiError::from_body(body.as_bytes()).unwrap());
+        let mut outcome = match status {
+            Some(s) => Outcome::response(s, parse_check, violation),
+            None => Outcome::transport_error(TransportErrorKind::Timeout),
+        };
+        if let Some(w) = &waf {
+            outcome = outcome.with_waf(w);
+        }
+        if let Some(a) = &api_error {
+            outcome = outcome.with_api_error(a);
+        }
+        let fallback_decision = decide_call(&DecisionTable::default(), &outcome);
+        Evidence {
+            api_surface: ApiSurface::ChatCompletions,
+            status,
+            status_class: outcome.status_class(),
+            transport_error: status.is_none().then_some(TransportErrorKind::Timeout),
+            parse_check: Some(outcome.parse_check),
+            violation,
+            skip_reason: None,
+            api_error,
+            waf,
+            retry_count: 0,
+            retry_stop_reason: None,
+            fallback_decision,
+        }
+    }
+
+    fn wall(kind: WafKind) -> WafVerdict {
+        WafVerdict::new(WafVendor::Cloudflare, kind).with_reference("8f1c2d3e4a5b6c7d")
+    }
+
+    const INVALID_KEY: &str = r#"{"error":{"message":"Incorrect API key provided: sk-…","type":"invalid_request_error","code":"invalid_api_key","param":null}}"#;
+
+    /// Every row of `decide`, with the rows next to it as negatives.
+    #[test]
+    fn decide_row_by_row() {
+        use DrillDecision::{Hold, Promote, Rollback};
+        let checks_fail = |f: fn(&mut Checks)| {
+            let mut c = ALL_PASS;
+            f(&mut c);
+            c
+        };
+        let no_finish = checks_fail(|c| c.finish_reason_present = false);
+        let null_content = checks_fail(|c| c.content_non_null = false);
+        let bad_envelope = checks_fail(|c| c.error_shape_valid = false);
+        let ok = evidence(Some(200), None, None, None);
+        let rows: Vec<(&str, Evidence, Checks, DrillDecision, &str)> = vec![
+            // A wall holds whatever the status and the checks.
+            (
+                "block page on 403",
+                evidence(
+                    Some(403),
+                    Some(Violation::HtmlBody),
+                    None,
+                    Some(wall(WafKind::Block)),
+                ),
+                ALL_PASS,
+                Hold,
+                "cloudflare block wall answered the happy path (8f1c2d3e4a5b6c7d)",
+            ),
+            (
+                "challenge on 200",
+                evidence(
+                    Some(200),
+                    Some(Violation::HtmlBody),
+                    None,
+                    Some(wall(WafKind::Challenge)),
+                ),
+                ALL_PASS,
+                Hold,
+                "challenge wall",
+            ),
+            (
+                "suspected edge on 503",
+                evidence(
+                    Some(503),
+                    Some(Violation::HtmlBody),
+                    None,
+                    Some(wall(WafKind::Suspected)),
+                ),
+                ALL_PASS,
+                Hold,
+                "suspected wall",
+            ),
+            (
+                "challenge on 429 is a wall, not a rate limit",
+                evidence(
+                    Some(429),
+                    Some(Violation::HtmlBody),
+                    None,
+                    Some(wall(WafKind::Challenge)),
+                ),
+                ALL_PASS,
+                Hold,
+                "do not retry",
+            ),
+            // An edge's own rate limit rolls back, as an exhausted 429 does.
+            (
+                "edge rate limit on 429",
+                evidence(
+                    Some(429),
+                    Some(Violation::HtmlBody),
+                    None,
+                    Some(wall(WafKind::RateLimit)),
+                ),
+                ALL_PASS,
+                Rollback,
+                "cloudflare edge rate-limited the happy path (8f1c2d3e4a5b6c7d)",
+            ),
+            (
+                "edge rate limit on 403",
+                evidence(
+                    Some(403),
+                    Some(Violation::HtmlBody),
+                    None,
+                    Some(wall(WafKind::RateLimit)),
+                ),
+                ALL_PASS,
+                Rollback,
+                "keep traffic on the primary",
+            ),
+            (
+                "exhausted 429",
+                evidence(Some(429), None, None, None),
+                ALL_PASS,
+                Rollback,
+                "the endpoint answered 4xx",
+            ),
+            // The table's hold: credentials or request.
+            (
+                "401 with its code",
+                evidence(Some(401), None, Some(INVALID_KEY), None),
+                ALL_PASS,
+                Hold,
+                "got 401 invalid_api_key (4xx); fix the credentials",
+            ),
+            (
+                "404 without a code",
+                evidence(Some(404), None, None, None),
+                ALL_PASS,
+                Hold,
+                "got 404 (4xx)",
+            ),
+            // A 2xx in contract promotes only with all three checks.
+            (
+                "2xx, every check",
+                ok.clone(),
+                ALL_PASS,
+                Promote,
+                "promote:",
+            ),
+            (
+                "2xx, no finish reason",
+                ok.clone(),
+                no_finish,
+                Hold,
+                "hold: no finish reason",
+            ),
+            (
+                "2xx, null content",
+                ok.clone(),
+                null_content,
+                Hold,
+                "hold: null content",
+            ),
+            (
+                "2xx, no error envelope on the invalid request",
+                ok.clone(),
+                bad_envelope,
+                Hold,
+                "did not get a 4xx error envelope",
+            ),
+            (
+                "2xx, nothing passes",
+                ok,
+                Checks {
+                    finish_reason_present: false,
+                    content_non_null: false,
+                    error_shape_valid: false,
+                },
+                Hold,
+                "no finish reason, null content, the invalid request",
+            ),
+            // The table's fallback rolls back, whatever the checks.
+            (
+                "500",
+                evidence(Some(500), None, None, None),
+                ALL_PASS,
+                Rollback,
+                "the endpoint answered 5xx",
+            ),
+            (
+                "timeout",
+                evidence(None, None, None, None),
+                ALL_PASS,
+                Rollback,
+                "no response arrived",
+            ),
+            (
+                "broken 2xx",
+                evidence(Some(200), Some(Violation::HtmlBody), None, None),
+                ALL_PASS,
+                Rollback,
+                "the body broke its contract (html_body)",
+            ),
+            (
+                "402 credits",
+                evidence(Some(402), None, None, None),
+                ALL_PASS,
+                Rollback,
+                "rollback:",
+            ),
+        ];
+        for (name, e, checks, want, note) in rows {
+            let (got, got_note) = decide(&e, checks);
+            assert_eq!(got, want, "{name}: {got_note}");
+            assert!(got_note.starts_with(want.as_str()), "{name}: {got_note}");
+            assert!(
+                got_note.contains(note),
+                "{name}: {got_note:?} lacks {note:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_answer_rolls_back_like_a_fallback() {
+        let mut e = evidence(Some(500), None, None, None);
+        e.fallback_decision = FallbackDecision::Retry;
+        assert_eq!(decide(&e, ALL_PASS).0, DrillDecision::Rollback);
+    }
+
+    fn verdict(surface: ApiSurface, body: &str) -> ContractVerdict {
+        check_body(
+            surface,
+            StatusCode::OK,
+            Some("application/json"),
+            body.as_bytes(),
+            crate::contract::Mode::Compat,
+        )
+    }
+
+    fn chat(finish: &str, content: &str) -> String {
+        format!(
+            r#"{{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":{content},"refusal":null}},"logprobs":null,"finish_reason":{finish}}}]}}"#
+        )
+    }
+
+    fn responses(status: &str) -> String {
+        format!(
+            r#"{{"id":"resp_1","object":"response","created_at":1,"model":"m","status":"{status}","output":[{{"type":"message","id":"m1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"PASS","annotations":[]}}]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn finish_reasons_are_the_checkers() {
+        let chat_present = |finish: &str| {
+            finish_reason_present(
+                ApiSurface::ChatCompletions,
+                Some(&verdict(
+                    ApiSurface::ChatCompletions,
+                    &chat(finish, "\"x\""),
+                )),
+            )
+        };
+        // The checker's five, `function_call` included.
+        for known in [
+            "\"stop\"",
+            "\"length\"",
+            "\"tool_calls\"",
+            "\"content_filter\"",
+            "\"function_call\"",
+        ] {
+            assert!(chat_present(known), "{known}");
+        }
+        for unknown in ["\"eos_token\"", "\"\"", "null"] {
+            assert!(!chat_present(unknown), "{unknown}");
+        }
+        let resp_present = |status: &str| {
+            finish_reason_present(
+                ApiSurface::Responses,
+                Some(&verdict(ApiSurface::Responses, &responses(status))),
+            )
+        };
+        assert!(resp_present("completed"));
+        assert!(resp_present("incomplete"));
+        for not_finished in ["failed", "cancelled", "in_progress", "queued"] {
+            assert!(!resp_present(not_finished), "{not_finished}");
+        }
+        assert!(!finish_reason_present(ApiSurface::ChatCompletions, None));
+    }
+
+    #[test]
+    fn answer_text_tells_null_from_empty() {
+        let chat_text = |content: &str| {
+            answer_text(
+                ApiSurface::ChatCompletions,
+                chat("\"stop\"", content).as_bytes(),
+            )
+        };
+        assert_eq!(chat_text("\"PASS\"").as_deref(), Some("PASS"));
+        assert_eq!(chat_text("\"\"").as_deref(), Some(""));
+        assert_eq!(chat_text("null"), None);
+        assert_eq!(chat_text("[1]"), None);
+        assert_eq!(
+            answer_text(ApiSurface::Responses, responses("completed").as_bytes()).as_deref(),
+            Some("PASS")
+        );
+        assert_eq!(answer_text(ApiSurface::Responses, b"<html>"), None);
+        assert_eq!(answer_text(ApiSurface::ChatCompletions, b""), None);
+    }
+
+    #[test]
+    fn the_host_is_only_the_host() {
+        for (url, host) in [
+            ("https://api.cometapi.com/v1", "api.cometapi.com"),
+            (
+                "https://user:sk-secret@gw.example:8443/v1?key=sk-x",
+                "gw.example",
+            ),
+            ("http://127.0.0.1:9/v1", "127.0.0.1"),
+            ("http://[::1]:8080/v1", "[::1]"),
+        ] {
+            assert_eq!(host_of(url).unwrap(), host, "{url}");
+        }
+        for bad in ["api.openai.com/v1", "file:///etc/passwd", "ftp://h/v1", ""] {
+            let e = host_of(bad).unwrap_err();
+            assert_eq!(e.kind(), DrillErrorKind::InvalidBaseUrl, "{bad}");
+        }
+        let e = host_of("https://user:sk-secret@/v1").unwrap_err();
+        assert!(!e.to_string().contains("sk-secret"));
+    }
+
+    fn record() -> Record {
+        Record {
+            run_id: "drill-1".to_owned(),
+            api_surface: ApiSurface::Responses,
+            request_profile: RequestProfile::HappyPathMissingModel,
+            status_class: StatusClass::TransportError,
+            parse_check: ParseCheck::Skipped,
+            fallback_decision: DrillDecision::Rollback,
+            retry_count: 0,
+            credential_logged: false,
+            body_redacted: true,
+            support_packet_ready: false,
+            operator_note: "rollback: no response arrived".to_owned(),
+            http_status: None,
+            finish_reason_present: false,
+            content_non_null: false,
+            error_shape_valid_on_4xx: false,
+            endpoint_host: "127.0.0.1".to_owned(),
+            model: "gpt-4o-mini".to_owned(),
+            waf_vendor: Some(WafVendor::Cloudflare),
+            waf_kind: Some(WafKind::RateLimit),
+            waf_reference: None,
+            error_type: None,
+            error_code: Some("line\nbreak".to_owned()),
+            test_timestamp_utc: "2026-01-01T00:00:00Z".to_owned(),
+            pass: false,
+        }
+    }
+
+    #[test]
+    fn text_and_json_carry_the_same_fields_and_strings() {
+        let r = record();
+        let text = r.to_text();
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let keys = json.as_object().unwrap();
+        assert_eq!(text.lines().count(), keys.len(), "{text}");
+        for (k, v) in keys {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+                .unwrap_or_else(|| panic!("no {k} in {text}"));
+            match v {
+                serde_json::Value::Null => assert_eq!(line, "", "{k}"),
+                serde_json::Value::String(s) if s.contains('\n') => {
+                    assert_eq!(line, s.replace('\n', " "), "{k}");
+                }
+                serde_json::Value::String(s) => assert_eq!(line, s, "{k}"),
+                other => assert_eq!(line, other.to_string(), "{k}"),
+            }
+        }
+        assert_eq!(json["http_status"], serde_json::Value::Null);
+        assert_eq!(json["api_surface"], "responses");
+        assert_eq!(json["request_profile"], "happy_path+missing_model");
+        assert_eq!(json["status_class"], "transport_error");
+        assert_eq!(json["fallback_decision"], "rollback");
+        assert_eq!(json["waf_kind"], "rate_limit");
+    }
 }

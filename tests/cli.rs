@@ -22,12 +22,30 @@ const FIELDS: &[&str] = &[
     "finish_reason_present",
     "content_non_null",
     "error_shape_valid_on_4xx",
+    "endpoint_host",
+    "model",
+    "waf_vendor",
+    "waf_kind",
+    "waf_reference",
+    "error_type",
+    "error_code",
     "test_timestamp_utc",
     "pass",
 ];
 
+/// The command, with no OTLP export unless a test asks for one.
+fn llm_guard() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llm-guard"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 fn smoke(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llm-guard"))
+    llm_guard()
         .arg("smoke")
         .args(args)
         .env("DRILL_KEY", KEY)
@@ -62,6 +80,18 @@ fn smoke_against_the_mock_gateway_passes_and_prints_every_field() {
         assert_eq!(field(&out, "pass"), "true");
         assert_eq!(field(&out, "credential_logged"), "false");
         assert_eq!(field(&out, "error_shape_valid_on_4xx"), "true");
+        assert_eq!(field(&out, "http_status"), "200");
+        assert_eq!(field(&out, "endpoint_host"), "127.0.0.1");
+        assert_eq!(field(&out, "model"), "gpt-4o-mini");
+        for empty in [
+            "waf_vendor",
+            "waf_kind",
+            "waf_reference",
+            "error_type",
+            "error_code",
+        ] {
+            assert_eq!(field(&out, empty), "", "{empty}");
+        }
         assert!(!out.contains(KEY), "the key leaked: {out}");
         assert!(
             !out.contains("Reply with exactly"),
@@ -83,7 +113,33 @@ fn a_waf_page_on_the_happy_path_holds_and_fails() {
     assert_eq!(field(&out, "fallback_decision"), "hold");
     assert_eq!(field(&out, "pass"), "false");
     assert!(field(&out, "operator_note").contains("cloudflare"));
+    assert_eq!(field(&out, "waf_vendor"), "cloudflare");
+    assert_eq!(field(&out, "waf_kind"), "block");
+    let reference = field(&out, "waf_reference");
+    assert!(
+        reference.len() == 16 && reference.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a bare Ray ID: {out}"
+    );
+    assert_eq!(field(&out, "support_packet_ready"), "true");
     assert!(!out.contains(KEY));
+}
+
+#[test]
+fn a_rejected_key_holds_with_the_error_code_but_never_its_message() {
+    let o = smoke(&[
+        "--mock-scenario",
+        "unauthorized",
+        "--api-key-env",
+        "DRILL_KEY",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(field(&out, "fallback_decision"), "hold");
+    assert_eq!(field(&out, "http_status"), "401");
+    assert_eq!(field(&out, "error_type"), "invalid_request_error");
+    assert_eq!(field(&out, "error_code"), "invalid_api_key");
+    assert!(field(&out, "operator_note").contains("401 invalid_api_key"));
+    assert!(!out.contains("Incorrect API key"), "the message: {out}");
 }
 
 #[test]
@@ -95,7 +151,193 @@ fn json_output_carries_the_same_record() {
         assert!(v.get(f).is_some(), "no {f} in {v}");
     }
     assert_eq!(v["pass"], true);
+    assert_eq!(v["http_status"], 200);
+    assert_eq!(v["api_surface"], "chat_completions");
+    assert_eq!(v["request_profile"], "happy_path+missing_model");
+    assert_eq!(v["status_class"], "2xx");
+    assert_eq!(v["parse_check"], "pass");
+    assert_eq!(v["fallback_decision"], "promote");
+    assert_eq!(v["waf_vendor"], serde_json::Value::Null);
     assert!(!text(&o).contains(KEY));
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn no_response_leaves_the_status_empty_not_zero() {
+    let base = format!("http://127.0.0.1:{}/v1", closed_port());
+    let o = smoke(&["--base-url", &base, "--api-key-env", "DRILL_KEY"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(field(&out, "http_status"), "");
+    assert_eq!(field(&out, "status_class"), "transport_error");
+    assert_eq!(field(&out, "fallback_decision"), "rollback");
+    assert!(field(&out, "operator_note").contains("no response arrived"));
+    let o = smoke(&["--base-url", &base, "--api-key-env", "DRILL_KEY", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["http_status"], serde_json::Value::Null);
+}
+
+#[test]
+fn timeout_is_a_flag_shown_in_help() {
+    let help = llm_guard().args(["smoke", "--help"]).output().unwrap();
+    let help = text(&help);
+    assert!(help.contains("--timeout"), "{help}");
+    assert!(help.contains("60s"), "the default: {help}");
+    // The mock's slow answer waits 300 ms before its headers.
+    let o = smoke(&[
+        "--mock-scenario",
+        "slow",
+        "--timeout",
+        "50ms",
+        "--api-key-env",
+        "DRILL_KEY",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(field(&out, "status_class"), "transport_error");
+    assert_eq!(field(&out, "fallback_decision"), "rollback");
+    let o = smoke(&["--mock-scenario", "slow", "--timeout", "2s"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = smoke(&["--timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_endpoint_host_is_the_host_alone() {
+    let gateway = MockGateway::start_with(Scenario::Ok, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!(
+        "http://drill:sk-userinfo-secret@{}/v1?key=sk-query-secret",
+        gateway.addr()
+    );
+    let o = tokio::task::spawn_blocking(move || {
+        smoke(&["--base-url", &base, "--api-key-env", "DRILL_KEY"])
+    })
+    .await
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(field(&out, "endpoint_host"), "127.0.0.1");
+    assert!(!out.contains("secret"), "{out}");
+}
+
+#[test]
+fn a_base_url_that_is_not_one_is_a_clear_error_without_the_url() {
+    let o = smoke(&[
+        "--base-url",
+        "api.example.com/v1?key=sk-query-secret",
+        "--api-key-env",
+        "DRILL_KEY",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("base URL"), "{out}");
+    assert!(!out.contains("sk-query-secret"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_rate_limit_rolls_back_like_an_exhausted_429() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let edge = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("server", "cloudflare")
+                .insert_header("cf-ray", "9d8e7f6a5b4c3d2e-AMS")
+                .insert_header("retry-after", "0")
+                .insert_header("content-type", "text/plain")
+                .set_body_string("error code: 1015"),
+        )
+        .mount(&edge)
+        .await;
+    let base = format!("{}/v1", edge.uri());
+    let o = tokio::task::spawn_blocking(move || {
+        smoke(&["--base-url", &base, "--api-key-env", "DRILL_KEY"])
+    })
+    .await
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(field(&out, "waf_kind"), "rate_limit");
+    assert_eq!(field(&out, "waf_reference"), "9d8e7f6a5b4c3d2e");
+    assert_eq!(field(&out, "fallback_decision"), "rollback");
+    assert!(
+        field(&out, "operator_note").contains("rate-limited"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smoke_exports_its_spans_through_otlp_only_when_the_endpoint_is_set() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let collector = MockServer::start().await;
+    for p in ["/v1/traces", "/v1/metrics"] {
+        Mock::given(method("POST"))
+            .and(path(p))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&collector)
+            .await;
+    }
+    let uri = collector.uri();
+    let o = tokio::task::spawn_blocking(move || {
+        llm_guard()
+            .args(["smoke", "--api-key-env", "DRILL_KEY"])
+            .env("DRILL_KEY", KEY)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &uri)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .env("OTEL_SERVICE_NAME", "llm-guard-smoke")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let requests = collector.received_requests().await.unwrap();
+    let traces: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/v1/traces")
+        .collect();
+    assert!(!traces.is_empty(), "no trace export before exit");
+    let sent: Vec<u8> = traces.iter().flat_map(|r| r.body.clone()).collect();
+    let contains = |needle: &str| memchr::memmem::find(&sent, needle.as_bytes()).is_some();
+    assert!(contains("chat gpt-4o-mini"), "the call span");
+    assert!(contains("llm-guard-smoke"), "the service name");
+    assert!(!contains(KEY), "the key went out");
+    assert!(
+        requests.iter().any(|r| r.url.path() == "/v1/metrics"),
+        "no metric export before exit"
+    );
+
+    // Without OTEL_EXPORTER_OTLP_ENDPOINT, nothing goes out, even to a signal's own endpoint.
+    let quiet = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&quiet)
+        .await;
+    let traces_endpoint = format!("{}/v1/traces", quiet.uri());
+    let o = tokio::task::spawn_blocking(move || {
+        llm_guard()
+            .args(["smoke", "--api-key-env", "DRILL_KEY"])
+            .env("DRILL_KEY", KEY)
+            .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces_endpoint)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(quiet.received_requests().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,4 +405,293 @@ async fn llm_guard_mock_serves_the_mock_gateway() {
     assert_eq!(ok.status(), 200);
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+// `llm-guard check`: saved responses judged offline.
+
+/// A file in this test target's scratch directory.
+fn saved(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}-{name}", std::process::id()));
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+fn check(args: &[&str]) -> Output {
+    llm_guard()
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("llm-guard runs")
+}
+
+fn check_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = llm_guard()
+        .arg("check")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const CHAT_OK: &str = r#"{"id":"chatcmpl-9","object":"chat.completion","created":1,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"PASS","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#;
+
+#[test]
+fn check_names_a_cloudflare_challenge_and_never_echoes_credentials() {
+    let page = "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title></head>\
+        <body><noscript>Enable JavaScript and cookies to continue</noscript>\
+        <script>window._cf_chl_opt={cRay: '8f1c2d3e4a5b6c7d'};</script></body></html>";
+    let raw = format!(
+        "HTTP/2 403\r\ndate: Mon, 01 Jun 2026 10:00:00 GMT\r\ncontent-type: text/html; charset=UTF-8\r\n\
+         cf-mitigated: challenge\r\nserver: cloudflare\r\ncf-ray: 8f1c2d3e4a5b6c7d-FRA\r\n\
+         set-cookie: __cf_bm=sk-cookie-secret; path=/\r\nauthorization: Bearer sk-auth-secret\r\n\
+         api-key: sk-azure-secret\r\n\r\n{page}"
+    );
+    let file = saved("challenge.txt", raw.as_bytes());
+    let o = check(&[file.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(field(&out, "http_status"), "403");
+    assert_eq!(field(&out, "status_class"), "4xx");
+    assert_eq!(field(&out, "waf_vendor"), "cloudflare");
+    assert_eq!(field(&out, "waf_kind"), "challenge");
+    assert_eq!(field(&out, "waf_reference"), "8f1c2d3e4a5b6c7d");
+    assert_eq!(field(&out, "waf_location"), "FRA");
+    assert_eq!(field(&out, "parse_check"), "fail");
+    assert_eq!(field(&out, "violation"), "html_body");
+    assert_eq!(field(&out, "api_surface"), "chat_completions");
+    assert_eq!(field(&out, "api_surface_source"), "assumed");
+    assert_eq!(field(&out, "fallback_decision"), "hold");
+    assert!(!out.contains("secret"), "a credential was echoed: {out}");
+}
+
+#[test]
+fn check_passes_a_chat_answer_at_the_end_of_a_redirect_chain() {
+    let raw = format!(
+        "HTTP/1.1 301 Moved Permanently\nlocation: https://api.example.com/v1/chat/completions\n\n\
+         HTTP/1.1 200 OK\ncontent-type: application/json\nx-request-id: req_1\n\n{CHAT_OK}\n"
+    );
+    let file = saved("chat-ok.txt", raw.as_bytes());
+    let o = check(&[file.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(field(&out, "heads"), "2");
+    assert_eq!(field(&out, "http_status"), "200");
+    assert_eq!(field(&out, "api_surface"), "chat_completions");
+    assert_eq!(field(&out, "api_surface_source"), "guessed");
+    assert_eq!(field(&out, "parse_check"), "pass");
+    assert_eq!(field(&out, "violation"), "");
+    assert_eq!(field(&out, "warnings"), "");
+    assert_eq!(field(&out, "response_id"), "chatcmpl-9");
+    assert_eq!(field(&out, "finish_reasons"), "stop");
+    assert_eq!(field(&out, "waf_vendor"), "");
+    assert_eq!(field(&out, "fallback_decision"), "none");
+}
+
+#[test]
+fn check_normalises_an_error_envelope_given_as_a_body() {
+    let body = r#"{"error":{"message":"you must provide a model parameter","type":"invalid_request_error","param":"model","code":"missing_required_parameter"}}"#;
+    let file = saved("error-400.json", body.as_bytes());
+    let args = [
+        "--status",
+        "400",
+        "--header",
+        "content-type: application/json",
+        "--header",
+        "x-request-id: req_2",
+        "--json",
+        file.to_str().unwrap(),
+    ];
+    let o = check(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["http_status"], 400);
+    assert_eq!(v["heads"], 0);
+    assert_eq!(v["status_class"], "4xx");
+    assert_eq!(v["parse_check"], "pass");
+    assert_eq!(v["error_shape"], "envelope");
+    assert_eq!(v["error_type"], "invalid_request_error");
+    assert_eq!(v["error_code"], "missing_required_parameter");
+    assert_eq!(v["error_param"], "model");
+    assert_eq!(v["error_status"], 400);
+    assert_eq!(v["error_message"], "you must provide a model parameter");
+    assert_eq!(v["waf_vendor"], serde_json::Value::Null);
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    assert_eq!(v["fallback_decision"], "hold");
+}
+
+#[test]
+fn check_finds_a_truncated_chat_stream() {
+    let dump = concat!(
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+    );
+    let file = saved("truncated.sse", dump.as_bytes());
+    let o = check(&["--stream", file.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(field(&out, "http_status"), "200");
+    assert_eq!(field(&out, "api_surface"), "chat_completions");
+    assert_eq!(field(&out, "api_surface_source"), "guessed");
+    assert_eq!(field(&out, "events"), "2");
+    assert_eq!(field(&out, "parse_check"), "fail");
+    assert_eq!(field(&out, "violation"), "stream_truncated");
+    assert_eq!(field(&out, "fallback_decision"), "fallback");
+    // The same dump saved with its head: the content-type says it is a stream.
+    let raw = format!("HTTP/2 200\r\ncontent-type: text/event-stream; charset=utf-8\r\n\r\n{dump}");
+    let o = check_stdin(&["-"], raw.as_bytes());
+    assert_eq!(field(&text(&o), "violation"), "stream_truncated");
+}
+
+#[test]
+fn check_reads_stdin_and_takes_the_surface_it_is_given() {
+    let body = r#"{"id":"resp_1","object":"response","created_at":1,"model":"gpt-4.1-mini","status":"completed","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"PASS","annotations":[]}]}]}"#;
+    let raw = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{body}");
+    let o = check_stdin(&["-", "--surface", "responses"], raw.as_bytes());
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(field(&out, "api_surface"), "responses");
+    assert_eq!(field(&out, "api_surface_source"), "given");
+    assert_eq!(field(&out, "parse_check"), "pass");
+    assert_eq!(field(&out, "response_model"), "gpt-4.1-mini");
+    // Checked as Chat, the same body breaks that contract.
+    let o = check_stdin(&["-", "--surface", "chat"], raw.as_bytes());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(field(&text(&o), "fallback_decision"), "fallback");
+}
+
+#[test]
+fn check_refuses_unusable_input_with_exit_2_and_a_reason() {
+    let missing = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-response.txt");
+    let o = check(&[missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no-such-response.txt"), "{}", text(&o));
+
+    let body_alone = saved("body-alone.json", CHAT_OK.as_bytes());
+    let o = check(&[body_alone.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--status"), "{}", text(&o));
+
+    let bad_header = b"HTTP/1.1 401 Unauthorized\r\nAuthorization Bearer sk-line-secret\r\n\r\n{}";
+    let o = check_stdin(&["-"], bad_header);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("line 2"), "{out}");
+    assert!(!out.contains("sk-line-secret"), "{out}");
+    assert!(o.stdout.is_empty(), "no evidence for unusable input");
+
+    let o = check_stdin(
+        &["-", "--header", "cookie: sk-flag-secret"],
+        b"HTTP/2 200\r\n\r\n{}",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!text(&o).contains("sk-flag-secret"));
+
+    let o = check(&["--status", "1000", body_alone.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let mut gzip = b"HTTP/2 200\r\ncontent-encoding: gzip\r\n\r\n".to_vec();
+    gzip.extend_from_slice(&[0x1f, 0x8b, 0x08, 0x00, 0x00]);
+    let o = check_stdin(&["-"], &gzip);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--compressed"), "{}", text(&o));
+}
+
+/// Real recorded walls and ordinary pages (../shared/fixtures/waf/, format in its README), saved
+/// as `curl -i` would and judged by the command: the verdict the inspect layer's own corpus test
+/// expects. Read at run time, never copied here; skipped with a note when absent outside CI.
+#[test]
+fn check_judges_the_recorded_waf_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/waf");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the WAF fixtures {} are missing in CI: {e}", dir.display())
+        }
+        Err(e) => {
+            eprintln!(
+                "skipped: the WAF fixtures {} are not readable: {e}",
+                dir.display()
+            );
+            return;
+        }
+    };
+    let mut files: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    let (mut walls, mut ordinary) = (0, 0);
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let split = memchr::memmem::find(&bytes, b"\n---\n").expect("a `---` line");
+        let head = std::str::from_utf8(&bytes[..split]).unwrap();
+        let body = &bytes[split + 5..];
+        let line = |key: &'static str| {
+            head.lines()
+                .filter_map(move |l| l.strip_prefix(key))
+                .map(str::trim)
+        };
+        let status = line("STATUS:").next().expect("a STATUS line");
+        let expect = line("EXPECT:").next().expect("an EXPECT line");
+        if expect.starts_with("ambiguous") {
+            continue;
+        }
+        // What a faithful classifier may report: `vendor/kind` pairs, or none.
+        let accepted: Vec<(String, String)> = expect
+            .split(" or ")
+            .filter_map(|alt| {
+                let alt = alt.split_whitespace().next()?;
+                let (vendor, kind) = alt.split_once('/')?;
+                Some((vendor.to_owned(), kind.to_owned()))
+            })
+            .collect();
+        let mut raw = format!("HTTP/1.1 {status}\r\n").into_bytes();
+        for header in line("HEADER:") {
+            raw.extend_from_slice(header.as_bytes());
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(body);
+        let o = check_stdin(&["-", "--json"], &raw);
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{name}: {}",
+            text(&o)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", text(&o)));
+        let got = (v["waf_vendor"].as_str(), v["waf_kind"].as_str());
+        if accepted.is_empty() {
+            assert!(expect.starts_with("none"), "{name}: EXPECT {expect}");
+            assert_eq!(got, (None, None), "{name}: an ordinary page");
+            ordinary += 1;
+        } else {
+            assert!(
+                accepted
+                    .iter()
+                    .any(|(vendor, kind)| got == (Some(vendor.as_str()), Some(kind.as_str()))),
+                "{name}: got {got:?}, EXPECT {expect}"
+            );
+            let decision = if got.1 == Some("rate_limit") {
+                "fallback"
+            } else {
+                "hold"
+            };
+            assert_eq!(v["fallback_decision"], decision, "{name}");
+            walls += 1;
+        }
+    }
+    assert!(
+        walls >= 20 && ordinary >= 60,
+        "{walls} walls, {ordinary} ordinary pages read"
+    );
+    eprintln!("WAF corpus through llm-guard check: {walls} walls, {ordinary} ordinary pages");
 }
