@@ -891,6 +891,9 @@ mod tests {
             waf,
             retry_count: 0,
             retry_stop_reason: None,
+            upstream: None,
+            hops: 0,
+            failover_stop: None,
             fallback_decision,
         }
     }

@@ -14,6 +14,8 @@ pub enum ErrorKind {
     /// The OTLP export pipeline could not be built from its configuration (feature `otlp`).
     /// The cause is in [`source`](std::error::Error::source).
     OtlpConfig,
+    /// The failover layer has no upstream serving the request's surface.
+    NoUpstream,
 }
 
 impl fmt::Display for ErrorKind {
@@ -24,6 +26,7 @@ impl fmt::Display for ErrorKind {
                  buffer it or send it without the retry layer"
             }
             ErrorKind::OtlpConfig => "the OTLP export pipeline could not be built",
+            ErrorKind::NoUpstream => "no upstream serves this request's API surface",
         })
     }
 }

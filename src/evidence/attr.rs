@@ -48,6 +48,22 @@ pub const LINT_PHASE: &str = "lint.phase";
 pub const REDIRECT_FOLLOWED: &str = "redirect.followed";
 /// The host the redirect led to (never its path's query or userinfo).
 pub const REDIRECT_SERVER_ADDRESS: &str = "redirect.server_address";
+/// The upstream an attempt went to (attempt spans), or that answered (the call span): the
+/// failover layer's upstream name.
+pub const FAILOVER_UPSTREAM: &str = "failover.upstream";
+/// Moves from one upstream to the next during the call (call span; 0 when the first stood).
+pub const FAILOVER_HOPS: &str = "failover.hops";
+/// Why the failover layer stopped where it did ([`FailoverStop`](crate::failover::FailoverStop)).
+pub const FAILOVER_STOP_REASON: &str = "failover.stop_reason";
+/// On a hop event: the upstream left.
+pub const FAILOVER_FROM: &str = "failover.from";
+/// On a hop event: the upstream tried next.
+pub const FAILOVER_TO: &str = "failover.to";
+/// On a hop event: why ([`HopReason`](crate::failover::HopReason)).
+pub const FAILOVER_REASON: &str = "failover.reason";
+/// The span event of one move to another upstream (with [`FAILOVER_FROM`], [`FAILOVER_TO`],
+/// [`FAILOVER_REASON`]).
+pub const EVENT_FAILOVER_HOP: &str = "llm_guard.failover_hop";
 /// The span event of one request-lint finding (with [`LINT_RULE`] and [`LINT_FAMILY`]).
 pub const EVENT_REQUEST_CHECK: &str = "llm_guard.request_check";
 /// The span event of one request/response cross-check finding.

@@ -286,14 +286,15 @@ impl Rule {
 /// | 3 | an edge's own rate limit, any status | `fallback` | as a 429 whose retries ran out |
 /// | 4 | transport error, timeout | `fallback` | the endpoint is unreachable |
 /// | 5 | 2xx whose error (in-stream or in the body) states a 4xx, not 408/429 | `hold` | the request was refused; it fails anywhere |
-/// | 6 | 2xx breaking its contract | `fallback` | HTML, error payload, `failed`, truncated stream |
-/// | 7 | 2xx | `none` | |
-/// | 8 | 429 | `fallback` | retries, deadline or budget ran out (the retry layer retries first); `insufficient_quota` is not retried |
-/// | 9 | 402, 408 | `fallback` | credits or a timeout on this provider |
-/// | 10 | 400, 401, 403, 404, 409, 422 | `hold` | the same request fails on any path |
-/// | 11 | other 4xx | `hold` | a request problem |
-/// | 12 | 5xx | `fallback` | the provider is failing |
-/// | 13 | 1xx, 3xx | `fallback` | not an API answer: the endpoint is misconfigured |
+/// | 6 | error code `context_length_exceeded` | `fallback` | a model with a larger context window can answer |
+/// | 7 | 2xx breaking its contract | `fallback` | HTML, error payload, `failed`, truncated stream |
+/// | 8 | 2xx | `none` | |
+/// | 9 | 429 | `fallback` | retries, deadline or budget ran out (the retry layer retries first); `insufficient_quota` is not retried |
+/// | 10 | 402, 408 | `fallback` | credits or a timeout on this provider |
+/// | 11 | 400, 401, 403, 404, 409, 422 | `hold` | the same request fails on any path |
+/// | 12 | other 4xx | `hold` | a request problem |
+/// | 13 | 5xx | `fallback` | the provider is failing |
+/// | 14 | 1xx, 3xx | `fallback` | not an API answer: the endpoint is misconfigured |
 ///
 /// Rows can also match the API's error ([`Rule::ApiErrorCode`], [`Rule::ApiErrorType`]), so a
 /// table can route on `context_length_exceeded` or `insufficient_quota`.
@@ -331,6 +332,7 @@ impl Default for DecisionTable {
             (Rule::EdgeRateLimit, Fallback),
             (Rule::TransportError, Fallback),
             (Rule::ClientErrorInBody, Hold),
+            (Rule::ApiErrorCode("context_length_exceeded"), Fallback),
             (Rule::ContractFailOn2xx, Fallback),
             (Rule::StatusRange(200, 299), None),
             (Rule::Status(429), Fallback),

@@ -57,24 +57,24 @@ pub enum CallOutcome {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BreakerConfig {
-    /// Opens after this many failures in a row [5].
+    /// Opens after this many failures in a row (default 5).
     pub consecutive_failures: u32,
-    /// Opens when failures reach this share of the calls in the window [0.5]...
+    /// Opens when failures reach this share of the calls in the window (default 0.5)...
     pub failure_rate: f64,
-    /// ...counted over this sliding window [60 s]...
+    /// ...counted over this sliding window (default 60 s)...
     pub window: Duration,
-    /// ...once the window holds at least this many calls [20].
+    /// ...once the window holds at least this many calls (default 20).
     pub minimum_calls: u32,
-    /// The first open time [30 s]; each reopening without a success in between doubles it.
+    /// The first open time (default 30 s); each reopening without a success in between doubles it.
     pub open_base: Duration,
-    /// The longest open time [300 s] (a server's `Retry-After` may ask for longer).
+    /// The longest open time (default 300 s) (a server's `Retry-After` may ask for longer).
     pub open_max: Duration,
-    /// Open times vary by up to this share, up or down [0.1], so upstreams shared by many
+    /// Open times vary by up to this share, up or down (default 0.1), so upstreams shared by many
     /// clients are not probed by all of them at once.
     pub jitter: f64,
-    /// Probe calls let through at once while half-open [1].
+    /// Probe calls let through at once while half-open (default 1).
     pub half_open_permits: u32,
-    /// The cooldown after a 429 that named no wait [1 s].
+    /// The cooldown after a 429 that named no wait (default 1 s).
     pub rate_limit_cooldown: Duration,
 }
 
@@ -91,6 +91,53 @@ impl Default for BreakerConfig {
             half_open_permits: 1,
             rate_limit_cooldown: Duration::from_secs(1),
         }
+    }
+}
+
+impl BreakerConfig {
+    /// Opens after this many failures in a row.
+    #[must_use]
+    pub fn with_consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive_failures = n;
+        self
+    }
+
+    /// Opens when `rate` of at least `minimum_calls` calls within `window` failed.
+    #[must_use]
+    pub fn with_failure_rate(mut self, rate: f64, window: Duration, minimum_calls: u32) -> Self {
+        self.failure_rate = rate;
+        self.window = window;
+        self.minimum_calls = minimum_calls;
+        self
+    }
+
+    /// The first open time and the longest one.
+    #[must_use]
+    pub fn with_open_time(mut self, base: Duration, max: Duration) -> Self {
+        self.open_base = base;
+        self.open_max = max;
+        self
+    }
+
+    /// How much open times vary, up or down (0 for none).
+    #[must_use]
+    pub fn with_jitter(mut self, share: f64) -> Self {
+        self.jitter = share;
+        self
+    }
+
+    /// Probe calls let through at once while half-open.
+    #[must_use]
+    pub fn with_half_open_permits(mut self, n: u32) -> Self {
+        self.half_open_permits = n;
+        self
+    }
+
+    /// The cooldown after a 429 that named no wait.
+    #[must_use]
+    pub fn with_rate_limit_cooldown(mut self, wait: Duration) -> Self {
+        self.rate_limit_cooldown = wait;
+        self
     }
 }
 
@@ -171,6 +218,11 @@ impl Breaker {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
     }
 
     /// The state now (an open breaker whose time is over reads as half-open).

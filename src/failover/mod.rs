@@ -1,4 +1,60 @@
-//! Acting on the evidence across upstreams: a circuit breaker per upstream.
+//! Acting on the evidence across upstreams: failover between an ordered list of upstreams,
+//! and a circuit breaker per upstream.
+//!
+//! [`Failover`] sits between the call layer and the retry layer ([`Guard::with_failover`]
+//! puts it there), so one call span, one decision policy, one retry budget and one deadline
+//! cover every hop. Each upstream's attempts are retried by the retry layer within those
+//! bounds; the failover layer then acts on the call's decision, made by the same policy as
+//! the span's:
+//!
+//! | decision | what the layer does |
+//! |---|---|
+//! | `none` | hands the answer back |
+//! | `hold` | hands it back at once, never masked by a hop: a WAF wall, an auth, request or content-policy error |
+//! | `fallback` | moves to the next eligible upstream, if a hop is left (default 2), the budget allows one and the deadline has not passed; else hands the last answer (or error) back |
+//!
+//! The error decides where to: `context_length_exceeded` goes first to an upstream with a
+//! larger declared context window; `insufficient_quota` moves on without a retry (a quota never
+//! clears in seconds); a wall the policy chose to fail over from never leads to another
+//! upstream behind the same host. A request goes only to upstreams that serve its surface (no
+//! Chat ↔ Responses translation), and one that continues server-side state
+//! (`previous_response_id`, a `conversation`, `GET /responses/{id}`) only to the upstream that
+//! minted it (the layer remembers the last 10,000 response ids it saw): if that one fails, the
+//! call holds there (`failover.stop_reason=state_affinity`).
+//!
+//! Each upstream gets its request with its base URL, its key (`Authorization: Bearer`, read
+//! from the environment at each call; the caller's own goes to upstreams with no key of their
+//! own) and its model, if it overrides the request's. Keys are never recorded.
+//!
+//! Streams commit at their headers in this version: a stream whose headers are a 2xx is handed
+//! to the caller, and its failure after that ends its body with the error, never a clean end
+//! (the call's decision is then `fallback` for the caller to act on).
+//!
+//! The answer's [`FailoverRecord`] (upstreams tried, hops with their reasons, why it stopped)
+//! is in the response's extensions; [`Evidence`](crate::Evidence) carries the upstream that
+//! answered and the hop count, the call span `failover.upstream`, `failover.hops`,
+//! `failover.stop_reason` and one `llm_guard.failover_hop` event per hop, and every attempt
+//! span the upstream it went to.
+//!
+//! ```no_run
+//! use reqwest_llm_guard::Guard;
+//! use reqwest_llm_guard::failover::{Credential, Failover, Upstream};
+//!
+//! let failover = Failover::new([
+//!     Upstream::new("openai", "https://api.openai.com/v1")?
+//!         .with_credential(Credential::env("OPENAI_API_KEY"))
+//!         .with_context_window(128_000),
+//!     Upstream::new("gateway", "https://gateway.example/v1")?
+//!         .with_credential(Credential::env("GATEWAY_KEY"))
+//!         .with_model("openai/gpt-4o-mini"),
+//! ]);
+//! let client = Guard::new().with_failover(failover.clone()).client(reqwest::Client::new());
+//! // Calls name any of the upstreams' URLs (or a placeholder): the layer rewrites them.
+//! // The breakers: failover.breaker("openai").map(|b| b.force_open());
+//! # let _ = client; Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Circuit breakers
 //!
 //! [`Breaker`] keeps an upstream out of rotation while it fails, on tokio's clock: it opens
 //! after consecutive failures or a failure rate over a sliding window (with a minimum number
@@ -6,7 +62,9 @@
 //! it reopens (with jitter, up to a cap), treats a 429 as a cooldown rather than a failure, and
 //! lets probe calls through half-open. A [`Permit`] dropped without an outcome (a stream the
 //! caller dropped) gives its probe slot back, so a breaker never sticks half-open; when every
-//! breaker refuses, [`least_recently_failed`] says which upstream to probe anyway.
+//! breaker refuses, the upstream that failed least recently ([`least_recently_failed`]) is
+//! probed anyway, so the upstreams are never all closed off. In-stream errors count as
+//! failures when the stream ends.
 //!
 //! ```
 //! use std::time::Duration;
@@ -23,9 +81,18 @@
 //! assert_eq!(breaker.state(), BreakerState::HalfOpen);
 //! # }
 //! ```
+//!
+//! [`Guard::with_failover`]: crate::Guard::with_failover
 
 mod breaker;
+mod layer;
+mod upstream;
 
 pub use breaker::{
     Breaker, BreakerConfig, BreakerState, CallOutcome, Permit, least_recently_failed,
 };
+pub(crate) use layer::{CallStart, CurrentUpstream, HopIndex};
+pub use layer::{
+    DEFAULT_AFFINITY_CAPACITY, Failover, FailoverRecord, FailoverStop, Hop, HopReason,
+};
+pub use upstream::{Credential, InvalidBaseUrl, Upstream};

@@ -10,6 +10,7 @@ use crate::evidence::{
     self, ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, Outcome, ParseCheck,
     SkipReason, StatusClass, TransportErrorKind, Violation, WafVerdict,
 };
+use crate::failover::{FailoverRecord, FailoverStop};
 use crate::inspect::VerdictHandle;
 use crate::retry::{RetryRecord, StopReason};
 
@@ -59,6 +60,12 @@ pub struct Evidence {
     pub retry_count: u32,
     /// Why the retry layer stopped retrying, when it ran.
     pub retry_stop_reason: Option<StopReason>,
+    /// The upstream that answered (or failed last), when the failover layer ran.
+    pub upstream: Option<Arc<str>>,
+    /// Moves from one upstream to the next (0 when the first stood).
+    pub hops: u32,
+    /// Why the failover layer stopped where it did, when it ran.
+    pub failover_stop: Option<FailoverStop>,
     /// What to do next, decided by the policy set on [`Guard`](crate::Guard) (or on the
     /// [`Telemetry`](crate::telemetry::Telemetry) layer): the same value as the call span's
     /// `fallback_decision` and the metrics' label.
@@ -74,6 +81,7 @@ pub(crate) struct CallFacts<'a> {
     pub(crate) waf: Option<&'a WafVerdict>,
     pub(crate) retry: Option<&'a RetryRecord>,
     pub(crate) cancelled: bool,
+    pub(crate) failover: Option<&'a FailoverRecord>,
 }
 
 impl CallFacts<'_> {
@@ -115,6 +123,11 @@ impl CallFacts<'_> {
             waf: self.waf.cloned(),
             retry_count: self.retry.map_or(0, RetryRecord::retries),
             retry_stop_reason: self.retry.and_then(RetryRecord::stop_reason),
+            upstream: self.failover.and_then(|f| f.tried.last().cloned()),
+            hops: self
+                .failover
+                .map_or(0, |f| u32::try_from(f.hops.len()).unwrap_or(u32::MAX)),
+            failover_stop: self.failover.and_then(|f| f.stop),
             fallback_decision,
         }
     }
@@ -159,6 +172,7 @@ impl Evidence {
             waf: ext.get::<WafVerdict>(),
             retry: ext.get::<RetryRecord>(),
             cancelled: false,
+            failover: ext.get::<FailoverRecord>(),
         };
         let default = DecisionTable::default();
         let policy = policy.unwrap_or(&default);
@@ -214,6 +228,7 @@ impl Evidence {
                 let status = response.status();
                 let waf = ext.get::<WafVerdict>().cloned();
                 let retry = ext.get::<RetryRecord>().cloned();
+                let failover = ext.get::<FailoverRecord>().cloned();
                 stream.on_verdict(move |v| {
                     let facts = CallFacts {
                         surface: now.api_surface,
@@ -223,6 +238,7 @@ impl Evidence {
                         waf: waf.as_ref(),
                         retry: retry.as_ref(),
                         cancelled: v.skip_reason == Some(SkipReason::Cancelled),
+                        failover: failover.as_ref(),
                     };
                     done.complete(facts.decide(&DecisionTable::default()));
                 });
@@ -328,7 +344,7 @@ impl EvidenceHandle {
         self.state().policy = Some(policy);
     }
 
-    fn policy(&self) -> Option<Arc<dyn DecisionPolicy>> {
+    pub(crate) fn policy(&self) -> Option<Arc<dyn DecisionPolicy>> {
         self.state().policy.clone()
     }
 
@@ -367,6 +383,7 @@ mod tests {
             waf: None,
             retry: None,
             cancelled: false,
+            failover: None,
         }
     }
 

@@ -11,6 +11,7 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware};
 use reqwest_retry::{RetryPolicy, RetryableStrategy};
 
 use crate::evidence::DecisionPolicy;
+use crate::failover::Failover;
 use crate::inspect::Inspect;
 use crate::retry::Retry;
 use crate::telemetry::Telemetry;
@@ -52,6 +53,7 @@ pub struct Guard {
     call: Telemetry,
     export: bool,
     policy: Option<Arc<dyn DecisionPolicy>>,
+    failover: Option<Failover>,
     retry: Option<Arc<dyn Middleware>>,
     inspect: Inspect,
 }
@@ -68,6 +70,7 @@ impl std::fmt::Debug for Guard {
             .field("call", &self.call)
             .field("telemetry", &self.export)
             .field("custom_policy", &self.policy.is_some())
+            .field("failover", &self.failover)
             .field("retry", &self.retry.is_some())
             .field("inspect", &self.inspect)
             .finish()
@@ -81,6 +84,7 @@ impl Guard {
             call: Telemetry::new(),
             export: true,
             policy: None,
+            failover: None,
             retry: Some(Arc::new(Retry::new())),
             inspect: Inspect::new(),
         }
@@ -126,6 +130,14 @@ impl Guard {
         self
     }
 
+    /// Fails over between these upstreams (see [`Failover`]): between the call layer and the
+    /// retry layer, so one call span, one decision policy, one retry budget and one deadline
+    /// cover every hop, and each upstream's attempts are retried within those bounds.
+    pub fn with_failover(mut self, failover: Failover) -> Self {
+        self.failover = Some(failover);
+        self
+    }
+
     /// This inspect layer.
     pub fn with_inspect(mut self, inspect: Inspect) -> Self {
         self.inspect = inspect;
@@ -143,6 +155,9 @@ impl Guard {
         }
         let attempts = call.attempt_layer();
         let mut builder = builder.with(call);
+        if let Some(f) = self.failover {
+            builder = builder.with(f);
+        }
         if let Some(r) = self.retry {
             builder = builder.with_arc(r);
         }

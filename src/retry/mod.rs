@@ -144,6 +144,17 @@ pub struct AttemptRecord {
     pub retry_after: Option<(Duration, WaitReason)>,
     /// Why the layer stopped; `None` on a retried attempt.
     pub stop: Option<StopReason>,
+    /// The wait the server asked for (`retry-after-ms`, `retry-after`), whether or not it was
+    /// honoured: a circuit breaker stays open at least that long.
+    pub server_wait: Option<Duration>,
+}
+
+/// The retry layer's bounds, in the request's extensions while it runs, so the failover layer
+/// charges its hops to the same budget and stops at the same deadline.
+#[derive(Debug, Clone)]
+pub(crate) struct RetryBounds {
+    pub(crate) budget: Option<Arc<RetryBudget>>,
+    pub(crate) deadline: Option<Duration>,
 }
 
 /// Every attempt of a call, left in the request's and the response's extensions.
@@ -402,6 +413,7 @@ impl<P, S> Retry<P, S> {
                 waf,
                 retry_after: None,
                 stop: Some(StopReason::Nested),
+                server_wait: None,
             }],
         };
         extensions.insert(record.clone());
@@ -429,11 +441,33 @@ where
         if extensions.get::<CurrentAttempt>().is_some() {
             return self.single_attempt(req, extensions, next).await;
         }
-        let clock = CallClock {
-            started: Instant::now(),
-            started_system: SystemTime::now(),
+        // Under the failover layer, the call (every hop) has one start and one deadline, and
+        // deposits in the budget once.
+        let (clock, first_hop) = match extensions.get::<crate::failover::CallStart>() {
+            Some(start) => (
+                CallClock {
+                    started: start.0,
+                    started_system: start.1,
+                },
+                extensions
+                    .get::<crate::failover::HopIndex>()
+                    .is_none_or(|h| h.0 == 0),
+            ),
+            None => (
+                CallClock {
+                    started: Instant::now(),
+                    started_system: SystemTime::now(),
+                },
+                true,
+            ),
         };
-        if let Some(budget) = &self.budget {
+        extensions.insert(RetryBounds {
+            budget: self.budget.clone(),
+            deadline: self.deadline,
+        });
+        if let Some(budget) = &self.budget
+            && first_hop
+        {
             budget.deposit();
         }
         let mut record = RetryRecord::default();
@@ -449,6 +483,11 @@ where
             let waf = result.as_ref().ok().and_then(wall_of);
             let step = self.next_step(&result, waf.as_ref(), retries, &clock);
             let status = result.as_ref().ok().map(Response::status);
+            let server_wait = result
+                .as_ref()
+                .ok()
+                .and_then(|r| after::server_wait(r.headers(), SystemTime::now()))
+                .map(|(wait, _)| wait);
             match step {
                 Step::Stop(reason) => {
                     record.attempts.push(AttemptRecord {
@@ -457,6 +496,7 @@ where
                         waf,
                         retry_after: None,
                         stop: Some(reason),
+                        server_wait,
                     });
                     extensions.insert(record.clone());
                     return result
@@ -473,6 +513,7 @@ where
                         waf,
                         retry_after: Some((wait, reason)),
                         stop: None,
+                        server_wait,
                     });
                     // Inner layers of the next attempt see why this one was retried.
                     extensions.insert(record.clone());

@@ -99,6 +99,12 @@ impl Middleware for AttemptTelemetry {
         if let Some(port) = url.port_or_known_default() {
             kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
         }
+        if let Some(upstream) = extensions.get::<crate::failover::CurrentUpstream>() {
+            kv.push(KeyValue::new(
+                attr::FAILOVER_UPSTREAM,
+                opentelemetry::StringValue::from(upstream.0.clone()),
+            ));
+        }
         let tracer = shared.tracer();
         let span = tracer
             .span_builder(method_name(req.method()))

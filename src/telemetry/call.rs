@@ -18,6 +18,7 @@ use super::{Shared, Telemetry};
 use crate::contract::ContractVerdict;
 use crate::evidence::{ApiSurface, TransportErrorKind, WafVerdict, attr};
 use crate::extensions::{CallActive, CaptureContent};
+use crate::failover::FailoverRecord;
 use crate::guard::{CallFacts, Evidence, EvidenceHandle};
 use crate::inspect::VerdictHandle;
 use crate::lint::{self, ModelFamily, Returned};
@@ -45,6 +46,7 @@ struct CallEnd {
     transport: Option<TransportErrorKind>,
     waf: Option<WafVerdict>,
     retry: Option<RetryRecord>,
+    failover: Option<FailoverRecord>,
     pending: Option<PendingAttempt>,
     streamed: bool,
     /// The host a followed redirect led to.
@@ -81,6 +83,7 @@ impl CallEnd {
             waf: self.waf.as_ref(),
             retry: self.retry.as_ref(),
             cancelled,
+            failover: self.failover.as_ref(),
         };
         let evidence = facts.decide(&*self.shared.policy);
         if self.shared.export {
@@ -124,6 +127,34 @@ impl CallEnd {
         ));
         if let Some(stop) = evidence.retry_stop_reason {
             kv.push(KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str()));
+        }
+        if let Some(failover) = &self.failover {
+            if let Some(upstream) = evidence.upstream.clone() {
+                kv.push(KeyValue::new(
+                    attr::FAILOVER_UPSTREAM,
+                    opentelemetry::StringValue::from(upstream),
+                ));
+            }
+            kv.push(KeyValue::new(attr::FAILOVER_HOPS, i64::from(evidence.hops)));
+            if let Some(stop) = failover.stop {
+                kv.push(KeyValue::new(attr::FAILOVER_STOP_REASON, stop.as_str()));
+            }
+            for hop in &failover.hops {
+                span.add_event(
+                    attr::EVENT_FAILOVER_HOP,
+                    vec![
+                        KeyValue::new(
+                            attr::FAILOVER_FROM,
+                            opentelemetry::StringValue::from(hop.from.clone()),
+                        ),
+                        KeyValue::new(
+                            attr::FAILOVER_TO,
+                            opentelemetry::StringValue::from(hop.to.clone()),
+                        ),
+                        KeyValue::new(attr::FAILOVER_REASON, hop.reason.as_str()),
+                    ],
+                );
+            }
         }
         if let Some(reason) = evidence.skip_reason {
             kv.push(KeyValue::new(attr::CONTRACT_SKIP_REASON, reason.as_str()));
@@ -226,6 +257,8 @@ impl Middleware for Telemetry {
             .cloned()
             .unwrap_or_default();
         handle.set_policy(shared.policy.clone());
+        // The failover layer inside decides each hop with the same policy.
+        extensions.insert(handle.clone());
         let surface = *extensions.get_or_insert_with(|| ApiSurface::of_request(&req));
         // To tell a followed redirect: reqwest follows them inside `send`.
         let sent_to = shared.export.then(|| req.url().clone());
@@ -252,6 +285,7 @@ impl Middleware for Telemetry {
             transport: None,
             waf: None,
             retry: None,
+            failover: None,
             pending: None,
             streamed: false,
             redirected_to: None,
@@ -263,6 +297,7 @@ impl Middleware for Telemetry {
         extensions.remove::<CallActive>();
         end.pending = extensions.remove::<PendingAttempt>();
         end.retry = extensions.get::<RetryRecord>().cloned();
+        end.failover = extensions.get::<FailoverRecord>().cloned();
         match result {
             Err(e) => {
                 end.transport = Some(TransportErrorKind::of(&e));

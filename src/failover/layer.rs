@@ -1,0 +1,657 @@
+//! The failover middleware: the call moves to the next eligible upstream only on `fallback`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::Extensions;
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, BreakerConfig, CallOutcome, Permit};
+use super::upstream::Upstream;
+use crate::contract::ContractVerdict;
+use crate::error::{Error, ErrorKind};
+use crate::evidence::{
+    ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, StatusClass, TransportErrorKind,
+    WafKind, WafVerdict, str_enum,
+};
+use crate::guard::{CallFacts, EvidenceHandle};
+use crate::inspect::VerdictHandle;
+use crate::retry::{RetryBounds, RetryRecord};
+
+str_enum! {
+    /// Why a call moved from one upstream to the next (attribute and metric label
+    /// `failover.reason`).
+    #[non_exhaustive]
+    pub enum HopReason {
+        /// A 5xx, or an answer out of its contract (HTML, an error in a 2xx, a cut stream).
+        UpstreamFailed => "upstream_failed",
+        /// No response: connect, reset, timeout.
+        TransportError => "transport_error",
+        /// 429 after the retry layer's retries (or over its wait cap).
+        RateLimited => "rate_limited",
+        /// `insufficient_quota`: a quota never clears in seconds.
+        QuotaExhausted => "quota_exhausted",
+        /// `context_length_exceeded`: to an upstream with a larger context window.
+        ContextLength => "context_length",
+        /// Another `fallback` decision of the policy.
+        Policy => "policy",
+    }
+}
+
+str_enum! {
+    /// Why the failover layer stopped moving on (attribute `failover.stop_reason`).
+    #[non_exhaustive]
+    pub enum FailoverStop {
+        /// An upstream's answer was decided `none` or `hold`.
+        Decided => "decided",
+        /// The hops allowed ran out.
+        HopsExhausted => "hops_exhausted",
+        /// No further upstream serves the request (surface, state, same edge as a wall).
+        NoEligibleUpstream => "no_eligible_upstream",
+        /// The shared retry budget is spent.
+        BudgetExhausted => "budget_exhausted",
+        /// The call's deadline has passed.
+        Deadline => "deadline",
+        /// The request continues server-side state that lives on one upstream only.
+        StateAffinity => "state_affinity",
+        /// The request's body is a stream and cannot be resent.
+        NotCloneable => "not_cloneable",
+    }
+}
+
+/// One move from an upstream to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Hop {
+    /// The upstream left.
+    pub from: Arc<str>,
+    /// The upstream tried next.
+    pub to: Arc<str>,
+    /// Why.
+    pub reason: HopReason,
+}
+
+/// What the failover layer did for a call, in the response's (and the request's) extensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailoverRecord {
+    /// The upstreams tried, in order.
+    pub tried: Vec<Arc<str>>,
+    /// The moves between them.
+    pub hops: Vec<Hop>,
+    /// Why it stopped where it did.
+    pub stop: Option<FailoverStop>,
+}
+
+impl FailoverRecord {
+    /// The upstream whose answer (or error) was handed back.
+    pub fn served_by(&self) -> Option<&str> {
+        self.tried.last().map(|s| &**s)
+    }
+}
+
+/// The upstream an attempt goes to, for the attempt spans.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentUpstream(pub(crate) Arc<str>);
+
+/// The call's start, so the retry layer's deadline covers every hop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallStart(pub(crate) Instant, pub(crate) std::time::SystemTime);
+
+/// Which hop of the call is running (0 for the first upstream).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HopIndex(pub(crate) usize);
+
+/// Default bound on remembered response ids.
+pub const DEFAULT_AFFINITY_CAPACITY: usize = 10_000;
+
+/// The failover middleware over an ordered list of upstreams. See the
+/// [module docs](super).
+#[derive(Clone)]
+pub struct Failover {
+    shared: Arc<Shared>,
+}
+
+struct Entry {
+    upstream: Upstream,
+    breaker: Breaker,
+}
+
+struct Shared {
+    entries: Vec<Entry>,
+    max_hops: usize,
+    affinity: Mutex<Affinity>,
+}
+
+/// Response ids this layer saw minted, and by which upstream: bounded, oldest forgotten first.
+struct Affinity {
+    capacity: usize,
+    by_id: HashMap<Box<str>, usize>,
+    order: VecDeque<Box<str>>,
+}
+
+impl Affinity {
+    fn remember(&mut self, id: &str, upstream: usize) {
+        if self.capacity == 0 || self.by_id.contains_key(id) {
+            return;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.by_id.remove(&old);
+        }
+        self.by_id.insert(id.into(), upstream);
+        self.order.push_back(id.into());
+    }
+
+    fn owner(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+}
+
+impl std::fmt::Debug for Failover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failover")
+            .field(
+                "upstreams",
+                &self
+                    .shared
+                    .entries
+                    .iter()
+                    .map(|e| (&e.upstream, e.breaker.state()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("max_hops", &self.shared.max_hops)
+            .finish()
+    }
+}
+
+impl Failover {
+    /// Failover over these upstreams, in priority order: at most 2 hops, a breaker per
+    /// upstream with [`BreakerConfig::default`], the last 10,000 response ids remembered.
+    pub fn new(upstreams: impl IntoIterator<Item = Upstream>) -> Self {
+        Self::build(
+            upstreams.into_iter().collect(),
+            2,
+            &BreakerConfig::default(),
+            DEFAULT_AFFINITY_CAPACITY,
+        )
+    }
+
+    fn build(
+        upstreams: Vec<Upstream>,
+        max_hops: usize,
+        breaker: &BreakerConfig,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                entries: upstreams
+                    .into_iter()
+                    .map(|upstream| Entry {
+                        upstream,
+                        breaker: Breaker::new(breaker.clone()),
+                    })
+                    .collect(),
+                max_hops,
+                affinity: Mutex::new(Affinity {
+                    capacity,
+                    by_id: HashMap::new(),
+                    order: VecDeque::new(),
+                }),
+            }),
+        }
+    }
+
+    fn upstreams(&self) -> Vec<Upstream> {
+        self.shared
+            .entries
+            .iter()
+            .map(|e| e.upstream.clone())
+            .collect()
+    }
+
+    /// At most this many moves to another upstream per call (default 2).
+    #[must_use]
+    pub fn with_max_hops(self, hops: usize) -> Self {
+        let capacity = self.affinity_capacity();
+        let breaker = self.breaker_config();
+        Self::build(self.upstreams(), hops, &breaker, capacity)
+    }
+
+    /// Every upstream's breaker with these settings (their state starts afresh).
+    #[must_use]
+    pub fn with_breaker(self, config: &BreakerConfig) -> Self {
+        let capacity = self.affinity_capacity();
+        Self::build(self.upstreams(), self.shared.max_hops, config, capacity)
+    }
+
+    /// Remember at most this many response ids for state affinity (default 10,000).
+    #[must_use]
+    pub fn with_affinity_capacity(self, capacity: usize) -> Self {
+        let breaker = self.breaker_config();
+        Self::build(self.upstreams(), self.shared.max_hops, &breaker, capacity)
+    }
+
+    fn affinity_capacity(&self) -> usize {
+        self.shared
+            .affinity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .capacity
+    }
+
+    fn breaker_config(&self) -> BreakerConfig {
+        self.shared
+            .entries
+            .first()
+            .map(|e| e.breaker.config().clone())
+            .unwrap_or_default()
+    }
+
+    /// The breaker of the upstream named `name`: read its state, force it open or closed,
+    /// reset it.
+    pub fn breaker(&self, name: &str) -> Option<&Breaker> {
+        self.shared
+            .entries
+            .iter()
+            .find(|e| &*e.upstream.name == name)
+            .map(|e| &e.breaker)
+    }
+}
+
+/// The ids a request continues from: `previous_response_id`, a `conversation`, or the
+/// response named in a `GET`/`POST …/responses/{id}` path.
+fn state_refs(req: &Request) -> (Option<String>, bool) {
+    #[derive(serde::Deserialize)]
+    struct Refs<'a> {
+        #[serde(borrow, default)]
+        previous_response_id: Option<&'a str>,
+        #[serde(default)]
+        conversation: Option<serde::de::IgnoredAny>,
+    }
+    let path = req.url().path();
+    if let Some(at) = path.rfind("/responses/") {
+        let id = path[at + "/responses/".len()..]
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if !id.is_empty() {
+            return (Some(id.to_owned()), false);
+        }
+    }
+    let Some(body) = req.body().and_then(reqwest::Body::as_bytes) else {
+        return (None, false);
+    };
+    match serde_json::from_slice::<Refs<'_>>(body) {
+        Ok(r) => (
+            r.previous_response_id.map(str::to_owned),
+            r.conversation.is_some(),
+        ),
+        Err(_) => (None, false),
+    }
+}
+
+/// The request with `model` replaced; `None` when the body is not a JSON object.
+fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).ok()?;
+    value.insert("model".to_owned(), serde_json::Value::from(model));
+    serde_json::to_vec(&value).ok()
+}
+
+/// What an upstream's answer means for its breaker.
+fn breaker_outcome(
+    decision: FallbackDecision,
+    status: Option<http::StatusCode>,
+    waf: Option<&WafVerdict>,
+    retry: Option<&RetryRecord>,
+) -> CallOutcome {
+    let retry_after = retry
+        .and_then(|r| r.attempts.last())
+        .and_then(|a| a.server_wait);
+    let rate_limited = status == Some(http::StatusCode::TOO_MANY_REQUESTS)
+        || waf.is_some_and(|w| w.kind == WafKind::RateLimit);
+    match decision {
+        FallbackDecision::None => CallOutcome::Success,
+        FallbackDecision::Fallback if rate_limited => CallOutcome::RateLimited { retry_after },
+        FallbackDecision::Fallback => CallOutcome::Failure { retry_after },
+        _ => CallOutcome::Ignored,
+    }
+}
+
+fn hop_reason(facts: &CallFacts<'_>) -> HopReason {
+    let code = facts
+        .verdict
+        .and_then(|v| v.api_error.as_ref())
+        .and_then(|e| {
+            e.code
+                .as_ref()
+                .map(|c| c.as_text().into_owned())
+                .or_else(|| e.error_type.clone())
+        });
+    match code.as_deref() {
+        Some("context_length_exceeded") => return HopReason::ContextLength,
+        Some("insufficient_quota") => return HopReason::QuotaExhausted,
+        _ => {}
+    }
+    match facts.status.map(StatusClass::of) {
+        None => HopReason::TransportError,
+        Some(_) if facts.status == Some(http::StatusCode::TOO_MANY_REQUESTS) => {
+            HopReason::RateLimited
+        }
+        Some(StatusClass::ServerError | StatusClass::Success) => HopReason::UpstreamFailed,
+        Some(_) => HopReason::Policy,
+    }
+}
+
+struct Pick {
+    index: usize,
+    permit: Permit,
+}
+
+impl Shared {
+    /// The next upstream to try: in order, not tried yet, eligible, its breaker willing; for a
+    /// context-length hop, one with a larger window first. When every eligible breaker refuses
+    /// and nothing was tried yet, the one that failed least recently is probed anyway.
+    fn pick(
+        &self,
+        eligible: &[usize],
+        tried: &[usize],
+        walled_hosts: &[String],
+        larger_than: Option<u64>,
+    ) -> Option<Pick> {
+        let open: Vec<usize> = eligible
+            .iter()
+            .copied()
+            .filter(|i| !tried.contains(i))
+            .filter(|&i| {
+                self.entries[i]
+                    .upstream
+                    .host()
+                    .is_none_or(|h| !walled_hosts.iter().any(|w| w == h))
+            })
+            .collect();
+        let by_window: Vec<usize> = match larger_than {
+            Some(window) => {
+                let mut larger: Vec<usize> = open
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        self.entries[i]
+                            .upstream
+                            .context_window
+                            .is_some_and(|w| w > window)
+                    })
+                    .collect();
+                let rest: Vec<usize> = open
+                    .iter()
+                    .copied()
+                    .filter(|i| !larger.contains(i))
+                    .collect();
+                larger.extend(rest);
+                larger
+            }
+            None => open.clone(),
+        };
+        for &i in &by_window {
+            if let Some(permit) = self.entries[i].breaker.try_acquire() {
+                return Some(Pick { index: i, permit });
+            }
+        }
+        if tried.is_empty() {
+            // Every breaker refuses: probe the one that failed least recently.
+            let index = open
+                .iter()
+                .copied()
+                .min_by_key(|&i| self.entries[i].breaker.last_failure())?;
+            return Some(Pick {
+                index,
+                permit: self.entries[index].breaker.force_probe(),
+            });
+        }
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Failover {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let surface = extensions
+            .get::<ApiSurface>()
+            .copied()
+            .unwrap_or_else(|| ApiSurface::of_request(&req));
+        if surface == ApiSurface::Other {
+            return next.run(req, extensions).await;
+        }
+        let shared = &*self.shared;
+        let policy: Arc<dyn DecisionPolicy> = extensions
+            .get::<EvidenceHandle>()
+            .and_then(EvidenceHandle::policy)
+            .unwrap_or_else(|| Arc::new(DecisionTable::default()));
+        let (state_id, conversation) = if surface == ApiSurface::Responses {
+            state_refs(&req)
+        } else {
+            (None, false)
+        };
+        let mut eligible: Vec<usize> = (0..shared.entries.len())
+            .filter(|&i| shared.entries[i].upstream.serves(surface))
+            .collect();
+        let pinned = state_id.is_some() || conversation;
+        if pinned {
+            // State lives on one upstream: the one that minted it, else (not seen here) the
+            // first that serves the surface. Never a hop.
+            let owner = state_id.as_deref().and_then(|id| {
+                shared
+                    .affinity
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .owner(id)
+            });
+            let only = owner
+                .filter(|o| eligible.contains(o))
+                .or_else(|| eligible.first().copied());
+            eligible = only.into_iter().collect();
+        }
+        if eligible.is_empty() {
+            return Err(Error::new(ErrorKind::NoUpstream).into());
+        }
+        let started = (Instant::now(), std::time::SystemTime::now());
+        extensions.insert(CallStart(started.0, started.1));
+        let mut record = FailoverRecord::default();
+        let mut tried: Vec<usize> = Vec::new();
+        let mut walled_hosts: Vec<String> = Vec::new();
+        // Eligible is not empty and nothing was tried: there is always a first pick.
+        let mut pick = shared.pick(&eligible, &tried, &walled_hosts, None);
+        while let Some(Pick { index, permit }) = pick.take() {
+            let entry = &shared.entries[index];
+            let Some(mut attempt) = req.try_clone() else {
+                record.stop = Some(FailoverStop::NotCloneable);
+                extensions.insert(record);
+                return Err(Error::new(ErrorKind::RequestNotCloneable).into());
+            };
+            prepare(&mut attempt, &entry.upstream, surface);
+            tried.push(index);
+            record.tried.push(entry.upstream.name.clone());
+            extensions.insert(CurrentUpstream(entry.upstream.name.clone()));
+            extensions.insert(HopIndex(tried.len() - 1));
+            // Each hop is a fresh call for the retry layer, under the call's one deadline.
+            extensions.remove::<crate::retry::CurrentAttempt>();
+            extensions.remove::<RetryRecord>();
+
+            let result = next.clone().run(attempt, extensions).await;
+
+            let retry = extensions.get::<RetryRecord>().cloned();
+            let bounds = extensions.get::<RetryBounds>().cloned();
+            let (status, transport, waf, verdict, stream) = match &result {
+                Ok(r) => (
+                    Some(r.status()),
+                    None,
+                    r.extensions().get::<WafVerdict>().cloned(),
+                    r.extensions().get::<ContractVerdict>().cloned(),
+                    r.extensions().get::<VerdictHandle>().cloned(),
+                ),
+                Err(e) => (None, Some(TransportErrorKind::of(e)), None, None, None),
+            };
+            // A stream is judged at its end; until then, as if it will keep its contract.
+            let provisional = stream.as_ref().map(|_| ContractVerdict::passed());
+            let facts = CallFacts {
+                surface,
+                status,
+                transport_error: transport,
+                verdict: verdict.as_ref().or(provisional.as_ref()),
+                waf: waf.as_ref(),
+                retry: retry.as_ref(),
+                cancelled: false,
+                failover: None,
+            };
+            let decision = facts.decide(&*policy).fallback_decision;
+            if let Some(v) = &verdict
+                && status.is_some_and(|s| s.is_success())
+                && let Some(id) = &v.facts.response_id
+            {
+                shared
+                    .affinity
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remember(id, index);
+            }
+            match (&stream, decision) {
+                (Some(stream), FallbackDecision::None) => {
+                    // Committed at the headers: the breaker learns the stream's outcome at its
+                    // end, and a stream dropped before it gives the permit back.
+                    let policy = policy.clone();
+                    let (waf, retry) = (waf.clone(), retry.clone());
+                    let mut permit = Some(permit);
+                    stream.on_verdict(move |v| {
+                        let facts = CallFacts {
+                            surface,
+                            status,
+                            transport_error: None,
+                            verdict: Some(v),
+                            waf: waf.as_ref(),
+                            retry: retry.as_ref(),
+                            cancelled: v.skip_reason
+                                == Some(crate::evidence::SkipReason::Cancelled),
+                            failover: None,
+                        };
+                        let decision = facts.decide(&*policy).fallback_decision;
+                        if let Some(p) = permit.take() {
+                            p.record(breaker_outcome(
+                                decision,
+                                status,
+                                waf.as_ref(),
+                                retry.as_ref(),
+                            ));
+                        }
+                    });
+                }
+                _ => permit.record(breaker_outcome(
+                    decision,
+                    status,
+                    waf.as_ref(),
+                    retry.as_ref(),
+                )),
+            }
+            if decision != FallbackDecision::Fallback {
+                record.stop = Some(FailoverStop::Decided);
+                return finish(result, record, extensions);
+            }
+            // Fallback: move on if a hop is allowed.
+            let reason = hop_reason(&facts);
+            let deadline_passed = bounds
+                .as_ref()
+                .and_then(|b| b.deadline)
+                .is_some_and(|d| started.0.elapsed() >= d);
+            let stop = if pinned {
+                Some(FailoverStop::StateAffinity)
+            } else if tried.len() > shared.max_hops {
+                Some(FailoverStop::HopsExhausted)
+            } else if deadline_passed {
+                Some(FailoverStop::Deadline)
+            } else {
+                None
+            };
+            if let Some(stop) = stop {
+                record.stop = Some(stop);
+                return finish(result, record, extensions);
+            }
+            if waf.is_some()
+                && let Some(host) = entry.upstream.host()
+            {
+                // A wall the policy chose to fail over from: never to the same edge again.
+                walled_hosts.push(host.to_owned());
+            }
+            let larger_than = (reason == HopReason::ContextLength)
+                .then(|| entry.upstream.context_window.unwrap_or(0));
+            let Some(next_pick) = shared.pick(&eligible, &tried, &walled_hosts, larger_than) else {
+                record.stop = Some(FailoverStop::NoEligibleUpstream);
+                return finish(result, record, extensions);
+            };
+            if let Some(budget) = bounds.as_ref().and_then(|b| b.budget.as_ref())
+                && !budget.withdraw()
+            {
+                record.stop = Some(FailoverStop::BudgetExhausted);
+                return finish(result, record, extensions);
+            }
+            record.hops.push(Hop {
+                from: entry.upstream.name.clone(),
+                to: shared.entries[next_pick.index].upstream.name.clone(),
+                reason,
+            });
+            // Free the connection before the next hop.
+            drop(result);
+            pick = Some(next_pick);
+        }
+        // Only when no first pick was possible (no breaker to probe).
+        record.stop = Some(FailoverStop::NoEligibleUpstream);
+        extensions.insert(record);
+        Err(Error::new(ErrorKind::NoUpstream).into())
+    }
+}
+
+/// Points the request at `upstream`: its URL, its key (else the caller's), its model.
+fn prepare(req: &mut Request, upstream: &Upstream, surface: ApiSurface) {
+    if let Some(url) = upstream.url_for(req.url(), surface) {
+        *req.url_mut() = url;
+    }
+    if let Some(key) = upstream
+        .credential
+        .as_ref()
+        .and_then(super::Credential::resolve)
+        && let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {key}"))
+    {
+        value.set_sensitive(true);
+        req.headers_mut().remove("api-key");
+        req.headers_mut().insert(http::header::AUTHORIZATION, value);
+    }
+    if let Some(model) = &upstream.model
+        && let Some(body) = req.body().and_then(reqwest::Body::as_bytes)
+        && let Some(rewritten) = with_model(body, model)
+    {
+        let len = rewritten.len();
+        *req.body_mut() = Some(reqwest::Body::from(rewritten));
+        if let Ok(v) = http::HeaderValue::from_str(&len.to_string()) {
+            req.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        }
+    }
+}
+
+fn finish(
+    result: reqwest_middleware::Result<Response>,
+    record: FailoverRecord,
+    extensions: &mut Extensions,
+) -> reqwest_middleware::Result<Response> {
+    extensions.insert(record.clone());
+    result.map(|mut r| {
+        r.extensions_mut().insert(record);
+        r
+    })
+}

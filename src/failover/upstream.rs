@@ -1,0 +1,277 @@
+//! One upstream a call may go to: where, with which key, for which surfaces and model.
+
+use std::fmt;
+use std::sync::Arc;
+
+use reqwest::Url;
+
+use crate::evidence::ApiSurface;
+
+/// Where an upstream's API key comes from. Never recorded: not in spans, metrics, logs,
+/// errors or `Debug` output.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Credential {
+    /// Read from this environment variable at each call (a rotated key is picked up).
+    Env(String),
+    /// This value.
+    Value(Arc<str>),
+}
+
+impl Credential {
+    /// The key from the environment variable `name`.
+    pub fn env(name: impl Into<String>) -> Self {
+        Self::Env(name.into())
+    }
+
+    /// This key.
+    pub fn value(key: impl Into<Arc<str>>) -> Self {
+        Self::Value(key.into())
+    }
+
+    /// The key now, or `None` when the variable is unset or empty.
+    pub(crate) fn resolve(&self) -> Option<Arc<str>> {
+        match self {
+            Self::Env(name) => std::env::var(name)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(Arc::from),
+            Self::Value(key) => Some(key.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            Self::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+/// An OpenAI-compatible endpoint the failover layer can send a call to.
+///
+/// ```
+/// use reqwest_llm_guard::evidence::ApiSurface;
+/// use reqwest_llm_guard::failover::{Credential, Upstream};
+///
+/// let primary = Upstream::new("openai", "https://api.openai.com/v1")
+///     .unwrap()
+///     .with_credential(Credential::env("OPENAI_API_KEY"))
+///     .with_context_window(128_000);
+/// let backup = Upstream::new("gateway", "https://gateway.example/v1")
+///     .unwrap()
+///     .with_credential(Credential::env("GATEWAY_KEY"))
+///     .with_model("openai/gpt-4o-mini")
+///     .with_surfaces(&[ApiSurface::ChatCompletions]);
+/// # let _ = (primary, backup);
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Upstream {
+    pub(crate) name: Arc<str>,
+    pub(crate) base_url: Url,
+    pub(crate) credential: Option<Credential>,
+    pub(crate) model: Option<Arc<str>>,
+    pub(crate) chat: bool,
+    pub(crate) responses: bool,
+    pub(crate) context_window: Option<u64>,
+    pub(crate) prefill: bool,
+}
+
+/// A base URL that cannot serve as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidBaseUrl {
+    reason: &'static str,
+}
+
+impl fmt::Display for InvalidBaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid base URL: {}", self.reason)
+    }
+}
+
+impl std::error::Error for InvalidBaseUrl {}
+
+impl Upstream {
+    /// An upstream serving both surfaces at `base_url` (up to and including the API version,
+    /// `https://api.openai.com/v1`; its query, such as Azure's `api-version`, is kept). With no
+    /// credential, the caller's own `Authorization` is sent.
+    pub fn new(name: impl Into<Arc<str>>, base_url: &str) -> Result<Self, InvalidBaseUrl> {
+        let base_url = Url::parse(base_url).map_err(|_| InvalidBaseUrl {
+            reason: "not an absolute URL",
+        })?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(InvalidBaseUrl {
+                reason: "the scheme is not http or https",
+            });
+        }
+        if !base_url.username().is_empty() || base_url.password().is_some() {
+            return Err(InvalidBaseUrl {
+                reason: "credentials in the URL (use a Credential)",
+            });
+        }
+        Ok(Self {
+            name: name.into(),
+            base_url,
+            credential: None,
+            model: None,
+            chat: true,
+            responses: true,
+            context_window: None,
+            prefill: false,
+        })
+    }
+
+    /// Sends this key as `Authorization: Bearer …` instead of the caller's.
+    #[must_use]
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Asks this upstream for this model instead of the request's.
+    #[must_use]
+    pub fn with_model(mut self, model: impl Into<Arc<str>>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Serves only these surfaces (default: both). A request goes only to upstreams that
+    /// serve its surface: no Chat ↔ Responses translation.
+    #[must_use]
+    pub fn with_surfaces(mut self, surfaces: &[ApiSurface]) -> Self {
+        self.chat = surfaces.contains(&ApiSurface::ChatCompletions);
+        self.responses = surfaces.contains(&ApiSurface::Responses);
+        self
+    }
+
+    /// The model's context window, in tokens: a `context_length_exceeded` moves to an upstream
+    /// with a larger one.
+    #[must_use]
+    pub fn with_context_window(mut self, tokens: u64) -> Self {
+        self.context_window = Some(tokens);
+        self
+    }
+
+    /// Whether this upstream accepts an assistant prefill (a continuation of a cut answer).
+    #[must_use]
+    pub fn with_prefill(mut self, accepts: bool) -> Self {
+        self.prefill = accepts;
+        self
+    }
+
+    /// The name (attribute `failover.upstream`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host, for telling upstreams behind the same edge apart.
+    pub fn host(&self) -> Option<&str> {
+        self.base_url.host_str()
+    }
+
+    /// Whether it serves this surface.
+    pub fn serves(&self, surface: ApiSurface) -> bool {
+        match surface {
+            ApiSurface::ChatCompletions => self.chat,
+            ApiSurface::Responses => self.responses,
+            ApiSurface::Other => false,
+        }
+    }
+
+    /// The URL of this upstream for a request to `original`: the base URL, then the surface's
+    /// own path (`/chat/completions`, `/responses/…`), then the original query unless the base
+    /// URL has one.
+    pub(crate) fn url_for(&self, original: &Url, surface: ApiSurface) -> Option<Url> {
+        let path = original.path();
+        let at = match surface {
+            ApiSurface::ChatCompletions => path.rfind("/chat/completions")?,
+            ApiSurface::Responses => path.rfind("/responses")?,
+            ApiSurface::Other => return None,
+        };
+        let mut url = self.base_url.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{}", &path[at..]));
+        if self.base_url.query().is_none() {
+            url.set_query(original.query());
+        }
+        Some(url)
+    }
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url.as_str())
+            .field("credential", &self.credential)
+            .field("model", &self.model)
+            .field("chat", &self.chat)
+            .field("responses", &self.responses)
+            .field("context_window", &self.context_window)
+            .field("prefill", &self.prefill)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_surfaces_path_and_the_right_query() {
+        let openai = Upstream::new("o", "https://api.openai.com/v1/").unwrap();
+        let azure = Upstream::new(
+            "a",
+            "https://x.openai.azure.com/openai/deployments/gpt4o?api-version=2024-10-21",
+        )
+        .unwrap();
+        let sent = Url::parse("http://127.0.0.1:9/v1/chat/completions?trace=1").unwrap();
+        assert_eq!(
+            openai
+                .url_for(&sent, ApiSurface::ChatCompletions)
+                .unwrap()
+                .as_str(),
+            "https://api.openai.com/v1/chat/completions?trace=1"
+        );
+        assert_eq!(
+            azure
+                .url_for(&sent, ApiSurface::ChatCompletions)
+                .unwrap()
+                .as_str(),
+            "https://x.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        let get = Url::parse("http://h/v1/responses/resp_123").unwrap();
+        assert_eq!(
+            openai
+                .url_for(&get, ApiSurface::Responses)
+                .unwrap()
+                .as_str(),
+            "https://api.openai.com/v1/responses/resp_123"
+        );
+        assert_eq!(openai.url_for(&get, ApiSurface::Other), None);
+    }
+
+    #[test]
+    fn keys_never_print_and_urls_never_carry_them() {
+        let u = Upstream::new("o", "https://api.openai.com/v1")
+            .unwrap()
+            .with_credential(Credential::value("sk-SECRET-1"));
+        assert!(!format!("{u:?}").contains("SECRET"));
+        assert!(Upstream::new("o", "https://user:sk-SECRET@host/v1").is_err());
+        assert!(Upstream::new("o", "ftp://host/v1").is_err());
+        assert!(Upstream::new("o", "not a url").is_err());
+    }
+
+    #[test]
+    fn surfaces_are_declared() {
+        let chat_only = Upstream::new("c", "http://h/v1")
+            .unwrap()
+            .with_surfaces(&[ApiSurface::ChatCompletions]);
+        assert!(chat_only.serves(ApiSurface::ChatCompletions));
+        assert!(!chat_only.serves(ApiSurface::Responses));
+        assert!(!chat_only.serves(ApiSurface::Other));
+    }
+}

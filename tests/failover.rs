@@ -1,0 +1,463 @@
+//! The failover layer through the whole stack, against real HTTP upstreams on loopback: what
+//! the caller gets, and exactly how many requests each upstream saw.
+
+use std::time::Duration;
+
+use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision};
+use reqwest_llm_guard::failover::{
+    BreakerConfig, BreakerState, Credential, Failover, FailoverStop, HopReason, Upstream,
+};
+use reqwest_llm_guard::retry::Retry;
+use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
+use reqwest_middleware::ClientWithMiddleware;
+use retry_policies::policies::ExponentialBackoff;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CHAT_OK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"PASS","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+
+fn chat_ok() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(CHAT_OK, "application/json")
+}
+
+fn error(status: u16, kind: &str, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(
+        format!(r#"{{"error":{{"message":"m","type":"{kind}","param":null,"code":"{code}"}}}}"#),
+        "application/json",
+    )
+}
+
+fn responses_ok(id: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(
+        format!(
+            r#"{{"id":"{id}","object":"response","created_at":1,"status":"completed","model":"gpt-5","output":[{{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"PASS","annotations":[]}}]}}],"usage":{{"input_tokens":3,"output_tokens":1,"total_tokens":4}}}}"#
+        ),
+        "application/json",
+    )
+}
+
+fn quick() -> Retry {
+    Retry::new().with_policy(
+        ExponentialBackoff::builder()
+            .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
+            .build_with_max_retries(2),
+    )
+}
+
+fn upstream(name: &str, server: &MockServer) -> Upstream {
+    Upstream::new(name, &format!("{}/v1", server.uri())).unwrap()
+}
+
+fn client(failover: Failover) -> ClientWithMiddleware {
+    Guard::new()
+        .without_telemetry()
+        .with_retry(quick())
+        .with_failover(failover)
+        .client(reqwest::Client::new())
+}
+
+async fn chat(client: &ClientWithMiddleware, to: &MockServer) -> (u16, Evidence) {
+    let handle = EvidenceHandle::new();
+    let result = client
+        .post(format!("{}/v1/chat/completions", to.uri()))
+        .with_extension(handle.clone())
+        .header("content-type", "application/json")
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await;
+    let status = match result {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            let _ = r.bytes().await;
+            s
+        }
+        Err(_) => 0,
+    };
+    (status, handle.settled().await)
+}
+
+async fn seen(server: &MockServer) -> usize {
+    server.received_requests().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn a_5xx_moves_to_the_next_upstream_and_says_so() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 200);
+    assert_eq!(e.fallback_decision, FallbackDecision::None);
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!(e.hops, 1);
+    assert_eq!(
+        (seen(&a).await, seen(&b).await),
+        (1, 1),
+        "5xx is not retried by default"
+    );
+}
+
+#[tokio::test]
+async fn a_request_error_holds_and_is_never_masked_by_a_hop() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(error(400, "invalid_request_error", "invalid_value"))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 400);
+    assert_eq!(e.fallback_decision, FallbackDecision::Hold);
+    assert_eq!(e.failover_stop, Some(FailoverStop::Decided));
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 0));
+}
+
+#[tokio::test]
+async fn a_wall_holds() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_raw(
+                    "<html><head><title>Just a moment...</title></head><body>\
+                     <script src=\"/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1\"></script></body></html>",
+                    "text/html",
+                )
+                .insert_header("cf-mitigated", "challenge")
+                .insert_header("server", "cloudflare"),
+        )
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(e.fallback_decision, FallbackDecision::Hold);
+    assert!(e.waf.is_some());
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 0));
+}
+
+#[tokio::test]
+async fn context_length_moves_to_a_larger_window_first() {
+    let (small, same, large) = (
+        MockServer::start().await,
+        MockServer::start().await,
+        MockServer::start().await,
+    );
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(error(
+            400,
+            "invalid_request_error",
+            "context_length_exceeded",
+        ))
+        .mount(&small)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&same)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&large)
+        .await;
+    let client = client(Failover::new([
+        upstream("small", &small).with_context_window(8_000),
+        upstream("same", &same).with_context_window(8_000),
+        upstream("large", &large).with_context_window(128_000),
+    ]));
+    let (status, e) = chat(&client, &small).await;
+    assert_eq!(status, 200);
+    assert_eq!(e.upstream.as_deref(), Some("large"));
+    assert_eq!(
+        (seen(&small).await, seen(&same).await, seen(&large).await),
+        (1, 0, 1)
+    );
+}
+
+#[tokio::test]
+async fn insufficient_quota_moves_on_without_a_retry() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(error(429, "insufficient_quota", "insufficient_quota"))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 200);
+    assert_eq!(e.hops, 1);
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 1));
+}
+
+#[tokio::test]
+async fn a_persistent_429_is_retried_within_bounds_then_moves_on() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(error(429, "requests", "rate_limit_exceeded"))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (seen(&a).await, seen(&b).await),
+        (3, 1),
+        "1 + 2 retries, then b"
+    );
+    assert_eq!(e.retry_count, 0, "b answered at once");
+}
+
+#[tokio::test]
+async fn hops_are_bounded_and_the_last_failure_is_handed_back() {
+    let servers = [
+        MockServer::start().await,
+        MockServer::start().await,
+        MockServer::start().await,
+    ];
+    for s in &servers {
+        Mock::given(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(500))
+            .mount(s)
+            .await;
+    }
+    let client = client(
+        Failover::new([
+            upstream("a", &servers[0]),
+            upstream("b", &servers[1]),
+            upstream("c", &servers[2]),
+        ])
+        .with_max_hops(1),
+    );
+    let (status, e) = chat(&client, &servers[0]).await;
+    assert_eq!(status, 500);
+    assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+    assert_eq!(e.failover_stop, Some(FailoverStop::HopsExhausted));
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!(
+        (
+            seen(&servers[0]).await,
+            seen(&servers[1]).await,
+            seen(&servers[2]).await
+        ),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_moves_on() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([
+        Upstream::new("down", &format!("http://{closed}/v1")).unwrap(),
+        upstream("b", &b),
+    ]));
+    let (status, e) = chat(&client, &b).await;
+    assert_eq!(status, 200);
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn requests_go_only_to_upstreams_serving_their_surface() {
+    let (chat_only, both) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/responses"))
+        .respond_with(responses_ok("resp_1"))
+        .mount(&both)
+        .await;
+    let client = client(Failover::new([
+        upstream("chat_only", &chat_only).with_surfaces(&[ApiSurface::ChatCompletions]),
+        upstream("both", &both),
+    ]));
+    let response = client
+        .post(format!("{}/v1/responses", chat_only.uri()))
+        .body(r#"{"model":"gpt-5","input":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(Evidence::of(&response).upstream.as_deref(), Some("both"));
+    assert_eq!((seen(&chat_only).await, seen(&both).await), (0, 1));
+}
+
+#[tokio::test]
+async fn state_stays_with_the_upstream_that_minted_it_and_holds_when_it_fails() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    // `a` is down for new conversations: the first response is minted by `b`.
+    Mock::given(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/responses"))
+        .respond_with(responses_ok("resp_from_b"))
+        .up_to_n_times(1)
+        .mount(&b)
+        .await;
+    Mock::given(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&b)
+        .await;
+    Mock::given(path("/v1/responses"))
+        .respond_with(responses_ok("resp_from_a"))
+        .mount(&a)
+        .await;
+    let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let first = client
+        .post(format!("{}/v1/responses", a.uri()))
+        .body(r#"{"model":"gpt-5","input":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(Evidence::of(&first).upstream.as_deref(), Some("b"));
+    // The follow-up continues `b`'s state: only `b`, and its failure holds, never a hop to `a`.
+    let follow = client
+        .post(format!("{}/v1/responses", a.uri()))
+        .body(r#"{"model":"gpt-5","input":"and then?","previous_response_id":"resp_from_b"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 500);
+    let e = Evidence::of(&follow);
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!(e.failover_stop, Some(FailoverStop::StateAffinity));
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 2));
+}
+
+#[tokio::test]
+async fn an_upstreams_key_replaces_the_callers_and_the_model_is_overridden() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&a)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(header("authorization", "Bearer sk-b-key"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([
+        upstream("a", &a),
+        upstream("b", &b)
+            .with_credential(Credential::value("sk-b-key"))
+            .with_model("openai/gpt-4o-mini"),
+    ]));
+    let response = client
+        .post(format!("{}/v1/chat/completions", a.uri()))
+        .bearer_auth("sk-caller")
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let to_a = &a.received_requests().await.unwrap()[0];
+    assert_eq!(
+        to_a.headers["authorization"], "Bearer sk-caller",
+        "no key configured: the caller's"
+    );
+    let to_b = &b.received_requests().await.unwrap()[0];
+    let body: serde_json::Value = serde_json::from_slice(&to_b.body).unwrap();
+    assert_eq!(body["model"], "openai/gpt-4o-mini");
+}
+
+// Real time, short open times: tokio's paused clock would jump ahead while the calls wait on
+// loopback I/O (the breaker's own timing is tested on the paused clock in its unit tests).
+#[tokio::test]
+async fn a_failing_upstreams_breaker_opens_and_calls_skip_it_until_it_recovers() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let failover = Failover::new([upstream("a", &a), upstream("b", &b)]).with_breaker(
+        &BreakerConfig::default()
+            .with_consecutive_failures(3)
+            .with_open_time(Duration::from_millis(300), Duration::from_secs(1))
+            .with_jitter(0.0),
+    );
+    let client = client(failover.clone());
+    for _ in 0..5 {
+        let (status, _) = chat(&client, &a).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        seen(&a).await,
+        3,
+        "open after 3 failures: calls go straight to b"
+    );
+    assert_eq!(seen(&b).await, 5);
+    let breaker = failover.breaker("a").unwrap();
+    assert_eq!(breaker.state(), BreakerState::Open);
+    // Recovered: after the open time one probe goes to `a` and closes its breaker.
+    a.reset().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&a)
+        .await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(e.upstream.as_deref(), Some("a"));
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    breaker.force_open();
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(e.upstream.as_deref(), Some("b"), "forced open");
+    breaker.reset();
+}
+
+#[tokio::test]
+async fn the_hops_are_on_the_record() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let response = client
+        .post(format!("{}/v1/chat/completions", a.uri()))
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    let record = response
+        .extensions()
+        .get::<reqwest_llm_guard::failover::FailoverRecord>()
+        .unwrap();
+    assert_eq!(record.served_by(), Some("b"));
+    assert_eq!(record.hops.len(), 1);
+    assert_eq!(record.hops[0].reason, HopReason::UpstreamFailed);
+    assert_eq!((&*record.hops[0].from, &*record.hops[0].to), ("a", "b"));
+}
