@@ -461,3 +461,195 @@ async fn the_hops_are_on_the_record() {
     assert_eq!(record.hops[0].reason, HopReason::UpstreamFailed);
     assert_eq!((&*record.hops[0].from, &*record.hops[0].to), ("a", "b"));
 }
+
+// ---- Streams: before the commit point any failure fails over; after it, never a clean end.
+
+const ROLE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+const TEXT: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"finish_reason\":null}]}\n\n";
+const STOP: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+const GROQ_ERROR: &str = "event: error\ndata: {\"error\":{\"message\":\"m\",\"type\":\"server_error\",\"code\":null}}\n\n";
+
+/// How a raw upstream ends its stream after the chunks.
+#[derive(Clone, Copy)]
+enum End {
+    /// The chunked terminator: a clean end of the body.
+    Clean,
+    /// Nothing more, the connection held open.
+    Hold,
+    /// The connection closed without the terminator.
+    Close,
+}
+
+/// A raw HTTP/1.1 upstream streaming `chunks` (one HTTP chunk each), then ending as told.
+async fn raw_stream(chunks: &'static [&'static str], end: End) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                for c in chunks {
+                    let _ = socket
+                        .write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes())
+                        .await;
+                    let _ = socket.flush().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                match end {
+                    End::Clean => {
+                        let _ = socket.write_all(b"0\r\n\r\n").await;
+                    }
+                    End::Hold => tokio::time::sleep(Duration::from_secs(30)).await,
+                    End::Close => {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn good_stream() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(format!("{ROLE}{TEXT}{STOP}"), "text/event-stream"),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+fn raw(name: &str, addr: std::net::SocketAddr) -> Upstream {
+    Upstream::new(name, &format!("http://{addr}/v1")).unwrap()
+}
+
+/// Sends a streaming chat call, reads the body to its end; the bytes read, whether the body
+/// ended in an error, and the evidence.
+async fn stream_call(client: &ClientWithMiddleware) -> (String, bool, Evidence) {
+    use futures_util::StreamExt as _;
+    let handle = EvidenceHandle::new();
+    let response = client
+        .post("http://127.0.0.1:9/v1/chat/completions")
+        .with_extension(handle.clone())
+        .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let (mut text, mut failed) = (String::new(), false);
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    drop(body);
+    (text, failed, handle.settled().await)
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_before_its_first_byte_fails_over() {
+    let a = raw_stream(&[], End::Close).await;
+    let b = good_stream().await;
+    let client = client(Failover::new([raw("a", a), upstream("b", &b)]));
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(!failed);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!(e.hops, 1);
+    assert_eq!(e.fallback_decision, FallbackDecision::None);
+}
+
+#[tokio::test]
+async fn a_silent_stream_fails_over_at_the_first_token_limit() {
+    let a = raw_stream(&[], End::Hold).await;
+    let b = good_stream().await;
+    let client = client(
+        Failover::new([raw("a", a), upstream("b", &b)])
+            .with_first_token_timeout(Duration::from_millis(200)),
+    );
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(!failed && text.contains("PA"), "{text}");
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn a_stream_cut_after_the_first_byte_ends_in_an_error_never_cleanly() {
+    // A clean end of the HTTP body, but no finish reason and no [DONE]: truncated.
+    let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
+    let b = good_stream().await;
+    let client = client(Failover::new([raw("a", a), upstream("b", &b)]));
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(
+        text.contains("PA"),
+        "the caller had the part that came: {text}"
+    );
+    assert!(failed, "the body ends with an error, not cleanly");
+    assert_eq!(
+        e.parse_check,
+        Some(reqwest_llm_guard::evidence::ParseCheck::Fail)
+    );
+    assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+    assert_eq!(e.hops, 0, "committed at the first byte: no hop after it");
+    assert_eq!(seen(&b).await, 0);
+}
+
+#[tokio::test]
+async fn committing_at_the_first_content_fails_over_an_early_in_stream_error() {
+    let a = raw_stream(&[ROLE, GROQ_ERROR], End::Clean).await;
+    let b = good_stream().await;
+    let client = client(
+        Failover::new([raw("a", a), upstream("b", &b)])
+            .with_commit_point(reqwest_llm_guard::failover::CommitPoint::FirstContent),
+    );
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(!failed);
+    assert!(
+        !text.contains("event: error"),
+        "nothing of a's stream reached the caller"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn committing_at_the_end_fails_over_a_truncated_answer_transparently() {
+    let a = raw_stream(&[ROLE, TEXT, TEXT], End::Clean).await;
+    let b = good_stream().await;
+    let client = client(
+        Failover::new([raw("a", a), upstream("b", &b)]).with_commit_point(
+            reqwest_llm_guard::failover::CommitPoint::End { max_bytes: 1 << 20 },
+        ),
+    );
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(!failed);
+    assert_eq!(text, format!("{ROLE}{TEXT}{STOP}"), "exactly b's answer");
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!(
+        e.parse_check,
+        Some(reqwest_llm_guard::evidence::ParseCheck::Pass)
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_after_the_commit_ends_in_an_error() {
+    let a = raw_stream(&[ROLE, TEXT], End::Hold).await;
+    let client = client(Failover::new([raw("a", a)]).with_idle_timeout(Duration::from_millis(200)));
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(text.contains("PA"));
+    assert!(failed);
+    assert_eq!(
+        e.violation,
+        Some(reqwest_llm_guard::evidence::Violation::BodyStalled)
+    );
+    assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+}

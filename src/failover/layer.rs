@@ -8,13 +8,16 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
+use std::time::Duration;
+
 use super::breaker::{Breaker, BreakerConfig, CallOutcome, Permit};
+use super::stream::{CommitPoint, Committed, read_to_commit};
 use super::upstream::Upstream;
 use crate::contract::ContractVerdict;
 use crate::error::{Error, ErrorKind};
 use crate::evidence::{
     ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, StatusClass, TransportErrorKind,
-    WafKind, WafVerdict, str_enum,
+    Violation, WafKind, WafVerdict, str_enum,
 };
 use crate::guard::{CallFacts, EvidenceHandle};
 use crate::inspect::VerdictHandle;
@@ -35,6 +38,8 @@ str_enum! {
         QuotaExhausted => "quota_exhausted",
         /// `context_length_exceeded`: to an upstream with a larger context window.
         ContextLength => "context_length",
+        /// A stream that failed, stalled or stayed silent before it was handed to the caller.
+        StreamFailed => "stream_failed",
         /// Another `fallback` decision of the policy.
         Policy => "policy",
     }
@@ -121,7 +126,7 @@ struct Entry {
 
 struct Shared {
     entries: Vec<Entry>,
-    max_hops: usize,
+    settings: Settings,
     affinity: Mutex<Affinity>,
 }
 
@@ -163,92 +168,122 @@ impl std::fmt::Debug for Failover {
                     .map(|e| (&e.upstream, e.breaker.state()))
                     .collect::<Vec<_>>(),
             )
-            .field("max_hops", &self.shared.max_hops)
+            .field("settings", &self.shared.settings)
             .finish()
     }
 }
 
+/// The layer's settings, kept to rebuild it when one changes.
+#[derive(Debug, Clone)]
+struct Settings {
+    max_hops: usize,
+    breaker: BreakerConfig,
+    affinity_capacity: usize,
+    commit: CommitPoint,
+    first_token: Option<Duration>,
+    idle: Option<Duration>,
+}
+
+/// Default limit for a stream's first byte (or first content), per attempt: 60 s.
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default limit between a stream's frames, per attempt: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Failover {
-    /// Failover over these upstreams, in priority order: at most 2 hops, a breaker per
-    /// upstream with [`BreakerConfig::default`], the last 10,000 response ids remembered.
+    /// Failover over these upstreams, in priority order, with the defaults: at most 2 hops, a
+    /// breaker per upstream with [`BreakerConfig::default`], the last 10,000 response ids
+    /// remembered, streams committed at their first byte, 60 s for a stream's first byte and
+    /// 60 s between its frames.
     pub fn new(upstreams: impl IntoIterator<Item = Upstream>) -> Self {
         Self::build(
             upstreams.into_iter().collect(),
-            2,
-            &BreakerConfig::default(),
-            DEFAULT_AFFINITY_CAPACITY,
+            Settings {
+                max_hops: 2,
+                breaker: BreakerConfig::default(),
+                affinity_capacity: DEFAULT_AFFINITY_CAPACITY,
+                commit: CommitPoint::FirstByte,
+                first_token: Some(DEFAULT_FIRST_TOKEN_TIMEOUT),
+                idle: Some(DEFAULT_IDLE_TIMEOUT),
+            },
         )
     }
 
-    fn build(
-        upstreams: Vec<Upstream>,
-        max_hops: usize,
-        breaker: &BreakerConfig,
-        capacity: usize,
-    ) -> Self {
+    fn build(upstreams: Vec<Upstream>, settings: Settings) -> Self {
         Self {
             shared: Arc::new(Shared {
                 entries: upstreams
                     .into_iter()
                     .map(|upstream| Entry {
                         upstream,
-                        breaker: Breaker::new(breaker.clone()),
+                        breaker: Breaker::new(settings.breaker.clone()),
                     })
                     .collect(),
-                max_hops,
                 affinity: Mutex::new(Affinity {
-                    capacity,
+                    capacity: settings.affinity_capacity,
                     by_id: HashMap::new(),
                     order: VecDeque::new(),
                 }),
+                settings,
             }),
         }
     }
 
-    fn upstreams(&self) -> Vec<Upstream> {
-        self.shared
+    fn edit(self, f: impl FnOnce(&mut Settings)) -> Self {
+        let upstreams = self
+            .shared
             .entries
             .iter()
             .map(|e| e.upstream.clone())
-            .collect()
+            .collect();
+        let mut settings = self.shared.settings.clone();
+        f(&mut settings);
+        Self::build(upstreams, settings)
     }
 
     /// At most this many moves to another upstream per call (default 2).
     #[must_use]
     pub fn with_max_hops(self, hops: usize) -> Self {
-        let capacity = self.affinity_capacity();
-        let breaker = self.breaker_config();
-        Self::build(self.upstreams(), hops, &breaker, capacity)
+        self.edit(|s| s.max_hops = hops)
     }
 
     /// Every upstream's breaker with these settings (their state starts afresh).
     #[must_use]
     pub fn with_breaker(self, config: &BreakerConfig) -> Self {
-        let capacity = self.affinity_capacity();
-        Self::build(self.upstreams(), self.shared.max_hops, config, capacity)
+        self.edit(|s| s.breaker = config.clone())
     }
 
     /// Remember at most this many response ids for state affinity (default 10,000).
     #[must_use]
     pub fn with_affinity_capacity(self, capacity: usize) -> Self {
-        let breaker = self.breaker_config();
-        Self::build(self.upstreams(), self.shared.max_hops, &breaker, capacity)
+        self.edit(|s| s.affinity_capacity = capacity)
     }
 
-    fn affinity_capacity(&self) -> usize {
-        self.shared
-            .affinity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .capacity
+    /// When a stream is handed to the caller (default [`CommitPoint::FirstByte`]).
+    #[must_use]
+    pub fn with_commit_point(self, commit: CommitPoint) -> Self {
+        self.edit(|s| s.commit = commit)
     }
 
-    fn breaker_config(&self) -> BreakerConfig {
-        self.shared
-            .entries
-            .first()
-            .map(|e| e.breaker.config().clone())
-            .unwrap_or_default()
+    /// The most a stream may take for its first byte (or, committing at the first content,
+    /// its first content event), per attempt (default 60 s).
+    #[must_use]
+    pub fn with_first_token_timeout(self, limit: Duration) -> Self {
+        self.edit(|s| s.first_token = Some(limit))
+    }
+
+    /// The most a stream may stay silent between frames, per attempt (default 60 s).
+    #[must_use]
+    pub fn with_idle_timeout(self, limit: Duration) -> Self {
+        self.edit(|s| s.idle = Some(limit))
+    }
+
+    /// No limits on a stream's first byte or the gaps between its frames.
+    #[must_use]
+    pub fn without_stream_timeouts(self) -> Self {
+        self.edit(|s| {
+            s.first_token = None;
+            s.idle = None;
+        })
     }
 
     /// The breaker of the upstream named `name`: read its state, force it open or closed,
@@ -523,56 +558,84 @@ impl Middleware for Failover {
                     .unwrap_or_else(PoisonError::into_inner)
                     .remember(id, index);
             }
-            match (&stream, decision) {
-                (Some(stream), FallbackDecision::None) => {
-                    // Committed at the headers: the breaker learns the stream's outcome at its
-                    // end, and a stream dropped before it gives the permit back.
-                    let policy = policy.clone();
-                    let (waf, retry) = (waf.clone(), retry.clone());
-                    let mut permit = Some(permit);
-                    stream.on_verdict(move |v| {
-                        let facts = CallFacts {
+            let mut decision = decision;
+            let mut result = result;
+            let mut stream_failed = false;
+            match (&stream, decision, result) {
+                (Some(stream), FallbackDecision::None, Ok(response)) => {
+                    let settings = &shared.settings;
+                    let (parts, body, url) = crate::inspect::split(response);
+                    let read = read_to_commit(
+                        body,
+                        settings.commit,
+                        settings.first_token,
+                        settings.idle,
+                        stream,
+                    )
+                    .await;
+                    if let Ok(read) = read {
+                        watch_stream(
+                            stream,
+                            permit,
                             surface,
                             status,
-                            transport_error: None,
-                            verdict: Some(v),
-                            waf: waf.as_ref(),
-                            retry: retry.as_ref(),
-                            cancelled: v.skip_reason
-                                == Some(crate::evidence::SkipReason::Cancelled),
-                            failover: None,
-                        };
-                        let decision = facts.decide(&*policy).fallback_decision;
-                        if let Some(p) = permit.take() {
-                            p.record(breaker_outcome(
-                                decision,
-                                status,
-                                waf.as_ref(),
-                                retry.as_ref(),
-                            ));
-                        }
-                    });
+                            &policy,
+                            waf.as_ref(),
+                            retry.as_ref(),
+                        );
+                        let body = Committed::new(read, stream.clone(), settings.idle);
+                        let response = crate::inspect::join(parts, reqwest::Body::wrap(body), url);
+                        record.stop = Some(FailoverStop::Decided);
+                        return finish(Ok(response), record, extensions);
+                    }
+                    // Failed before the caller saw a byte of it: fail over (its verdict
+                    // is set, by the checker or by the limit that cut it off).
+                    permit.record(CallOutcome::Failure { retry_after: None });
+                    decision = FallbackDecision::Fallback;
+                    stream_failed = true;
+                    // What the caller gets if no hop is left: the headers, then an
+                    // error, never a clean end.
+                    let verdict = stream.clone();
+                    if verdict.get().is_none() {
+                        verdict.complete(ContractVerdict::failed(Violation::StreamTruncated));
+                    }
+                    let body = Committed::new(
+                        super::stream::PreCommit {
+                            prefix: Vec::new(),
+                            rest: None,
+                        },
+                        verdict,
+                        None,
+                    );
+                    result = Ok(crate::inspect::join(parts, reqwest::Body::wrap(body), url));
                 }
-                _ => permit.record(breaker_outcome(
-                    decision,
-                    status,
-                    waf.as_ref(),
-                    retry.as_ref(),
-                )),
+                (_, _, r) => {
+                    permit.record(breaker_outcome(
+                        decision,
+                        status,
+                        waf.as_ref(),
+                        retry.as_ref(),
+                    ));
+                    result = r;
+                }
             }
             if decision != FallbackDecision::Fallback {
                 record.stop = Some(FailoverStop::Decided);
                 return finish(result, record, extensions);
             }
             // Fallback: move on if a hop is allowed.
-            let reason = hop_reason(&facts);
+            let reason = if stream_failed {
+                HopReason::StreamFailed
+            } else {
+                hop_reason(&facts)
+            };
             let deadline_passed = bounds
                 .as_ref()
                 .and_then(|b| b.deadline)
                 .is_some_and(|d| started.0.elapsed() >= d);
             let stop = if pinned {
                 Some(FailoverStop::StateAffinity)
-            } else if tried.len() > shared.max_hops {
+            } else if tried.len() > shared.settings.max_hops {
                 Some(FailoverStop::HopsExhausted)
             } else if deadline_passed {
                 Some(FailoverStop::Deadline)
@@ -615,6 +678,43 @@ impl Middleware for Failover {
         extensions.insert(record);
         Err(Error::new(ErrorKind::NoUpstream).into())
     }
+}
+
+/// The breaker learns a committed stream's outcome at its end; a stream the caller drops
+/// before it gives the permit back.
+fn watch_stream(
+    stream: &VerdictHandle,
+    permit: Permit,
+    surface: ApiSurface,
+    status: Option<http::StatusCode>,
+    policy: &Arc<dyn DecisionPolicy>,
+    waf: Option<&WafVerdict>,
+    retry: Option<&RetryRecord>,
+) {
+    let policy = policy.clone();
+    let (waf, retry) = (waf.cloned(), retry.cloned());
+    let mut permit = Some(permit);
+    stream.on_verdict(move |v| {
+        let facts = CallFacts {
+            surface,
+            status,
+            transport_error: None,
+            verdict: Some(v),
+            waf: waf.as_ref(),
+            retry: retry.as_ref(),
+            cancelled: v.skip_reason == Some(crate::evidence::SkipReason::Cancelled),
+            failover: None,
+        };
+        let decision = facts.decide(&*policy).fallback_decision;
+        if let Some(p) = permit.take() {
+            // A stream the caller dropped says nothing of the upstream.
+            p.record(if facts.cancelled {
+                CallOutcome::Ignored
+            } else {
+                breaker_outcome(decision, status, waf.as_ref(), retry.as_ref())
+            });
+        }
+    });
 }
 
 /// Points the request at `upstream`: its URL, its key (else the caller's), its model.

@@ -86,6 +86,7 @@
 
 mod breaker;
 mod layer;
+mod stream;
 mod upstream;
 
 pub use breaker::{
@@ -93,6 +94,8 @@ pub use breaker::{
 };
 pub(crate) use layer::{CallStart, CurrentUpstream, HopIndex};
 pub use layer::{
-    DEFAULT_AFFINITY_CAPACITY, Failover, FailoverRecord, FailoverStop, Hop, HopReason,
+    DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Failover,
+    FailoverRecord, FailoverStop, Hop, HopReason,
 };
+pub use stream::CommitPoint;
 pub use upstream::{Credential, InvalidBaseUrl, Upstream};

@@ -54,8 +54,9 @@ pub(super) fn truncated(s: &str) -> String {
 }
 
 /// The contract verdict's attributes: violation, warnings, skip reason, and what the body said
-/// about itself (model, id, finish reasons, usage).
-pub(super) fn verdict_attributes(v: &ContractVerdict, kv: &mut Vec<KeyValue>) {
+/// about itself (model, id, finish reasons, usage). A stream that failed has `error` among its
+/// finish reasons: it ended early, whatever reasons came before.
+pub(super) fn verdict_attributes(v: &ContractVerdict, streamed: bool, kv: &mut Vec<KeyValue>) {
     if let Some(violation) = v.violation {
         kv.push(KeyValue::new(attr::CONTRACT_VIOLATION, violation.as_str()));
     }
@@ -70,13 +71,17 @@ pub(super) fn verdict_attributes(v: &ContractVerdict, kv: &mut Vec<KeyValue>) {
     if let Some(id) = &facts.response_id {
         kv.push(KeyValue::new(attr::GEN_AI_RESPONSE_ID, truncated(id)));
     }
-    if !facts.finish_reasons.is_empty() {
-        let reasons: Vec<StringValue> = facts
+    let ended_early = streamed && v.parse_check == crate::evidence::ParseCheck::Fail;
+    if !facts.finish_reasons.is_empty() || ended_early {
+        let mut reasons: Vec<StringValue> = facts
             .finish_reasons
             .iter()
             .take(16)
             .map(|r| StringValue::from(truncated(r)))
             .collect();
+        if ended_early {
+            reasons.push(StringValue::from("error"));
+        }
         kv.push(KeyValue::new(
             attr::GEN_AI_RESPONSE_FINISH_REASONS,
             Value::Array(Array::String(reasons)),
@@ -168,7 +173,7 @@ mod tests {
             Mode::Compat,
         );
         let mut kv = Vec::new();
-        verdict_attributes(&v, &mut kv);
+        verdict_attributes(&v, false, &mut kv);
         let model = find(&kv, attr::GEN_AI_RESPONSE_MODEL).unwrap().as_str();
         assert!(model.chars().count() <= MAX_ID_CHARS + 1, "{model}");
         assert_eq!(
@@ -180,6 +185,23 @@ mod tests {
             Some(&Value::I64(5))
         );
         assert_eq!(find(&kv, attr::CONTRACT_VIOLATION), None);
+    }
+
+    #[test]
+    fn a_failed_stream_has_error_among_its_finish_reasons() {
+        let mut checker =
+            crate::contract::StreamChecker::new(ApiSurface::ChatCompletions, Mode::Compat);
+        checker.feed(b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n");
+        let v = checker.finish();
+        let mut kv = Vec::new();
+        verdict_attributes(&v, true, &mut kv);
+        assert_eq!(
+            find(&kv, attr::GEN_AI_RESPONSE_FINISH_REASONS).map(ToString::to_string),
+            Some("[\"error\"]".to_owned())
+        );
+        let mut kv = Vec::new();
+        verdict_attributes(&v, false, &mut kv);
+        assert_eq!(find(&kv, attr::GEN_AI_RESPONSE_FINISH_REASONS), None);
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl CallEnd {
             findings::record(&self.shared, cx, &found, Phase::Response);
         }
         if let Some(v) = verdict {
-            verdict_attributes(v, &mut kv);
+            verdict_attributes(v, self.streamed, &mut kv);
             if let Some(text) = &v.facts.output_text {
                 kv.push(KeyValue::new(attr::GEN_AI_OUTPUT_MESSAGES, text.clone()));
             }
