@@ -16,6 +16,8 @@ pub enum ErrorKind {
     OtlpConfig,
     /// The failover layer has no upstream serving the request's surface.
     NoUpstream,
+    /// An attempt got no response headers within the retry layer's time-to-headers limit.
+    TimeToHeaders,
 }
 
 impl fmt::Display for ErrorKind {
@@ -27,6 +29,7 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::OtlpConfig => "the OTLP export pipeline could not be built",
             ErrorKind::NoUpstream => "no upstream serves this request's API surface",
+            ErrorKind::TimeToHeaders => "no response headers within the time-to-headers limit",
         })
     }
 }

@@ -27,11 +27,13 @@ fn three_retries() -> ExponentialBackoff {
 
 /// The guard's default 2 retries, fast.
 fn guard_retry() -> Retry {
-    Retry::new().with_policy(
-        ExponentialBackoff::builder()
-            .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
-            .build_with_max_retries(2),
-    )
+    Retry::new()
+        .with_policy(
+            ExponentialBackoff::builder()
+                .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
+                .build_with_max_retries(2),
+        )
+        .with_min_backoff(Duration::ZERO)
 }
 
 fn service() -> ClientBuilder {

@@ -37,11 +37,13 @@ fn responses_ok(id: &str) -> ResponseTemplate {
 }
 
 fn quick() -> Retry {
-    Retry::new().with_policy(
-        ExponentialBackoff::builder()
-            .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
-            .build_with_max_retries(2),
-    )
+    Retry::new()
+        .with_policy(
+            ExponentialBackoff::builder()
+                .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
+                .build_with_max_retries(2),
+        )
+        .with_min_backoff(Duration::ZERO)
 }
 
 fn upstream(name: &str, server: &MockServer) -> Upstream {
@@ -652,4 +654,41 @@ async fn a_stream_that_stalls_after_the_commit_ends_in_an_error() {
         Some(reqwest_llm_guard::evidence::Violation::BodyStalled)
     );
     assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+}
+
+#[tokio::test]
+async fn a_silent_route_is_left_at_the_time_to_headers_limit_and_not_retried() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok().set_delay(Duration::from_secs(5)))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let client = Guard::new()
+        .without_telemetry()
+        .with_retry(
+            Retry::openai_sdk()
+                .with_time_to_headers(Duration::from_millis(200))
+                .with_min_backoff(Duration::ZERO),
+        )
+        .with_failover(Failover::new([upstream("a", &a), upstream("b", &b)]))
+        .client(reqwest::Client::new());
+    let started = std::time::Instant::now();
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 200);
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!(e.hops, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        seen(&a).await,
+        1,
+        "the OpenAI SDK preset retries timeouts, never this one"
+    );
 }

@@ -67,6 +67,7 @@ async fn a_429_storm_stays_within_the_retry_budget() {
     let budget = Arc::new(RetryBudget::default());
     let retry = Retry::new()
         .with_policy(quick())
+        .with_min_backoff(Duration::ZERO)
         .with_budget(budget.clone());
     let client = Guard::new()
         .without_telemetry()
@@ -138,12 +139,14 @@ async fn a_flapping_server_is_ridden_out_within_the_budget() {
             guard.with_retry(
                 Retry::openai_sdk()
                     .with_policy(quick())
+                    .with_min_backoff(Duration::ZERO)
                     .with_budget(budget.clone()),
             )
         } else {
             guard.with_retry(
                 Retry::new()
                     .with_policy(quick())
+                    .with_min_backoff(Duration::ZERO)
                     .with_budget(budget.clone()),
             )
         };

@@ -74,7 +74,15 @@ async fn a_429_then_200_takes_two_attempts_and_stands() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(decision(&response), FallbackDecision::None);
     let record = record(&response);
@@ -166,7 +174,15 @@ async fn x_should_retry_false_is_honoured() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     assert_eq!(
         record(&response).stop_reason(),
         Some(StopReason::ShouldRetryFalse)
@@ -192,7 +208,15 @@ async fn x_should_retry_true_retries_what_the_strategy_would_not() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(record(&response).retries(), 1);
 }
@@ -214,7 +238,15 @@ async fn waf_challenge_on_429_is_never_retried() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     let wall = response.extensions().get::<WafVerdict>().cloned().unwrap();
     assert_eq!(
         (wall.vendor, wall.kind),
@@ -250,6 +282,7 @@ async fn a_json_403_is_never_retried_even_by_a_strategy_that_asks() {
         .await;
     let retry = Retry::new()
         .with_policy(quick())
+        .with_min_backoff(Duration::ZERO)
         .with_strategy(RetryEverything);
     let response = post(&stack(retry), &server).await;
     assert!(
@@ -282,7 +315,15 @@ async fn retries_run_out_and_the_429_is_returned_as_it_came() {
         .expect(3)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     assert_eq!(response.status(), 429);
     let record = record(&response);
     assert_eq!(record.retries(), 2);
@@ -319,7 +360,12 @@ async fn a_custom_strategy_is_obeyed() {
         .expect(1)
         .mount(&server)
         .await;
-    let client = stack(Retry::new().with_policy(quick()).with_strategy(On503));
+    let client = stack(
+        Retry::new()
+            .with_policy(quick())
+            .with_min_backoff(Duration::ZERO)
+            .with_strategy(On503),
+    );
     let response = post(&client, &server).await;
     assert_eq!(response.status(), 200);
     assert_eq!(record(&response).retries(), 2);
@@ -351,7 +397,15 @@ async fn the_openai_sdk_preset_retries_5xx() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::openai_sdk().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::openai_sdk()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     // The default does not.
     let server = MockServer::start().await;
@@ -360,7 +414,15 @@ async fn the_openai_sdk_preset_retries_5xx() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     assert_eq!(response.status(), 502);
 }
 
@@ -402,6 +464,7 @@ async fn a_shared_budget_bounds_a_429_storm() {
     let client = stack(
         Retry::new()
             .with_policy(quick())
+            .with_min_backoff(Duration::ZERO)
             .with_budget(budget.clone()),
     );
     let exhausted = Arc::new(AtomicU32::new(0));
@@ -508,11 +571,41 @@ async fn insufficient_quota_is_not_retried_and_falls_back() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    let response = post(
+        &stack(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        ),
+        &server,
+    )
+    .await;
     assert_eq!(response.status(), 429);
     assert_eq!(
         record(&response).stop_reason(),
         Some(StopReason::InsufficientQuota)
     );
     assert_eq!(decision(&response), FallbackDecision::Fallback);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backoff_keeps_a_floor_after_a_429() {
+    let server = MockServer::start().await;
+    Mock::given(path(CHAT))
+        .respond_with(rate_limited())
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path(CHAT))
+        .respond_with(ok())
+        .mount(&server)
+        .await;
+    // A jitter that would retry at once; the default floor holds it to 100 ms.
+    let started = tokio::time::Instant::now();
+    let response = post(&stack(Retry::new().with_policy(quick())), &server).await;
+    assert_eq!(response.status(), 200);
+    let (wait, reason) = record(&response).attempts[0].retry_after.unwrap();
+    assert_eq!(reason, WaitReason::Backoff);
+    assert!(wait >= Duration::from_millis(100), "{wait:?}");
+    assert!(started.elapsed() >= Duration::from_millis(100));
 }

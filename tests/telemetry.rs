@@ -62,7 +62,11 @@ impl Harness {
         );
         let client = Guard::new()
             .with_telemetry(telemetry)
-            .with_retry(Retry::new().with_policy(quick()))
+            .with_retry(
+                Retry::new()
+                    .with_policy(quick())
+                    .with_min_backoff(Duration::ZERO),
+            )
             .client(reqwest::Client::new());
         Self {
             spans,
@@ -1088,7 +1092,11 @@ async fn the_attempt_layer_follows_its_call_layer_configured_after_it() {
     let telemetry = telemetry.with_tracer_provider(&provider);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(telemetry)
-        .with(Retry::new().with_policy(quick()))
+        .with(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        )
         .with(attempts)
         .with(reqwest_llm_guard::inspect::Inspect::new())
         .build();
@@ -1131,9 +1139,17 @@ async fn a_guard_nested_in_a_guard_records_and_retries_the_call_once() {
         .mount(&server)
         .await;
     let inner = Guard::new()
-        .with_retry(Retry::new().with_policy(quick()))
+        .with_retry(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        )
         .without_telemetry();
-    let outer = Guard::new().with_retry(Retry::new().with_policy(quick()));
+    let outer = Guard::new().with_retry(
+        Retry::new()
+            .with_policy(quick())
+            .with_min_backoff(Duration::ZERO),
+    );
     let client = inner
         .layer(outer.layer(reqwest_middleware::ClientBuilder::new(
             reqwest::Client::new(),

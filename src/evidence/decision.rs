@@ -17,6 +17,8 @@ str_enum! {
         Connect => "connect",
         /// The connection was reset or closed by the other side before the response's headers.
         Reset => "reset",
+        /// No response headers within the retry layer's per-attempt limit.
+        TimeToHeaders => "time_to_headers",
         /// The request failed while being sent or while its headers were awaited.
         Request => "request",
         /// Any other failure before a response (a middleware error, a redirect loop).
@@ -32,6 +34,12 @@ impl TransportErrorKind {
             reqwest_middleware::Error::Reqwest(e) if e.is_connect() => Self::Connect,
             reqwest_middleware::Error::Reqwest(e) if was_reset(e) => Self::Reset,
             reqwest_middleware::Error::Reqwest(e) if e.is_request() => Self::Request,
+            reqwest_middleware::Error::Middleware(e)
+                if e.downcast_ref::<crate::Error>()
+                    .is_some_and(|e| e.kind() == crate::ErrorKind::TimeToHeaders) =>
+            {
+                Self::TimeToHeaders
+            }
             _ => Self::Other,
         }
     }

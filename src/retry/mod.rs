@@ -40,7 +40,8 @@
 //! |---|---|
 //! | what is retried | 429 only ([`On429`]); [`Retry::openai_sdk`] adds 408, 409, 5xx and transport errors |
 //! | retries | 2 |
-//! | backoff | full-jitter exponential, 0.5 s doubling to 8 s |
+//! | backoff | full-jitter exponential, 0.5 s doubling to 8 s, never under 100 ms |
+//! | time to response headers, per attempt | none (the client's timeout) |
 //! | largest server-requested wait | 60 s |
 //! | deadline | 60 s from the start of the call |
 //! | budget | [`RetryBudget::default`]: 10 retries/s reserve plus 20% of calls, over 10 s |
@@ -100,6 +101,9 @@ str_enum! {
         Deadline => "deadline",
         /// The shared retry budget is spent.
         BudgetExhausted => "budget_exhausted",
+        /// The attempt got no headers within the layer's time-to-headers limit: a silent route
+        /// is not retried.
+        TimeToHeaders => "time_to_headers",
         /// The API said the account's quota is spent (`insufficient_quota`): no wait clears it.
         InsufficientQuota => "insufficient_quota",
         /// Another retry layer is in charge of this call (nested guards, or an outer retry
@@ -183,6 +187,8 @@ pub struct Retry<P = ExponentialBackoff, S = On429> {
     policy: P,
     strategy: S,
     max_server_wait: Duration,
+    min_backoff: Duration,
+    time_to_headers: Option<Duration>,
     deadline: Option<Duration>,
     budget: Option<Arc<RetryBudget>>,
 }
@@ -192,6 +198,9 @@ impl Default for Retry {
         Self::new()
     }
 }
+
+/// The default floor of the layer's own backoff: 100 ms.
+pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Full-jitter exponential backoff from 0.5 s to 8 s, 2 retries.
 pub fn default_policy() -> ExponentialBackoff {
@@ -209,6 +218,8 @@ impl Retry {
             policy: default_policy(),
             strategy: On429,
             max_server_wait: Duration::from_secs(60),
+            min_backoff: DEFAULT_MIN_BACKOFF,
+            time_to_headers: None,
             deadline: Some(Duration::from_secs(60)),
             budget: Some(Arc::new(RetryBudget::default())),
         }
@@ -236,6 +247,8 @@ impl<P, S> Retry<P, S> {
             policy,
             strategy: self.strategy,
             max_server_wait: self.max_server_wait,
+            min_backoff: self.min_backoff,
+            time_to_headers: self.time_to_headers,
             deadline: self.deadline,
             budget: self.budget,
         }
@@ -248,9 +261,29 @@ impl<P, S> Retry<P, S> {
             policy: self.policy,
             strategy,
             max_server_wait: self.max_server_wait,
+            min_backoff: self.min_backoff,
+            time_to_headers: self.time_to_headers,
             deadline: self.deadline,
             budget: self.budget,
         }
+    }
+
+    /// The shortest wait of the layer's own backoff (default 100 ms): jitter never retries
+    /// within milliseconds. A server's own `Retry-After` is honoured as it asks.
+    #[must_use]
+    pub fn with_min_backoff(mut self, floor: Duration) -> Self {
+        self.min_backoff = floor;
+        self
+    }
+
+    /// The most each attempt may wait for its response's headers (default: no limit but the
+    /// client's own timeout). An attempt past it ends with an error of kind
+    /// [`ErrorKind::TimeToHeaders`] (`error.type=time_to_headers`),
+    /// and is never retried: a silent route stays silent; the failover layer moves on instead.
+    #[must_use]
+    pub fn with_time_to_headers(mut self, limit: Duration) -> Self {
+        self.time_to_headers = Some(limit);
+        self
     }
 
     /// The longest server-requested wait honoured; above it, no retry (default 60 s).
@@ -352,6 +385,12 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
         if !rate_limit && response.is_some_and(|r| r.status() == StatusCode::FORBIDDEN) {
             return Step::Stop(StopReason::Forbidden);
         }
+        if let Err(reqwest_middleware::Error::Middleware(e)) = result
+            && e.downcast_ref::<Error>()
+                .is_some_and(|e| e.kind() == ErrorKind::TimeToHeaders)
+        {
+            return Step::Stop(StopReason::TimeToHeaders);
+        }
         if response.is_some_and(quota_spent) {
             return Step::Stop(StopReason::InsufficientQuota);
         }
@@ -381,7 +420,9 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
                 .duration_since(SystemTime::now())
                 .unwrap_or_default(),
         };
-        let (wait, reason) = server.unwrap_or((backoff, WaitReason::Backoff));
+        // The server's wait is honoured as asked; our own backoff keeps a floor, so a
+        // rate-limited upstream is never asked again within milliseconds.
+        let (wait, reason) = server.unwrap_or((backoff.max(self.min_backoff), WaitReason::Backoff));
         if let Some(deadline) = self.deadline
             && clock.started.elapsed().saturating_add(wait) >= deadline
         {
@@ -479,7 +520,12 @@ where
             extensions.insert(CurrentAttempt {
                 resend_count: retries,
             });
-            let result = next.clone().run(attempt, extensions).await;
+            let result = match self.time_to_headers {
+                Some(limit) => tokio::time::timeout(limit, next.clone().run(attempt, extensions))
+                    .await
+                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::TimeToHeaders).into())),
+                None => next.clone().run(attempt, extensions).await,
+            };
             let waf = result.as_ref().ok().and_then(wall_of);
             let step = self.next_step(&result, waf.as_ref(), retries, &clock);
             let status = result.as_ref().ok().map(Response::status);
