@@ -38,6 +38,8 @@ enum Kind {
     Histogram,
     /// Exposed as `<name>` (which already ends in `_total`).
     Counter,
+    /// Exposed as `<name>`.
+    Gauge,
 }
 
 /// One of the crate's instruments, as Prometheus sees it (`translation_strategy:
@@ -132,6 +134,29 @@ const METRICS: &[Metric] = &[
         prometheus_name: "llm_guard_lint_findings_total",
         kind: Kind::Counter,
         labels: &["lint_rule", "lint_family", "lint_phase"],
+    },
+    Metric {
+        otel_name: "llm_guard.failover.hops",
+        prometheus_name: "llm_guard_failover_hops_total",
+        kind: Kind::Counter,
+        labels: &[
+            "api_surface",
+            "failover_from",
+            "failover_to",
+            "failover_reason",
+        ],
+    },
+    Metric {
+        otel_name: "llm_guard.breaker.state",
+        prometheus_name: "llm_guard_breaker_state",
+        kind: Kind::Gauge,
+        labels: &["failover_upstream", "breaker_state"],
+    },
+    Metric {
+        otel_name: "llm_guard.breaker.transitions",
+        prometheus_name: "llm_guard_breaker_transitions_total",
+        kind: Kind::Counter,
+        labels: &["failover_upstream"],
     },
 ];
 
@@ -285,7 +310,9 @@ fn series_labels(series: &str) -> Option<BTreeSet<&'static str>> {
         let mut labels: BTreeSet<&'static str> = metric.labels.iter().copied().collect();
         labels.extend(RESOURCE_LABELS);
         match metric.kind {
-            Kind::Counter if series == metric.prometheus_name => return Some(labels),
+            Kind::Counter | Kind::Gauge if series == metric.prometheus_name => {
+                return Some(labels);
+            }
             Kind::Histogram => {
                 let Some(suffix) = series.strip_prefix(metric.prometheus_name) else {
                     continue;
@@ -299,7 +326,7 @@ fn series_labels(series: &str) -> Option<BTreeSet<&'static str>> {
                     _ => {}
                 }
             }
-            Kind::Counter => {}
+            Kind::Counter | Kind::Gauge => {}
         }
     }
     None
@@ -512,7 +539,7 @@ fn all_series() -> Vec<String> {
     let mut names = Vec::new();
     for metric in METRICS {
         match metric.kind {
-            Kind::Counter => names.push(metric.prometheus_name.to_owned()),
+            Kind::Counter | Kind::Gauge => names.push(metric.prometheus_name.to_owned()),
             Kind::Histogram => {
                 for suffix in ["_bucket", "_sum", "_count"] {
                     names.push(format!("{}{suffix}", metric.prometheus_name));
@@ -1601,6 +1628,7 @@ fn metric_table_matches_the_naming_translation() {
         let base = metric.otel_name.replace('.', "_");
         let expected = match (metric.kind, metric.otel_name) {
             (Kind::Counter, _) => format!("{base}_total"),
+            (Kind::Gauge, _) => base,
             (Kind::Histogram, "gen_ai.client.token.usage") => base,
             (Kind::Histogram, _) => format!("{base}_seconds"),
         };
@@ -1680,6 +1708,9 @@ fn the_mirrored_vocabulary_matches_the_crate() {
             metric::RETRIES_EXHAUSTED,
             metric::WAF_WALLS,
             metric::CONTRACT_VIOLATIONS,
+            metric::FAILOVER_HOPS,
+            metric::BREAKER_STATE,
+            metric::BREAKER_TRANSITIONS,
             metric::LINT_FINDINGS,
         ],
         "metric names",

@@ -1192,3 +1192,107 @@ async fn a_followed_redirect_and_why_retrying_stopped_are_on_the_call_span() {
     assert_eq!(a["retry.stop_reason"], "attempts_exhausted");
     assert_eq!(a["fallback_decision"], "fallback");
 }
+
+#[tokio::test]
+async fn failover_is_on_the_trace_and_in_the_metrics() {
+    use reqwest_llm_guard::failover::{Failover, Upstream};
+    let h = Harness::new();
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(json(200, CHAT_OK))
+        .mount(&b)
+        .await;
+    let failover = Failover::new([
+        Upstream::new("primary", &format!("{}/v1", a.uri())).unwrap(),
+        Upstream::new("secondary", &format!("{}/v1", b.uri())).unwrap(),
+    ])
+    .with_meter_provider(&h.meter_provider);
+    let client = Guard::new()
+        .with_telemetry(
+            Telemetry::new()
+                .with_tracer_provider(&h.tracer_provider)
+                .with_meter_provider(&h.meter_provider),
+        )
+        .with_retry(
+            Retry::new()
+                .with_policy(quick())
+                .with_min_backoff(Duration::ZERO),
+        )
+        .with_failover(failover)
+        .client(reqwest::Client::new());
+    let response = chat_to(&client, &a).await;
+    assert_eq!(response.status(), 200);
+    let _ = response.bytes().await;
+
+    let (call, attempts) = h.call();
+    let a_ = attrs(&call);
+    assert_eq!(a_["failover.upstream"], "secondary");
+    assert_eq!(a_["failover.hops"], "1");
+    assert_eq!(a_["failover.stop_reason"], "decided");
+    assert_eq!(a_["fallback_decision"], "none");
+    let hops = events(&call, "llm_guard.failover_hop");
+    assert_eq!(hops.len(), 1);
+    assert_eq!(hops[0]["failover.from"], "primary");
+    assert_eq!(hops[0]["failover.to"], "secondary");
+    assert_eq!(hops[0]["failover.reason"], "upstream_failed");
+    let upstreams: Vec<String> = attempts
+        .iter()
+        .map(|s| attr(s, "failover.upstream").unwrap_or_default())
+        .collect();
+    assert_eq!(
+        upstreams,
+        ["primary", "secondary"],
+        "each hop's attempt names its upstream"
+    );
+
+    let metrics = h.metrics();
+    let hops = counter(&metrics, metric::FAILOVER_HOPS);
+    assert_eq!(hops.len(), 1, "{hops:?}");
+    assert_eq!(hops[0].0["failover.from"], "primary");
+    assert_eq!(hops[0].0["failover.reason"], "upstream_failed");
+    let states = gauge(&metrics, metric::BREAKER_STATE);
+    assert!(
+        states
+            .iter()
+            .any(|(l, v)| l["failover.upstream"] == "primary"
+                && l["breaker.state"] == "closed"
+                && *v == 1),
+        "{states:?}"
+    );
+    assert_no_canary(&h, "failover");
+}
+
+async fn chat_to(client: &ClientWithMiddleware, server: &MockServer) -> reqwest::Response {
+    client
+        .post(format!("{}/v1/chat/completions", server.uri()))
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn gauge(metrics: &[ResourceMetrics], name: &str) -> Vec<(HashMap<String, String>, u64)> {
+    let mut out = Vec::new();
+    for rm in metrics {
+        for sm in rm.scope_metrics() {
+            for m in sm.metrics().filter(|m| m.name() == name) {
+                let AggregatedMetrics::U64(MetricData::Gauge(g)) = m.data() else {
+                    panic!("{name} is not a u64 gauge");
+                };
+                out.extend(g.data_points().map(|p| {
+                    (
+                        p.attributes()
+                            .map(|kv| (kv.key.to_string(), kv.value.as_str().into_owned()))
+                            .collect(),
+                        p.value(),
+                    )
+                }));
+            }
+        }
+    }
+    out
+}

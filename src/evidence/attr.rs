@@ -61,6 +61,8 @@ pub const FAILOVER_FROM: &str = "failover.from";
 pub const FAILOVER_TO: &str = "failover.to";
 /// On a hop event: why ([`HopReason`](crate::failover::HopReason)).
 pub const FAILOVER_REASON: &str = "failover.reason";
+/// An upstream's breaker state (`closed`, `open`, `half_open`), on the breaker metrics.
+pub const BREAKER_STATE: &str = "breaker.state";
 /// The span event of one move to another upstream (with [`FAILOVER_FROM`], [`FAILOVER_TO`],
 /// [`FAILOVER_REASON`]).
 pub const EVENT_FAILOVER_HOP: &str = "llm_guard.failover_hop";

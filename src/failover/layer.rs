@@ -124,10 +124,19 @@ struct Entry {
     breaker: Breaker,
 }
 
-struct Shared {
+pub(super) struct Shared {
     entries: Vec<Entry>,
     settings: Settings,
     affinity: Mutex<Affinity>,
+    /// Set once the breaker metrics are registered (at the first call).
+    registered: std::sync::OnceLock<()>,
+}
+
+impl Shared {
+    /// Each upstream's name and breaker.
+    pub(super) fn breakers(&self) -> impl Iterator<Item = (&Arc<str>, &Breaker)> {
+        self.entries.iter().map(|e| (&e.upstream.name, &e.breaker))
+    }
 }
 
 /// Response ids this layer saw minted, and by which upstream: bounded, oldest forgotten first.
@@ -168,14 +177,17 @@ impl std::fmt::Debug for Failover {
                     .map(|e| (&e.upstream, e.breaker.state()))
                     .collect::<Vec<_>>(),
             )
-            .field("settings", &self.shared.settings)
+            .field("max_hops", &self.shared.settings.max_hops)
+            .field("commit", &self.shared.settings.commit)
             .finish()
     }
 }
 
 /// The layer's settings, kept to rebuild it when one changes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Settings {
+    /// The meter for the breaker metrics; the global one (read at the first call) if unset.
+    meter: Option<opentelemetry::metrics::Meter>,
     max_hops: usize,
     breaker: BreakerConfig,
     affinity_capacity: usize,
@@ -198,6 +210,7 @@ impl Failover {
         Self::build(
             upstreams.into_iter().collect(),
             Settings {
+                meter: None,
                 max_hops: 2,
                 breaker: BreakerConfig::default(),
                 affinity_capacity: DEFAULT_AFFINITY_CAPACITY,
@@ -224,6 +237,7 @@ impl Failover {
                     order: VecDeque::new(),
                 }),
                 settings,
+                registered: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -238,6 +252,16 @@ impl Failover {
         let mut settings = self.shared.settings.clone();
         f(&mut settings);
         Self::build(upstreams, settings)
+    }
+
+    /// Breaker metrics go to this provider instead of the global one.
+    #[must_use]
+    pub fn with_meter_provider(
+        self,
+        provider: &impl opentelemetry::metrics::MeterProvider,
+    ) -> Self {
+        let meter = provider.meter_with_scope(crate::telemetry::scope());
+        self.edit(|s| s.meter = Some(meter))
     }
 
     /// At most this many moves to another upstream per call (default 2).
@@ -466,6 +490,12 @@ impl Middleware for Failover {
         if surface == ApiSurface::Other {
             return next.run(req, extensions).await;
         }
+        self.shared.registered.get_or_init(|| {
+            let meter = self.shared.settings.meter.clone().unwrap_or_else(|| {
+                opentelemetry::global::meter_with_scope(crate::telemetry::scope())
+            });
+            super::metrics::register(&meter, &self.shared);
+        });
         let shared = &*self.shared;
         let policy: Arc<dyn DecisionPolicy> = extensions
             .get::<EvidenceHandle>()

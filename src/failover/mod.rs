@@ -86,6 +86,7 @@
 
 mod breaker;
 mod layer;
+mod metrics;
 mod stream;
 mod upstream;
 

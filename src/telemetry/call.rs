@@ -233,6 +233,7 @@ impl CallEnd {
                 error,
                 ttfc,
                 duration: self.started.elapsed().as_secs_f64(),
+                failover: self.failover.as_ref(),
             },
         );
     }

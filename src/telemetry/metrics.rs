@@ -57,6 +57,15 @@ pub mod name {
     /// Counter, `{finding}`: request-lint and cross-check findings, by `lint.rule`,
     /// `lint.family`, `lint.phase` (`request` | `response`).
     pub const LINT_FINDINGS: &str = "llm_guard.lint.findings";
+    /// Counter, `{hop}`: moves from one upstream to the next, by `failover.from`,
+    /// `failover.to`, `failover.reason`, `api_surface` (upstream names are the configured
+    /// ones: bounded).
+    pub const FAILOVER_HOPS: &str = "llm_guard.failover.hops";
+    /// Gauge, `{breaker}`: 1 for each upstream's current breaker state, 0 for the others, by
+    /// `failover.upstream` and `breaker.state` (`closed`, `open`, `half_open`).
+    pub const BREAKER_STATE: &str = "llm_guard.breaker.state";
+    /// Counter, `{transition}`: breaker state changes, by `failover.upstream`.
+    pub const BREAKER_TRANSITIONS: &str = "llm_guard.breaker.transitions";
 }
 
 #[derive(Clone)]
@@ -70,6 +79,7 @@ pub(crate) struct Instruments {
     pub(crate) walls: Counter<u64>,
     pub(crate) violations: Counter<u64>,
     pub(crate) lint: Counter<u64>,
+    pub(crate) hops: Counter<u64>,
 }
 
 impl Instruments {
@@ -129,6 +139,11 @@ impl Instruments {
                 .with_unit("{finding}")
                 .with_description("Request-lint and request/response cross-check findings.")
                 .build(),
+            hops: meter
+                .u64_counter(name::FAILOVER_HOPS)
+                .with_unit("{hop}")
+                .with_description("Moves from one upstream to the next.")
+                .build(),
         }
     }
 }
@@ -169,6 +184,7 @@ pub(super) struct CallRecord<'a> {
     pub(super) error: Option<Cow<'static, str>>,
     pub(super) ttfc: Option<f64>,
     pub(super) duration: f64,
+    pub(super) failover: Option<&'a crate::failover::FailoverRecord>,
 }
 
 /// Records one call in every instrument it concerns.
@@ -216,6 +232,19 @@ pub(super) fn record_call(m: &Instruments, call: &CallRecord<'_>) {
             KeyValue::new(attr::GEN_AI_PROVIDER_NAME, call.provider.clone()),
         ],
     );
+    if let Some(failover) = call.failover {
+        for hop in &failover.hops {
+            m.hops.add(
+                1,
+                &[
+                    surface.clone(),
+                    KeyValue::new(attr::FAILOVER_FROM, StringValue::from(hop.from.clone())),
+                    KeyValue::new(attr::FAILOVER_TO, StringValue::from(hop.to.clone())),
+                    KeyValue::new(attr::FAILOVER_REASON, hop.reason.as_str()),
+                ],
+            );
+        }
+    }
     if let Some(retry) = call.retry {
         for attempt in &retry.attempts {
             if let Some((_, reason)) = attempt.retry_after {

@@ -78,7 +78,7 @@ use metrics::Instruments;
 
 const SCOPE: &str = "reqwest-llm-guard";
 
-fn scope() -> InstrumentationScope {
+pub(crate) fn scope() -> InstrumentationScope {
     InstrumentationScope::builder(SCOPE)
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
