@@ -1,9 +1,9 @@
-//! Application-level failover that acts on `fallback_decision`: try the primary, move on to the
-//! next endpoint on `fallback`, stop on `hold` (a wall or a request error fails everywhere).
+//! Failover that acts on the evidence: a failing primary is left for the next upstream, its
+//! breaker opens, and a wall holds where it is instead of being hidden behind a hop.
 //!
 //!     cargo run --features mock --example failover
 
-use reqwest_llm_guard::evidence::FallbackDecision;
+use reqwest_llm_guard::failover::{BreakerConfig, Failover, Upstream};
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
 use reqwest_llm_guard::{EvidenceHandle, Guard};
 
@@ -15,56 +15,76 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let walled =
         MockGateway::start_with(Scenario::WafCloudflare, ([127, 0, 0, 1], 0).into()).await?;
     let healthy = MockGateway::start().await?;
-    let client = Guard::new().client(reqwest::Client::new());
+    let upstream =
+        |name: &str, gateway: &MockGateway| Upstream::new(name, &format!("{}/v1", gateway.url()));
 
-    for route in [vec![&failing, &healthy], vec![&walled, &healthy]] {
+    // The failing primary first: after 3 failures in a row its breaker opens and calls go
+    // straight to the backup.
+    let failover = Failover::new([
+        upstream("primary", &failing)?,
+        upstream("backup", &healthy)?,
+    ])
+    .with_breaker(&BreakerConfig::default().with_consecutive_failures(3));
+    let client = Guard::new()
+        .with_failover(failover.clone())
+        .client(reqwest::Client::new());
+    println!("primary answers 500, backup is healthy:");
+    for _ in 0..5 {
+        let e = chat(&client).await;
         println!(
-            "route: {}",
-            route
-                .iter()
-                .map(|g| g.url())
-                .collect::<Vec<_>>()
-                .join(" -> ")
+            "  answered by {:<8} after {} hop(s), decision {}; primary's breaker {}",
+            e.upstream.as_deref().unwrap_or("-"),
+            e.hops,
+            e.fallback_decision,
+            failover
+                .breaker("primary")
+                .map_or("-", |b| b.state().as_str()),
         );
-        for gateway in route {
-            let handle = EvidenceHandle::new();
-            // The answer (or the error) is the caller's as usual; the evidence says what next.
-            let _answer = client
-                .post(format!("{}/v1/chat/completions", gateway.url()))
-                .with_extension(handle.clone())
-                .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
-                .send()
-                .await;
-            let evidence = handle.settled().await;
-            println!(
-                "  {} -> {} ({}), decision {}",
-                gateway.url(),
-                evidence
-                    .status
-                    .map_or("no response".to_owned(), |s| s.to_string()),
-                evidence.violation.map_or("in contract", |v| v.as_str()),
-                evidence.fallback_decision
-            );
-            match evidence.fallback_decision {
-                FallbackDecision::None => {
-                    println!("  answered");
-                    break;
-                }
-                FallbackDecision::Fallback => {} // the next endpoint
-                _ => {
-                    let wall = evidence.waf.as_ref().map_or(String::new(), |w| {
-                        format!(
-                            ": {} {} {}",
-                            w.vendor,
-                            w.kind,
-                            w.reference.as_deref().unwrap_or("")
-                        )
-                    });
-                    println!("  hold{wall}; not failing over, a human must look");
-                    break;
-                }
-            }
-        }
     }
+    println!(
+        "  the primary saw {} requests, the backup {}",
+        failing.requests(),
+        healthy.requests()
+    );
+
+    // A wall in front of the primary: the call holds, the backup is never asked.
+    let client = Guard::new()
+        .with_failover(Failover::new([
+            upstream("primary", &walled)?,
+            upstream("backup", &healthy)?,
+        ]))
+        .client(reqwest::Client::new());
+    let before = healthy.requests();
+    let e = chat(&client).await;
+    let wall = e.waf.as_ref().map_or(String::new(), |w| {
+        format!(
+            "{} {} {}",
+            w.vendor,
+            w.kind,
+            w.reference.as_deref().unwrap_or("")
+        )
+    });
+    println!(
+        "\nprimary behind a WAF: decision {} ({wall}), {} hop(s), backup asked {} time(s): a human must look",
+        e.fallback_decision,
+        e.hops,
+        healthy.requests() - before
+    );
     Ok(())
+}
+
+async fn chat(client: &reqwest_middleware::ClientWithMiddleware) -> reqwest_llm_guard::Evidence {
+    let handle = EvidenceHandle::new();
+    // The URL's host is rewritten to each upstream's; the path picks the surface.
+    if let Ok(response) = client
+        .post("http://upstream.invalid/v1/chat/completions")
+        .with_extension(handle.clone())
+        .header("content-type", "application/json")
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+    {
+        let _ = response.bytes().await;
+    }
+    handle.settled().await
 }

@@ -162,6 +162,38 @@
 //! then on (`retry.stop_reason=nested`), but reqwest-retry's own strategy still retries the
 //! wall. A guard nested in another guard's call records and retries nothing of its own.
 //!
+//! ## Failover
+//!
+//! [`failover::Failover`] acts on the decision across an ordered list of upstreams (base URL,
+//! key from an environment variable, model override, surfaces served, context window):
+//! `fallback` moves to the next eligible upstream, `hold` stops where it is (a wall, an auth or
+//! request error is never hidden behind a hop), `none` answers. Added with
+//! [`Guard::with_failover`], it sits between the call layer and the retry layer, so one call
+//! span, one decision policy, one retry budget and one deadline cover every hop.
+//!
+//! ```no_run
+//! use reqwest_llm_guard::Guard;
+//! use reqwest_llm_guard::failover::{CommitPoint, Credential, Failover, Upstream};
+//!
+//! let failover = Failover::new([
+//!     Upstream::new("openai", "https://api.openai.com/v1")?
+//!         .with_credential(Credential::env("OPENAI_API_KEY")),
+//!     Upstream::new("gateway", "https://gateway.example/v1")?
+//!         .with_credential(Credential::env("GATEWAY_KEY")),
+//! ])
+//! .with_commit_point(CommitPoint::FirstContent);
+//! let client = Guard::new().with_failover(failover).client(reqwest::Client::new());
+//! # let _ = client; Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Streams fail over freely until their commit point ([`CommitPoint`](failover::CommitPoint):
+//! the first byte by default, the first content event, or the end with a bounded buffer); after
+//! it, a failure ends the caller's body with an error, never a clean end, and the call span's
+//! `gen_ai.response.finish_reasons` holds `error`. Each upstream has a circuit breaker
+//! ([`failover::Breaker`]) on tokio's clock. Requests that continue server-side state
+//! (`previous_response_id`) stay with the upstream that minted it. The [failover module
+//! docs](failover) have the rules, the defaults and the accounting.
+//!
 //! ## What is checked
 //!
 //! | body | checked against |
