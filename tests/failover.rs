@@ -692,3 +692,46 @@ async fn a_silent_route_is_left_at_the_time_to_headers_limit_and_not_retried() {
         "the OpenAI SDK preset retries timeouts, never this one"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_must_pass_the_drill_gets_traffic_only_once_promoted() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    for s in [&a, &b] {
+        Mock::given(path("/v1/chat/completions"))
+            .respond_with(chat_ok())
+            .mount(s)
+            .await;
+    }
+    let failover = Failover::new([
+        upstream("new", &a).with_drill_required(true),
+        upstream("known", &b),
+    ])
+    .with_breaker(&BreakerConfig::default().with_consecutive_failures(1));
+    let client = client(failover.clone());
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(
+        e.upstream.as_deref(),
+        Some("known"),
+        "not drilled yet: passed over"
+    );
+    assert_eq!(failover.awaiting_drill().len(), 1);
+    assert!(failover.promote("new"));
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(e.upstream.as_deref(), Some("new"));
+    assert!(failover.awaiting_drill().is_empty());
+
+    // Its breaker opens: demoted until the drill passes again.
+    a.reset().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&a)
+        .await;
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(e.upstream.as_deref(), Some("known"), "failed over");
+    assert_eq!(
+        failover.awaiting_drill().len(),
+        1,
+        "demoted when its breaker opened"
+    );
+    assert!(!failover.promote("nobody"));
+}

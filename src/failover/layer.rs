@@ -122,6 +122,15 @@ pub struct Failover {
 struct Entry {
     upstream: Upstream,
     breaker: Breaker,
+    /// For an upstream that must pass the drill: whether it has, since its breaker last
+    /// opened.
+    promoted: std::sync::atomic::AtomicBool,
+}
+
+impl Entry {
+    fn promoted(&self) -> bool {
+        !self.upstream.drill || self.promoted.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 pub(super) struct Shared {
@@ -133,6 +142,16 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// An upstream that must pass the drill loses its promotion when its breaker opens.
+    fn demote_if_open(&self, index: usize) {
+        let entry = &self.entries[index];
+        if entry.upstream.drill && entry.breaker.state() == super::BreakerState::Open {
+            entry
+                .promoted
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Each upstream's name and breaker.
     pub(super) fn breakers(&self) -> impl Iterator<Item = (&Arc<str>, &Breaker)> {
         self.entries.iter().map(|e| (&e.upstream.name, &e.breaker))
@@ -229,6 +248,7 @@ impl Failover {
                     .map(|upstream| Entry {
                         upstream,
                         breaker: Breaker::new(settings.breaker.clone()),
+                        promoted: std::sync::atomic::AtomicBool::new(false),
                     })
                     .collect(),
                 affinity: Mutex::new(Affinity {
@@ -308,6 +328,31 @@ impl Failover {
             s.first_token = None;
             s.idle = None;
         })
+    }
+
+    /// Records that the evidence drill passed against the upstream named `name` (one built
+    /// [`with_drill_required`](Upstream::with_drill_required)): it gets caller traffic from now
+    /// on, until its breaker next opens. `false` when no upstream has that name.
+    pub fn promote(&self, name: &str) -> bool {
+        self.shared
+            .entries
+            .iter()
+            .find(|e| &*e.upstream.name == name)
+            .is_some_and(|e| {
+                e.promoted.store(true, std::sync::atomic::Ordering::Release);
+                true
+            })
+    }
+
+    /// The upstreams that must pass the drill before they get traffic (again): never drilled,
+    /// or demoted when their breaker opened.
+    pub fn awaiting_drill(&self) -> Vec<Upstream> {
+        self.shared
+            .entries
+            .iter()
+            .filter(|e| !e.promoted())
+            .map(|e| e.upstream.clone())
+            .collect()
     }
 
     /// The breaker of the upstream named `name`: read its state, force it open or closed,
@@ -508,6 +553,7 @@ impl Middleware for Failover {
         };
         let mut eligible: Vec<usize> = (0..shared.entries.len())
             .filter(|&i| shared.entries[i].upstream.serves(surface))
+            .filter(|&i| shared.entries[i].promoted())
             .collect();
         let pinned = state_id.is_some() || conversation;
         if pinned {
@@ -605,6 +651,7 @@ impl Middleware for Failover {
                     .await;
                     if let Ok(read) = read {
                         watch_stream(
+                            (&self.shared, index),
                             stream,
                             permit,
                             surface,
@@ -621,6 +668,7 @@ impl Middleware for Failover {
                     // Failed before the caller saw a byte of it: fail over (its verdict
                     // is set, by the checker or by the limit that cut it off).
                     permit.record(CallOutcome::Failure { retry_after: None });
+                    shared.demote_if_open(index);
                     decision = FallbackDecision::Fallback;
                     stream_failed = true;
                     // What the caller gets if no hop is left: the headers, then an
@@ -646,6 +694,7 @@ impl Middleware for Failover {
                         waf.as_ref(),
                         retry.as_ref(),
                     ));
+                    shared.demote_if_open(index);
                     result = r;
                 }
             }
@@ -713,6 +762,7 @@ impl Middleware for Failover {
 /// The breaker learns a committed stream's outcome at its end; a stream the caller drops
 /// before it gives the permit back.
 fn watch_stream(
+    (shared, index): (&Arc<Shared>, usize),
     stream: &VerdictHandle,
     permit: Permit,
     surface: ApiSurface,
@@ -724,6 +774,7 @@ fn watch_stream(
     let policy = policy.clone();
     let (waf, retry) = (waf.cloned(), retry.cloned());
     let mut permit = Some(permit);
+    let shared = shared.clone();
     stream.on_verdict(move |v| {
         let facts = CallFacts {
             surface,
@@ -743,6 +794,7 @@ fn watch_stream(
             } else {
                 breaker_outcome(decision, status, waf.as_ref(), retry.as_ref())
             });
+            shared.demote_if_open(index);
         }
     });
 }

@@ -22,6 +22,11 @@
 //! minted it (the layer remembers the last 10,000 response ids it saw): if that one fails, the
 //! call holds there (`failover.stop_reason=state_affinity`).
 //!
+//! An upstream built [`with_drill_required`](Upstream::with_drill_required) gets caller traffic
+//! only once the evidence drill has passed against it ([`Failover::promote`]), and again after
+//! its breaker opens ([`Failover::awaiting_drill`] lists those waiting); until then calls pass
+//! it over.
+//!
 //! Each upstream gets its request with its base URL, its key (`Authorization: Bearer`, read
 //! from the environment at each call; the caller's own goes to upstreams with no key of their
 //! own) and its model, if it overrides the request's. Keys are never recorded.

@@ -78,6 +78,7 @@ pub struct Upstream {
     pub(crate) responses: bool,
     pub(crate) context_window: Option<u64>,
     pub(crate) prefill: bool,
+    pub(crate) drill: bool,
 }
 
 /// A base URL that cannot serve as one.
@@ -121,6 +122,7 @@ impl Upstream {
             responses: true,
             context_window: None,
             prefill: false,
+            drill: false,
         })
     }
 
@@ -160,6 +162,20 @@ impl Upstream {
     pub fn with_prefill(mut self, accepts: bool) -> Self {
         self.prefill = accepts;
         self
+    }
+
+    /// Caller traffic only once the evidence drill has passed against this upstream, and
+    /// again after its breaker has opened: until [`Failover::promote`](super::Failover::promote)
+    /// says it passed, calls pass it over.
+    #[must_use]
+    pub fn with_drill_required(mut self, required: bool) -> Self {
+        self.drill = required;
+        self
+    }
+
+    /// Whether it must pass the drill before it gets traffic.
+    pub fn drill_required(&self) -> bool {
+        self.drill
     }
 
     /// The name (attribute `failover.upstream`).
@@ -212,6 +228,7 @@ impl fmt::Debug for Upstream {
             .field("responses", &self.responses)
             .field("context_window", &self.context_window)
             .field("prefill", &self.prefill)
+            .field("drill", &self.drill)
             .finish()
     }
 }
