@@ -23,11 +23,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Other headers it reads: `x-mock-session` (tells [`Scenario::RateLimitedOnce`]'s sessions
-//! apart), `x-mock-delay-ms` (the wait before the headers, for [`Scenario::Slow`], and
-//! between stream events for any streaming answer), `x-mock-chunks` (content deltas in a
-//! correct stream; Chat streams of any length are made as they are sent, in constant memory)
-//! and `x-mock-content-bytes` (the length of a correct non-streaming answer's text).
+//! Other headers it reads: `x-mock-session` (tells apart the sessions of the scenarios that
+//! fail once or for a while, such as [`Scenario::RateLimitedOnce`] and
+//! [`Scenario::DownThenUp`]), `x-mock-delay-ms` (the wait before the headers, for
+//! [`Scenario::Slow`], and between stream events for any streaming answer), `x-mock-chunks`
+//! (content deltas in a correct stream; Chat streams of any length are made as they are sent,
+//! in constant memory), `x-mock-content-bytes` (the length of a correct non-streaming answer's
+//! text), `x-mock-first-token-ms` (for [`Scenario::SlowFirstToken`]), `x-mock-cut-after` (for
+//! [`Scenario::StreamCut`] and [`Scenario::StreamStall`]) and `x-mock-down-ms` (for
+//! [`Scenario::DownThenUp`]).
+//!
+//! A failover layer sends the same headers to every upstream: give the faulty upstream its
+//! fault as its default scenario ([`MockGateway::start_with`]) rather than in
+//! `x-mock-scenario`. `x-mock-first-token-ms`, `x-mock-cut-after` and `x-mock-down-ms` are
+//! read by their own scenario only, so they reach the healthy upstreams harmlessly.
 
 mod replies;
 mod scenario;
@@ -36,23 +45,27 @@ pub use scenario::{Scenario, UnknownScenario};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::evidence::ApiSurface;
-use replies::{Ask, Body, Reply};
+use replies::{Ask, Body, Reply, Session};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -60,7 +73,8 @@ type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 struct State {
     default: Scenario,
     requests: AtomicU64,
-    sessions: Mutex<HashMap<String, u64>>,
+    /// Per scenario and `x-mock-session`: requests so far, and when the first came.
+    sessions: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 /// A running mock gateway. It stops when dropped.
@@ -131,12 +145,95 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, state.clone()));
-            // Errors here are the client going away, or the `drop` scenario doing its job.
+            // Set by a request that wants its connection reset rather than answered.
+            let reset = Arc::new(AtomicBool::new(false));
+            let io = Conn {
+                stream,
+                reset: reset.clone(),
+            };
+            let service = service_fn(move |req| handle(req, state.clone(), reset.clone()));
+            // Errors here are the client going away, or the `drop` and `reset_once` scenarios
+            // doing their job.
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .await;
         });
+    }
+}
+
+/// A connection's socket. Once a request has asked for a reset, its first write (the
+/// response's head) fails instead, after setting SO_LINGER 0: hyper drops the connection and
+/// the close goes out as an RST, not a FIN. Hyper gives a request's handler no way to the
+/// socket; this is the way round.
+struct Conn {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// The error to fail a write with, once a reset is asked for.
+    fn reset_asked(&self) -> Option<io::Error> {
+        if !self.reset.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Deprecated because a non-zero linger makes the drop block the thread; a zero one
+        // does not.
+        #[allow(deprecated)]
+        let _ = self.stream.set_linger(Some(Duration::ZERO));
+        Some(io::ErrorKind::ConnectionReset.into())
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.reset_asked() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.reset_asked() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = self.reset_asked() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // No FIN before the RST.
+        if let Some(e) = self.reset_asked() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -165,6 +262,7 @@ fn scenario_of(
 async fn handle(
     req: hyper::Request<Incoming>,
     state: Arc<State>,
+    reset: Arc<AtomicBool>,
 ) -> Result<hyper::Response<ResponseBody>, Infallible> {
     let served = state.requests.fetch_add(1, Ordering::Relaxed);
     let surface = ApiSurface::classify(req.method(), req.uri().path());
@@ -175,7 +273,17 @@ async fn handle(
         .unwrap_or_default()
         .to_owned();
     let number = |name: &str| header(&req, name).and_then(|v| v.parse::<usize>().ok());
+    let millis = |name: &str| {
+        header(&req, name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
     let sizes = (number("x-mock-chunks"), number("x-mock-content-bytes"));
+    let knobs = (
+        millis("x-mock-first-token-ms"),
+        number("x-mock-cut-after"),
+        millis("x-mock-down-ms"),
+    );
     let scenario = scenario_of(&req, state.default);
     let body = req
         .into_body()
@@ -193,21 +301,39 @@ async fn handle(
             "the mock gateway serves /chat/completions and /responses",
         ));
     }
-    let attempt = {
+    let session = {
         let mut sessions = state
             .sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let n = sessions.entry(format!("{scenario}/{session}")).or_insert(0);
+        let (n, since) = sessions
+            .entry(format!("{scenario}/{session}"))
+            .or_insert((0, Instant::now()));
         *n += 1;
-        *n
+        Session {
+            attempt: *n,
+            age: since.elapsed(),
+        }
     };
+    match scenario {
+        Scenario::ResetOnce if session.attempt == 1 => {
+            // The connection's first write fails and resets it: this response never leaves.
+            reset.store(true, Ordering::Relaxed);
+            return Ok(plain(500, "reset"));
+        }
+        Scenario::Hang => std::future::pending::<()>().await,
+        _ => {}
+    }
     let mut ask = Ask::parse(&body);
     if let Some(ask) = &mut ask {
         ask.size.chunks = sizes.0;
         ask.size.content_bytes = sizes.1;
+        let k = &mut ask.knobs;
+        k.first_token = knobs.0.unwrap_or(k.first_token);
+        k.cut_after = knobs.1.unwrap_or(k.cut_after);
+        k.down = knobs.2.unwrap_or(k.down);
     }
-    let reply = replies::reply(scenario, surface, ask.as_ref(), attempt == 1, served);
+    let reply = replies::reply(scenario, surface, ask.as_ref(), session, served);
     if scenario == Scenario::Slow {
         tokio::time::sleep(delay.unwrap_or(Duration::from_millis(300))).await;
     }
@@ -239,21 +365,24 @@ fn respond(reply: Reply, event_delay: Option<Duration>) -> hyper::Response<Respo
     for (name, value) in &reply.headers {
         builder = builder.header(*name, value);
     }
-    let body: ResponseBody = match reply.body {
+    // The headers leave at once; the body's first part waits this long.
+    let (first_wait, body) = match reply.body {
+        Body::Late(wait, body) => (Some(wait), *body),
+        body => (None, body),
+    };
+    let body: ResponseBody = match body {
+        Body::Full(bytes) if first_wait.is_some() => {
+            builder = builder.header("content-length", bytes.len().to_string());
+            events_body(std::iter::once(bytes), first_wait, None)
+        }
         Body::Full(bytes) => http_body_util::Full::new(Bytes::from(bytes))
             .map_err(|never| match never {})
             .boxed(),
-        Body::Events(events) => {
-            let stream =
-                futures_util::stream::unfold(events.into_iter(), move |mut events| async move {
-                    let event = events.next()?;
-                    if let Some(d) = event_delay {
-                        tokio::time::sleep(d).await;
-                    }
-                    Some((Ok::<_, BoxError>(Frame::data(Bytes::from(event))), events))
-                });
-            BodyExt::boxed(StreamBody::new(stream))
-        }
+        Body::Events(events) => events_body(
+            events.into_iter().map(String::into_bytes),
+            first_wait,
+            event_delay,
+        ),
         Body::Repeat {
             head,
             unit,
@@ -263,41 +392,27 @@ fn respond(reply: Reply, event_delay: Option<Duration>) -> hyper::Response<Respo
             let events = head
                 .into_iter()
                 .chain(std::iter::repeat_n(unit, count))
-                .chain(tail);
-            let stream = futures_util::stream::unfold(events, move |mut events| async move {
-                let event = events.next()?;
-                if let Some(d) = event_delay {
-                    tokio::time::sleep(d).await;
-                }
-                Some((Ok::<_, BoxError>(Frame::data(Bytes::from(event))), events))
-            });
-            BodyExt::boxed(StreamBody::new(stream))
+                .chain(tail)
+                .map(String::into_bytes);
+            events_body(events, first_wait, event_delay)
         }
         Body::Stall(bytes) => {
             builder = builder.header("content-length", (bytes.len() * 4).to_string());
-            let stream = futures_util::stream::unfold(Some(bytes), |first| async move {
-                if let Some(bytes) = first {
-                    return Some((Ok::<_, BoxError>(Frame::data(Bytes::from(bytes))), None));
-                }
-                std::future::pending::<()>().await;
-                None
-            });
-            BodyExt::boxed(StreamBody::new(stream))
+            then_silence(vec![bytes])
+        }
+        Body::StalledStream(events) => {
+            then_silence(events.into_iter().map(String::into_bytes).collect())
         }
         Body::Cut(bytes) => {
             let full = bytes.len() * 2;
             builder = builder.header("content-length", full.to_string());
-            // The half that arrives, then (once it has left) the cut.
-            let stream = futures_util::stream::unfold(Some(bytes), |half| async move {
-                if let Some(bytes) = half {
-                    return Some((Ok(Frame::data(Bytes::from(bytes))), None));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let cut: BoxError = "the mock gateway dropped the connection".into();
-                Some((Err(cut), None))
-            });
-            BodyExt::boxed(StreamBody::new(stream.take(2)))
+            then_cut(vec![bytes])
         }
+        Body::CutStream(events) => then_cut(events.into_iter().map(String::into_bytes).collect()),
+        // Unwrapped above; a wait in a wait is not made.
+        Body::Late(..) => http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
     };
     builder.body(body).unwrap_or_else(|_| {
         hyper::Response::new(
@@ -306,4 +421,57 @@ fn respond(reply: Reply, event_delay: Option<Duration>) -> hyper::Response<Respo
                 .boxed(),
         )
     })
+}
+
+/// The parts one frame each, made as they are sent: `first_wait` before the first, `delay`
+/// before each.
+fn events_body(
+    parts: impl Iterator<Item = Vec<u8>> + Send + Sync + 'static,
+    first_wait: Option<Duration>,
+    delay: Option<Duration>,
+) -> ResponseBody {
+    let stream = futures_util::stream::unfold(
+        (parts, first_wait),
+        move |(mut parts, first_wait)| async move {
+            let part = parts.next()?;
+            if let Some(d) = first_wait {
+                tokio::time::sleep(d).await;
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from(part))),
+                (parts, None),
+            ))
+        },
+    );
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+/// These parts, then nothing more with the connection open.
+fn then_silence(parts: Vec<Vec<u8>>) -> ResponseBody {
+    let stream = futures_util::stream::unfold(parts.into_iter(), |mut parts| async move {
+        if let Some(part) = parts.next() {
+            return Some((Ok::<_, BoxError>(Frame::data(Bytes::from(part))), parts));
+        }
+        std::future::pending::<()>().await;
+        None
+    });
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+/// These parts, then (once they have left) the cut: hyper drops the connection, with no end of
+/// the body.
+fn then_cut(parts: Vec<Vec<u8>>) -> ResponseBody {
+    let stream = futures_util::stream::unfold(Some(parts.into_iter()), |parts| async move {
+        let mut parts = parts?;
+        if let Some(part) = parts.next() {
+            return Some((Ok(Frame::data(Bytes::from(part))), Some(parts)));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cut: BoxError = "the mock gateway dropped the connection".into();
+        Some((Err(cut), None))
+    });
+    BodyExt::boxed(StreamBody::new(stream))
 }

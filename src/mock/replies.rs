@@ -1,5 +1,7 @@
 //! The mock gateway's answers, scenario by scenario, as plain data.
 
+use std::time::Duration;
+
 use super::Scenario;
 use crate::evidence::ApiSurface;
 
@@ -29,6 +31,12 @@ pub(super) enum Body {
     Cut(Vec<u8>),
     /// These bytes, then silence with the connection open.
     Stall(Vec<u8>),
+    /// SSE events, then the connection is cut: no terminating chunk.
+    CutStream(Vec<String>),
+    /// SSE events, then silence with the connection open.
+    StalledStream(Vec<String>),
+    /// This body, its first part only after the wait (the headers leave at once).
+    Late(Duration, Box<Body>),
 }
 
 /// The size of an answer, from the request's `x-mock-chunks` and `x-mock-content-bytes`
@@ -41,18 +49,55 @@ pub(super) struct Size {
     pub(super) content_bytes: Option<usize>,
 }
 
+/// How a fault plays out, from the request's `x-mock-first-token-ms`, `x-mock-cut-after` and
+/// `x-mock-down-ms` headers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Knobs {
+    /// The wait for a [`Scenario::SlowFirstToken`] answer's first part (default 2 s).
+    pub(super) first_token: Duration,
+    /// Content deltas sent before a [`Scenario::StreamCut`] is cut or a
+    /// [`Scenario::StreamStall`] stalls (default 2, of 5).
+    pub(super) cut_after: usize,
+    /// How long a [`Scenario::DownThenUp`] session is down from its first request (default 1 s).
+    pub(super) down: Duration,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            first_token: Duration::from_secs(2),
+            cut_after: 2,
+            down: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Content deltas in a [`Scenario::StreamCut`] or [`Scenario::StreamStall`] stream, unless
+/// `x-mock-chunks` says otherwise.
+const CUT_STREAM_TOKENS: usize = 5;
+
 /// What the request asked for.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Ask {
     pub(super) model: Option<String>,
     pub(super) stream: bool,
     pub(super) n: Option<u64>,
+    /// The conversation ends with an assistant message: a prefill to continue.
+    pub(super) prefill: bool,
     pub(super) size: Size,
+    pub(super) knobs: Knobs,
 }
 
 impl Ask {
     pub(super) fn parse(body: &[u8]) -> Option<Self> {
         let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        // Chat's `messages`, or Responses' `input` when it is a list of items.
+        let last_role = ["messages", "input"]
+            .iter()
+            .find_map(|key| v.get(*key).and_then(serde_json::Value::as_array))
+            .and_then(|items| items.last())
+            .and_then(|item| item.get("role"))
+            .and_then(serde_json::Value::as_str);
         Some(Self {
             model: v.get("model").and_then(|m| m.as_str()).map(str::to_owned),
             stream: v
@@ -60,9 +105,21 @@ impl Ask {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
             n: v.get("n").and_then(serde_json::Value::as_u64),
+            prefill: last_role == Some("assistant"),
             size: Size::default(),
+            knobs: Knobs::default(),
         })
     }
+}
+
+/// Where the request's session stands: sessions are told apart by `x-mock-session`, per
+/// scenario.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Session {
+    /// 1 for the session's first request.
+    pub(super) attempt: u64,
+    /// Time since the session's first request.
+    pub(super) age: Duration,
 }
 
 const RAY: &str = "8f3a2b1c0d9e8f7a-AMS";
@@ -181,7 +238,7 @@ impl Body {
     /// All the events of a short stream (the scenarios that edit them).
     fn into_events(self) -> Vec<String> {
         match self {
-            Body::Events(e) => e,
+            Body::Events(e) | Body::CutStream(e) | Body::StalledStream(e) => e,
             Body::Repeat {
                 mut head,
                 unit,
@@ -195,7 +252,59 @@ impl Body {
             Body::Full(b) | Body::Cut(b) | Body::Stall(b) => {
                 vec![String::from_utf8_lossy(&b).into_owned()]
             }
+            Body::Late(_, body) => body.into_events(),
         }
+    }
+
+    /// The bytes of a one-piece body (the scenarios that cut or hold it).
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Body::Full(b) | Body::Cut(b) | Body::Stall(b) => b,
+            body => body.into_events().concat().into_bytes(),
+        }
+    }
+}
+
+/// Whether an SSE event carries answer text (a Chat content delta, a Responses text delta).
+fn is_content(event: &str) -> bool {
+    let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+        return false;
+    };
+    v["type"] == "response.output_text.delta"
+        || v["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+}
+
+/// The events up to and including the `k`-th content delta (all of them when there are
+/// fewer; none of them for 0): the finish reason and the terminator never come.
+fn through_content(mut events: Vec<String>, k: usize) -> Vec<String> {
+    let content: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| is_content(e))
+        .map(|(i, _)| i)
+        .collect();
+    let end = match k {
+        0 => content.first().copied(),
+        k => content.get(k - 1).or(content.last()).map(|i| i + 1),
+    };
+    events.truncate(end.unwrap_or(events.len()));
+    events
+}
+
+/// A `data:` line cut mid-JSON, framed as the surface frames its deltas.
+fn malformed_event(responses: bool) -> String {
+    if responses {
+        "event: response.output_text.delta\n\
+         data: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_mock0001\",\"output_index\":0,\"delta\":\n\n"
+            .to_owned()
+    } else {
+        "data: {\"id\":\"chatcmpl-mock0001\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\n\n"
+            .to_owned()
     }
 }
 
@@ -341,12 +450,14 @@ fn responses_stream_sized(
     responses_events(pairs)
 }
 
-/// The answer for this scenario, surface and request.
+/// The answer for this scenario, surface and request. The faults of the connection itself
+/// ([`Scenario::ResetOnce`]'s reset, [`Scenario::Hang`]'s silence) are the server's: here
+/// those scenarios answer correctly.
 pub(super) fn reply(
     scenario: Scenario,
     surface: ApiSurface,
     ask: Option<&Ask>,
-    first_attempt: bool,
+    session: Session,
     served: u64,
 ) -> Reply {
     let ask = ask.cloned().unwrap_or_default();
@@ -356,9 +467,19 @@ pub(super) fn reply(
         .unwrap_or_else(|| "gpt-4o-mini".to_owned());
     let responses = surface == ApiSurface::Responses;
     match scenario {
-        Scenario::Ok | Scenario::Slow | Scenario::RateLimitedOnce | Scenario::Drop => {
-            if scenario == Scenario::RateLimitedOnce && first_attempt {
-                return rate_limited(vec![("retry-after-ms", "100".to_owned())]);
+        Scenario::Ok
+        | Scenario::Slow
+        | Scenario::RateLimitedOnce
+        | Scenario::RateLimitedOnceRetryAfter
+        | Scenario::ServerErrorOnce
+        | Scenario::ResetOnce
+        | Scenario::Hang
+        | Scenario::SlowFirstToken
+        | Scenario::PrefillRejected
+        | Scenario::DownThenUp
+        | Scenario::Drop => {
+            if let Some(fault) = before_the_answer(scenario, &ask, session) {
+                return fault;
             }
             if ask.model.is_none() {
                 return json(
@@ -373,25 +494,17 @@ pub(super) fn reply(
             }
             let mut reply = ok(&model, responses, &ask, None);
             if scenario == Scenario::Drop {
-                let bytes = match reply.body {
-                    Body::Full(b) | Body::Cut(b) | Body::Stall(b) => b,
-                    body => body.into_events().concat().into_bytes(),
-                };
+                let bytes = reply.body.into_bytes();
                 reply.body = Body::Cut(bytes[..bytes.len() / 2].to_vec());
+            } else if scenario == Scenario::SlowFirstToken {
+                reply.body = Body::Late(ask.knobs.first_token, Box::new(reply.body));
             }
             reply
         }
         Scenario::Incomplete => ok(&model, responses, &ask, Some("incomplete")),
         Scenario::Flaky => match splitmix(served) % 10 {
             0..=4 => rate_limited(vec![("retry-after-ms", "10".to_owned())]),
-            5 => Reply {
-                status: 503,
-                headers: vec![("content-type", "application/json".to_owned())],
-                body: Body::Full(
-                    envelope("The engine is currently overloaded, please try again later", "server_error", "overloaded", None)
-                        .into_bytes(),
-                ),
-            },
+            5 => overloaded(),
             _ => ok(&model, responses, &ask, None),
         },
         Scenario::Stall => {
@@ -516,6 +629,66 @@ pub(super) fn reply(
             ));
             events(e)
         }
+        Scenario::StreamCut | Scenario::StreamStall => {
+            let cut = scenario == Scenario::StreamCut;
+            let mut long = ask.clone();
+            long.size.chunks = Some(ask.size.chunks.unwrap_or(CUT_STREAM_TOKENS));
+            let mut reply = ok(&model, responses, &long, None);
+            reply.body = match (ask.stream, cut) {
+                (true, true) => Body::CutStream(through_content(
+                    reply.body.into_events(),
+                    ask.knobs.cut_after,
+                )),
+                (true, false) => Body::StalledStream(through_content(
+                    reply.body.into_events(),
+                    ask.knobs.cut_after,
+                )),
+                // Not a stream: the answer's first half, then the cut or the silence.
+                (false, _) => {
+                    let mut bytes = reply.body.into_bytes();
+                    bytes.truncate(bytes.len() / 2);
+                    if cut {
+                        Body::Cut(bytes)
+                    } else {
+                        Body::Stall(bytes)
+                    }
+                }
+            };
+            reply
+        }
+        Scenario::StreamMalformedChunk | Scenario::StreamNoTerminator if !ask.stream => {
+            ok(&model, responses, &ask, None)
+        }
+        Scenario::StreamMalformedChunk => {
+            let mut reply = ok(&model, responses, &ask, None);
+            let mut e = reply.body.into_events();
+            // Right after the first content delta: mid-stream, with content on both sides.
+            let at = e.iter().position(|e| is_content(e)).map_or(e.len(), |i| i + 1);
+            e.insert(at, malformed_event(responses));
+            reply.body = Body::Events(e);
+            reply
+        }
+        Scenario::StreamNoTerminator => {
+            let mut reply = ok(&model, responses, &ask, None);
+            let mut e = reply.body.into_events();
+            // Chat's last event is `[DONE]`, Responses' `response.completed`.
+            e.pop();
+            reply.body = Body::Events(e);
+            reply
+        }
+        Scenario::RateLimitedNoRetryAfter => rate_limited(vec![]),
+        Scenario::ServiceUnavailable => overloaded(),
+        Scenario::ContextLengthExceeded => json(400, context_length_exceeded(responses)),
+        Scenario::ContentPolicy => json(
+            400,
+            envelope(
+                "Your request was rejected as a result of our safety system. Your prompt may \
+                 contain text that is not allowed by our safety system.",
+                "invalid_request_error",
+                "content_policy_violation",
+                None,
+            ),
+        ),
     }
 }
 
@@ -588,6 +761,68 @@ fn rate_limited(mut headers: Vec<(&'static str, String)>) -> Reply {
     headers.push(("x-ratelimit-remaining-requests", "0".to_owned()));
     reply.headers.extend(headers);
     reply
+}
+
+/// What a session's request gets before its answer, if anything: the faults that come once
+/// or for a while, and the refusals that depend on the request.
+fn before_the_answer(scenario: Scenario, ask: &Ask, session: Session) -> Option<Reply> {
+    let first = session.attempt == 1;
+    match scenario {
+        Scenario::RateLimitedOnce if first => {
+            Some(rate_limited(vec![("retry-after-ms", "100".to_owned())]))
+        }
+        Scenario::RateLimitedOnceRetryAfter if first => {
+            Some(rate_limited(vec![("retry-after", "1".to_owned())]))
+        }
+        Scenario::ServerErrorOnce if first => Some(server_error()),
+        Scenario::DownThenUp if session.age < ask.knobs.down => Some(overloaded()),
+        // Anthropic's words, in the OpenAI envelope of the layer in front (no param, no code).
+        Scenario::PrefillRejected if ask.prefill => Some(json(
+            400,
+            serde_json::json!({"error": {
+                "message": "This model does not support assistant message prefill. The conversation must end with a user message.",
+                "type": "invalid_request_error",
+                "param": null,
+                "code": null,
+            }})
+            .to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// OpenAI's 400 for a prompt over the model's context window, as each surface words it.
+fn context_length_exceeded(responses: bool) -> String {
+    if responses {
+        envelope(
+            "Your input exceeds the context window of this model. Please adjust your input and \
+             try again.",
+            "invalid_request_error",
+            "context_length_exceeded",
+            Some("input"),
+        )
+    } else {
+        envelope(
+            "This model's maximum context length is 128000 tokens. However, your messages \
+             resulted in 130000 tokens. Please reduce the length of the messages.",
+            "invalid_request_error",
+            "context_length_exceeded",
+            Some("messages"),
+        )
+    }
+}
+
+/// 503 with the "overloaded" envelope.
+fn overloaded() -> Reply {
+    json(
+        503,
+        envelope(
+            "The engine is currently overloaded, please try again later",
+            "server_error",
+            "overloaded",
+            None,
+        ),
+    )
 }
 
 fn server_error() -> Reply {

@@ -54,7 +54,9 @@ str_enum! {
         /// Responses: 200 with `status: incomplete` (`max_output_tokens`); Chat: finish reason
         /// `length`.
         Incomplete => "incomplete",
-        /// A stream that ends without finish reason, terminal event or `[DONE]`.
+        /// A stream that ends without finish reason, terminal event or `[DONE]` (the body
+        /// itself ends cleanly). For a stream that lacks only its terminator, see
+        /// [`StreamNoTerminator`](Self::StreamNoTerminator).
         StreamTruncated => "stream_truncated",
         /// A stream out of order (Responses: a delta before its item; Chat: a chunk after
         /// `[DONE]`).
@@ -73,6 +75,54 @@ str_enum! {
         /// Headers and the first bytes of the body, then nothing more: the connection stays
         /// open and silent.
         Stall => "stall",
+        /// 429 with `retry-after: 1` (seconds) on a session's first attempt, then a correct
+        /// answer ([`RateLimitedOnce`](Self::RateLimitedOnce) asks in `retry-after-ms`).
+        RateLimitedOnceRetryAfter => "rate_limited_once_retry_after",
+        /// 429 every time, with no `retry-after` nor `retry-after-ms`: the client picks the wait.
+        RateLimitedNoRetryAfter => "rate_limited_no_retry_after",
+        /// 500 `server_error` on a session's first attempt, then a correct answer.
+        ServerErrorOnce => "server_error_once",
+        /// 503 (`overloaded`), every time.
+        ServiceUnavailable => "service_unavailable",
+        /// On a session's first attempt, the connection is reset (SO_LINGER 0, an RST) once the
+        /// request has arrived, before any header; then a correct answer.
+        ResetOnce => "reset_once",
+        /// Accepts the request and never answers: no headers, the connection held open.
+        Hang => "hang",
+        /// The headers at once, then the first stream event (or the whole body, not streaming)
+        /// only after `x-mock-first-token-ms` (default 2000); the rest as usual.
+        SlowFirstToken => "slow_first_token",
+        /// A stream of 5 content deltas (`x-mock-chunks`) cut after the first
+        /// `x-mock-cut-after` (default 2): the connection closes with no finish reason, no
+        /// terminator and no end of the chunked body. Not streaming: half the body, then the
+        /// cut (as [`Drop`](Self::Drop)).
+        StreamCut => "stream_cut",
+        /// A stream of 5 content deltas (`x-mock-chunks`) that stops after the first
+        /// `x-mock-cut-after` (default 2), the connection open and silent. Not streaming: half
+        /// the body, then the silence.
+        StreamStall => "stream_stall",
+        /// A correct stream with one more `data:` line, right after the first content delta,
+        /// whose JSON is cut short. Not streaming: a correct answer.
+        StreamMalformedChunk => "stream_malformed_chunk",
+        /// A stream complete but for its last event: Chat's `[DONE]` (the finish reason and
+        /// usage came), Responses' `response.completed` (every `.done` event came); the body
+        /// then ends cleanly. [`StreamTruncated`](Self::StreamTruncated) stops earlier, before
+        /// the finish reason (Chat) or any `.done` event (Responses). Not streaming: a correct
+        /// answer.
+        StreamNoTerminator => "stream_no_terminator",
+        /// 400 `context_length_exceeded` (`invalid_request_error`, param `messages`; Responses:
+        /// `input`), as OpenAI words it.
+        ContextLengthExceeded => "context_length_exceeded",
+        /// 400 `content_policy_violation` (`invalid_request_error`): OpenAI's safety system
+        /// refused the prompt.
+        ContentPolicy => "content_policy",
+        /// A model that takes no assistant prefill: 400 ("This model does not support assistant
+        /// message prefill...") when the conversation (`messages`, or `input` as a list) ends
+        /// with an assistant message; else a correct answer.
+        PrefillRejected => "prefill_rejected",
+        /// 503 (`overloaded`) for `x-mock-down-ms` (default 1000) from a session's first
+        /// request, then correct answers.
+        DownThenUp => "down_then_up",
     }
 }
 
