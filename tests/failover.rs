@@ -735,3 +735,30 @@ async fn an_upstream_that_must_pass_the_drill_gets_traffic_only_once_promoted() 
     );
     assert!(!failover.promote("nobody"));
 }
+
+#[tokio::test]
+async fn a_streaming_call_to_an_upstream_that_never_answers_fails_over_at_the_first_token_limit() {
+    // Accepts, reads, never sends a header.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let b = good_stream().await;
+    let client = client(
+        Failover::new([raw("silent", silent), upstream("b", &b)])
+            .with_first_token_timeout(Duration::from_millis(200)),
+    );
+    let started = std::time::Instant::now();
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(!failed && text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -398,6 +398,19 @@ fn state_refs(req: &Request) -> (Option<String>, bool) {
     }
 }
 
+/// Whether the request's body asks for a stream (`"stream": true`).
+fn asks_to_stream(req: &Request) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Stream {
+        #[serde(default)]
+        stream: bool,
+    }
+    req.body()
+        .and_then(reqwest::Body::as_bytes)
+        .and_then(|b| serde_json::from_slice::<Stream>(b).ok())
+        .is_some_and(|s| s.stream)
+}
+
 /// The request with `model` replaced; `None` when the body is not a JSON object.
 fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
     let mut value: serde_json::Map<String, serde_json::Value> =
@@ -546,6 +559,7 @@ impl Middleware for Failover {
             .get::<EvidenceHandle>()
             .and_then(EvidenceHandle::policy)
             .unwrap_or_else(|| Arc::new(DecisionTable::default()));
+        let wants_stream = shared.settings.first_token.is_some() && asks_to_stream(&req);
         let (state_id, conversation) = if surface == ApiSurface::Responses {
             state_refs(&req)
         } else {
@@ -597,7 +611,19 @@ impl Middleware for Failover {
             extensions.remove::<crate::retry::CurrentAttempt>();
             extensions.remove::<RetryRecord>();
 
-            let result = next.clone().run(attempt, extensions).await;
+            // A stream's first token is due by the first-token limit from the hop's start: a
+            // silent upstream that never sends its headers is left too.
+            let first_token = shared
+                .settings
+                .first_token
+                .filter(|_| wants_stream)
+                .map(|limit| Instant::now() + limit);
+            let result = match first_token {
+                Some(by) => tokio::time::timeout_at(by, next.clone().run(attempt, extensions))
+                    .await
+                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::TimeToHeaders).into())),
+                None => next.clone().run(attempt, extensions).await,
+            };
 
             let retry = extensions.get::<RetryRecord>().cloned();
             let bounds = extensions.get::<RetryBounds>().cloned();
@@ -641,14 +667,9 @@ impl Middleware for Failover {
                 (Some(stream), FallbackDecision::None, Ok(response)) => {
                     let settings = &shared.settings;
                     let (parts, body, url) = crate::inspect::split(response);
-                    let read = read_to_commit(
-                        body,
-                        settings.commit,
-                        settings.first_token,
-                        settings.idle,
-                        stream,
-                    )
-                    .await;
+                    let read =
+                        read_to_commit(body, settings.commit, first_token, settings.idle, stream)
+                            .await;
                     if let Ok(read) = read {
                         watch_stream(
                             (&self.shared, index),
@@ -760,7 +781,8 @@ impl Middleware for Failover {
 }
 
 /// The breaker learns a committed stream's outcome at its end; a stream the caller drops
-/// before it gives the permit back.
+/// before it gives the permit back. (Everything the end's decision needs, passed as it is.)
+#[allow(clippy::too_many_arguments)]
 fn watch_stream(
     (shared, index): (&Arc<Shared>, usize),
     stream: &VerdictHandle,

@@ -31,9 +31,13 @@
 //! from the environment at each call; the caller's own goes to upstreams with no key of their
 //! own) and its model, if it overrides the request's. Keys are never recorded.
 //!
-//! Streams commit at their headers in this version: a stream whose headers are a 2xx is handed
-//! to the caller, and its failure after that ends its body with the error, never a clean end
-//! (the call's decision is then `fallback` for the caller to act on).
+//! Streams fail over freely until their [`CommitPoint`]: the first body byte (the default), the
+//! first content event, or the end (the answer held in a bounded buffer). A streaming request's
+//! first byte (or content) is due within the first-token limit from the hop's start, headers
+//! included (default 60 s), and its frames within the idle limit of each other (60 s). After the
+//! commit, a failure ends the caller's body with an error, never a clean end, and the call's
+//! decision is `fallback` for the caller to act on. A non-streaming body is bounded by the
+//! inspect layer's body idle timeout (30 s by default).
 //!
 //! The answer's [`FailoverRecord`] (upstreams tried, hops with their reasons, why it stopped)
 //! is in the response's extensions; [`Evidence`](crate::Evidence) carries the upstream that

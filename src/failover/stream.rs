@@ -127,12 +127,12 @@ pub(crate) struct PreCommit {
     pub(crate) rest: Option<reqwest::Body>,
 }
 
-/// Reads `body` up to `commit`, within `first_token` for the first byte (or content) and
-/// `idle` between frames.
+/// Reads `body` up to `commit`: its first byte (or content) by `first_token` (counted from the
+/// attempt's start, headers included), then within `idle` between frames.
 pub(crate) async fn read_to_commit(
     mut body: reqwest::Body,
     commit: CommitPoint,
-    first_token: Option<Duration>,
+    first_token: Option<tokio::time::Instant>,
     idle: Option<Duration>,
     verdict: &VerdictHandle,
 ) -> Result<PreCommit, PreCommitFailure> {
@@ -145,7 +145,7 @@ pub(crate) async fn read_to_commit(
         // The wait for this frame: the first-token limit until the commit point's first sign,
         // and the idle limit between frames.
         let first_pending = commit == CommitPoint::FirstContent || prefix.is_empty();
-        let by_first = first_token.filter(|_| first_pending).map(|t| started + t);
+        let by_first = first_token.filter(|_| first_pending);
         let by_idle = idle.map(|t| last_frame + t);
         let until = match (by_first, by_idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
