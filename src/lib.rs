@@ -254,7 +254,7 @@
 //! | retry deadline | 60 s from the call's start (tokio's clock); the attempt in flight is never cut |
 //! | retry budget | 10 retries/s reserve plus 20% of calls, over a 10 s window, shared by clones |
 //! | contract mode | [`Mode::Compat`](contract::Mode::Compat) |
-//! | telemetry | the global tracer and meter providers, read at the first call; `gen_ai.provider.name=openai`; no content recorded |
+//! | telemetry | the global tracer and meter providers, read at the first call; `gen_ai.provider.name` from the host (`openai` for hosts it does not know; [`Telemetry::with_provider_name`](telemetry::Telemetry::with_provider_name) overrides); the conventions' current metric names, the newer `gen_ai.client.inference.*` ones with `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`; no content recorded |
 //! | OpenTelemetry | the `opentelemetry` API 0.33 (`opentelemetry_sdk` 0.33, `tracing-opentelemetry` 0.34) |
 //! | largest non-streaming body read to check | 8 MiB ([`inspect::DEFAULT_MAX_BODY_BYTES`]); larger: `skipped`, `too_large`, body untouched |
 //! | wait for the next piece of a body being read | 30 s ([`inspect::DEFAULT_BODY_IDLE_TIMEOUT`]); then `fail` (`body_stalled`), the rest still reaches the caller |

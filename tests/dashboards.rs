@@ -52,82 +52,151 @@ struct Metric {
     labels: &'static [&'static str],
 }
 
-const METRICS: &[Metric] = &[
-    Metric {
-        otel_name: "gen_ai.client.operation.duration",
-        prometheus_name: "gen_ai_client_operation_duration_seconds",
-        kind: Kind::Histogram,
-        labels: &[
+/// The labels every GenAI instrument carries (DESIGN §8; `telemetry::metric` docs).
+macro_rules! genai_labels {
+    ($($extra:literal),* $(,)?) => {
+        &[
             "gen_ai_operation_name",
             "gen_ai_provider_name",
             "gen_ai_request_model",
             "gen_ai_response_model",
             "server_address",
             "server_port",
-            "error_type",
+            $($extra),*
+        ]
+    };
+}
+
+/// The labels every evidence counter carries, then its own.
+macro_rules! evidence_labels {
+    ($($own:literal),* $(,)?) => {
+        &[
             "api_surface",
-        ],
+            "server_address",
+            "gen_ai_provider_name",
+            "failover_upstream",
+            $($own),*
+        ]
+    };
+}
+
+const METRICS: &[Metric] = &[
+    // The default conventions (v1.41).
+    Metric {
+        otel_name: "gen_ai.client.operation.duration",
+        prometheus_name: "gen_ai_client_operation_duration_seconds",
+        kind: Kind::Histogram,
+        labels: genai_labels!("openai_response_service_tier", "error_type", "api_surface"),
     },
     Metric {
         otel_name: "gen_ai.client.token.usage",
         prometheus_name: "gen_ai_client_token_usage",
         kind: Kind::Histogram,
-        labels: &[
-            "gen_ai_operation_name",
-            "gen_ai_provider_name",
-            "gen_ai_request_model",
-            "server_address",
-            "server_port",
-            "gen_ai_token_type",
-        ],
+        labels: genai_labels!("openai_response_service_tier", "gen_ai_token_type"),
     },
     Metric {
         otel_name: "gen_ai.client.operation.time_to_first_chunk",
         prometheus_name: "gen_ai_client_operation_time_to_first_chunk_seconds",
         kind: Kind::Histogram,
-        labels: &[
-            "gen_ai_operation_name",
-            "gen_ai_provider_name",
-            "gen_ai_request_model",
-            "server_address",
-            "server_port",
-        ],
+        labels: genai_labels!(),
     },
+    Metric {
+        otel_name: "gen_ai.client.operation.time_per_output_chunk",
+        prometheus_name: "gen_ai_client_operation_time_per_output_chunk_seconds",
+        kind: Kind::Histogram,
+        labels: genai_labels!(),
+    },
+    // The latest conventions (`OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`).
+    Metric {
+        otel_name: "gen_ai.client.inference.duration",
+        prometheus_name: "gen_ai_client_inference_duration_seconds",
+        kind: Kind::Histogram,
+        labels: genai_labels!("openai_response_service_tier", "error_type", "api_surface"),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.time_to_first_chunk",
+        prometheus_name: "gen_ai_client_inference_time_to_first_chunk_seconds",
+        kind: Kind::Histogram,
+        labels: genai_labels!(),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.time_per_output_chunk",
+        prometheus_name: "gen_ai_client_inference_time_per_output_chunk_seconds",
+        kind: Kind::Histogram,
+        labels: genai_labels!(),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.usage.input_tokens",
+        prometheus_name: "gen_ai_client_inference_usage_input_tokens_total",
+        kind: Kind::Counter,
+        labels: genai_labels!("openai_response_service_tier", "gen_ai_token_modality"),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.usage.output_tokens",
+        prometheus_name: "gen_ai_client_inference_usage_output_tokens_total",
+        kind: Kind::Counter,
+        labels: genai_labels!("openai_response_service_tier", "gen_ai_token_modality"),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.usage.cache_read.input_tokens",
+        prometheus_name: "gen_ai_client_inference_usage_cache_read_input_tokens_total",
+        kind: Kind::Counter,
+        labels: genai_labels!("openai_response_service_tier", "gen_ai_token_modality"),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.usage.cache_write.input_tokens",
+        prometheus_name: "gen_ai_client_inference_usage_cache_write_input_tokens_total",
+        kind: Kind::Counter,
+        labels: genai_labels!("openai_response_service_tier", "gen_ai_token_modality"),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.usage.reasoning.output_tokens",
+        prometheus_name: "gen_ai_client_inference_usage_reasoning_output_tokens_total",
+        kind: Kind::Counter,
+        labels: genai_labels!("openai_response_service_tier", "gen_ai_token_modality"),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.operation.input_tokens",
+        prometheus_name: "gen_ai_client_inference_operation_input_tokens",
+        kind: Kind::Histogram,
+        labels: genai_labels!("openai_response_service_tier", "error_type"),
+    },
+    Metric {
+        otel_name: "gen_ai.client.inference.operation.output_tokens",
+        prometheus_name: "gen_ai_client_inference_operation_output_tokens",
+        kind: Kind::Histogram,
+        labels: genai_labels!("openai_response_service_tier", "error_type"),
+    },
+    // The crate's own, in both modes.
     Metric {
         otel_name: "llm_guard.calls",
         prometheus_name: "llm_guard_calls_total",
         kind: Kind::Counter,
-        labels: &[
-            "api_surface",
-            "status_class",
-            "parse_check",
-            "fallback_decision",
-            "gen_ai_provider_name",
-        ],
+        labels: evidence_labels!("status_class", "parse_check", "fallback_decision"),
     },
     Metric {
         otel_name: "llm_guard.retries",
         prometheus_name: "llm_guard_retries_total",
         kind: Kind::Counter,
-        labels: &["api_surface", "retry_wait_reason"],
+        labels: evidence_labels!("retry_wait_reason"),
     },
     Metric {
         otel_name: "llm_guard.retries.exhausted",
         prometheus_name: "llm_guard_retries_exhausted_total",
         kind: Kind::Counter,
-        labels: &["api_surface", "retry_stop_reason"],
+        labels: evidence_labels!("retry_stop_reason"),
     },
     Metric {
         otel_name: "llm_guard.waf.walls",
         prometheus_name: "llm_guard_waf_walls_total",
         kind: Kind::Counter,
-        labels: &["api_surface", "waf_vendor", "waf_kind"],
+        labels: evidence_labels!("waf_vendor", "waf_kind"),
     },
     Metric {
         otel_name: "llm_guard.contract.violations",
         prometheus_name: "llm_guard_contract_violations_total",
         kind: Kind::Counter,
-        labels: &["api_surface", "contract_violation"],
+        labels: evidence_labels!("contract_violation"),
     },
     Metric {
         otel_name: "llm_guard.lint.findings",
@@ -238,7 +307,12 @@ const METRIC_LABEL_VALUES: &[(&str, &[&str])] = &[
     ("waf_vendor", WAF_VENDORS),
     ("waf_kind", WAF_KINDS),
     ("gen_ai_token_type", &["input", "output"]),
+    ("gen_ai_token_modality", &["unknown"]),
+    ("gen_ai_operation_name", GENAI_OPERATIONS),
 ];
+
+/// `gen_ai.operation.name` values (no value on calls that are no GenAI operation).
+const GENAI_OPERATIONS: &[&str] = &["chat", "fetch_response"];
 
 /// Span attributes on the call span (`chat {model}`) and its attempt spans (`POST`).
 const SPAN_ATTRIBUTES: &[&str] = &[
@@ -246,13 +320,37 @@ const SPAN_ATTRIBUTES: &[&str] = &[
     "gen_ai.operation.name",
     "gen_ai.provider.name",
     "gen_ai.request.model",
+    "gen_ai.request.stream",
+    "gen_ai.request.max_tokens",
+    "gen_ai.request.temperature",
+    "gen_ai.request.top_p",
+    "gen_ai.request.top_k",
+    "gen_ai.request.frequency_penalty",
+    "gen_ai.request.presence_penalty",
+    "gen_ai.request.stop_sequences",
+    "gen_ai.request.seed",
+    "gen_ai.request.choice.count",
+    "gen_ai.request.reasoning.level",
+    "gen_ai.request.previous_response.id",
+    "gen_ai.conversation.id",
+    "gen_ai.output.type",
     "gen_ai.response.model",
     "gen_ai.response.id",
     "gen_ai.response.finish_reasons",
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
     "gen_ai.response.time_to_first_chunk",
+    "gen_ai.input.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.output.messages",
     "openai.api.type",
+    "openai.request.service_tier",
+    "openai.response.service_tier",
+    "openai.response.system_fingerprint",
     "server.address",
     "server.port",
     "http.request.method",
@@ -263,6 +361,7 @@ const SPAN_ATTRIBUTES: &[&str] = &[
     "parse_check",
     "fallback_decision",
     "retry_count",
+    "retry.stop_reason",
     "contract.violation",
     "contract.warnings",
     "contract.skip_reason",
@@ -273,6 +372,11 @@ const SPAN_ATTRIBUTES: &[&str] = &[
     "request_check.warnings",
     "response_check",
     "response_check.warnings",
+    "redirect.followed",
+    "redirect.server_address",
+    "failover.upstream",
+    "failover.hops",
+    "failover.stop_reason",
     // attempt spans, besides the shared ones above
     "http.request.resend_count",
     "retry.wait",
@@ -292,7 +396,8 @@ const SPAN_ATTRIBUTE_VALUES: &[(&str, &[&str])] = &[
     ("retry.wait_reason", WAIT_REASONS),
     ("waf.vendor", WAF_VENDORS),
     ("waf.kind", WAF_KINDS),
-    ("gen_ai.operation.name", &["chat"]),
+    ("gen_ai.operation.name", GENAI_OPERATIONS),
+    ("gen_ai.output.type", &["json", "text"]),
     ("openai.api.type", &["chat_completions", "responses"]),
 ];
 
@@ -1626,11 +1731,12 @@ fn metric_table_matches_the_naming_translation() {
     // counters get `_total`.
     for metric in METRICS {
         let base = metric.otel_name.replace('.', "_");
-        let expected = match (metric.kind, metric.otel_name) {
-            (Kind::Counter, _) => format!("{base}_total"),
-            (Kind::Gauge, _) => base,
-            (Kind::Histogram, "gen_ai.client.token.usage") => base,
-            (Kind::Histogram, _) => format!("{base}_seconds"),
+        // Only the `s` histograms get a unit suffix; the token ones are `{token}`.
+        let seconds = !metric.otel_name.contains("token");
+        let expected = match metric.kind {
+            Kind::Counter => format!("{base}_total"),
+            Kind::Histogram if seconds => format!("{base}_seconds"),
+            Kind::Gauge | Kind::Histogram => base,
         };
         assert_eq!(metric.prometheus_name, expected);
     }
@@ -1703,6 +1809,17 @@ fn the_mirrored_vocabulary_matches_the_crate() {
             metric::OPERATION_DURATION,
             metric::TOKEN_USAGE,
             metric::TIME_TO_FIRST_CHUNK,
+            metric::TIME_PER_OUTPUT_CHUNK,
+            metric::INFERENCE_DURATION,
+            metric::INFERENCE_TIME_TO_FIRST_CHUNK,
+            metric::INFERENCE_TIME_PER_OUTPUT_CHUNK,
+            metric::INFERENCE_USAGE_INPUT_TOKENS,
+            metric::INFERENCE_USAGE_OUTPUT_TOKENS,
+            metric::INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS,
+            metric::INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS,
+            metric::INFERENCE_USAGE_REASONING_OUTPUT_TOKENS,
+            metric::INFERENCE_OPERATION_INPUT_TOKENS,
+            metric::INFERENCE_OPERATION_OUTPUT_TOKENS,
             metric::CALLS,
             metric::RETRIES,
             metric::RETRIES_EXHAUSTED,

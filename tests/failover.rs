@@ -546,12 +546,11 @@ async fn stream_call(client: &ClientWithMiddleware) -> (String, bool, Evidence) 
     let mut body = response.bytes_stream();
     let (mut text, mut failed) = (String::new(), false);
     while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
-            Err(_) => {
-                failed = true;
-                break;
-            }
+        if let Ok(b) = chunk {
+            text.push_str(&String::from_utf8_lossy(&b));
+        } else {
+            failed = true;
+            break;
         }
     }
     drop(body);

@@ -24,6 +24,8 @@ const RESP_FAILED: &str = r#"{"id":"resp_1","object":"response","created_at":1,"
 const STREAM: &str = "data: {\"id\":\"c9\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"sk-CANARY-7f3a9c\"},\"finish_reason\":null}]}\n\n\
 data: {\"id\":\"c9\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}\n\n\
 data: [DONE]\n\n";
+/// A Responses answer whose text has multi-byte characters, quotes and a backslash.
+const RESP_OK_MULTIBYTE: &str = r#"{"id":"resp_mb","object":"response","created_at":1,"status":"completed","model":"gpt-5","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"答え: \"はい\" \\ 🎉","annotations":[]}]}],"error":null,"incomplete_details":null,"usage":{"input_tokens":5,"output_tokens":4,"total_tokens":9}}"#;
 const CF_CHALLENGE: &str = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>\
 <script src=\"/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8f1e2d3c4b5a6978\"></script></body></html>";
 
@@ -487,6 +489,12 @@ async fn a_streaming_span_ends_with_its_stream_and_carries_time_to_first_chunk()
     let ttfc_points = histogram(&metrics, metric::TIME_TO_FIRST_CHUNK);
     assert_eq!(ttfc_points.len(), 1);
     assert_eq!(ttfc_points[0].count, 1);
+    // Three events: one value for the stream, the mean gap after its first chunk.
+    let tpoc = histogram(&metrics, metric::TIME_PER_OUTPUT_CHUNK);
+    assert_eq!(tpoc.len(), 1);
+    assert_eq!(tpoc[0].count, 1);
+    assert_eq!(tpoc[0].bounds, DURATION_BUCKETS);
+    assert_eq!(tpoc[0].attributes["gen_ai.operation.name"], "chat");
     assert_no_canary(&h, "stream");
 }
 
@@ -635,6 +643,7 @@ async fn metrics_carry_the_conventions_names_units_buckets_and_low_cardinality_a
         "parse_check",
         "fallback_decision",
         "gen_ai.provider.name",
+        "server.address",
     ];
     for (attributes, _) in &calls {
         let mut keys: Vec<&str> = attributes.keys().map(String::as_str).collect();
@@ -654,6 +663,19 @@ async fn metrics_carry_the_conventions_names_units_buckets_and_low_cardinality_a
     assert_eq!(decisions.get("hold"), Some(&1));
     assert_eq!(decisions.get("fallback"), Some(&1));
 
+    // Every evidence counter carries the host and the provider; no failover layer ran.
+    for name in [
+        metric::CALLS,
+        metric::RETRIES,
+        metric::WAF_WALLS,
+        metric::CONTRACT_VIOLATIONS,
+    ] {
+        for (labels, _) in counter(&m, name) {
+            assert_eq!(labels["server.address"], "127.0.0.1", "{name}");
+            assert_eq!(labels["gen_ai.provider.name"], "openai", "{name}");
+            assert!(!labels.contains_key("failover.upstream"), "{name}");
+        }
+    }
     let retries = counter(&m, metric::RETRIES);
     assert_eq!(retries.iter().map(|r| r.1).sum::<u64>(), 1);
     assert_eq!(retries[0].0["retry.wait_reason"], "backoff");
@@ -786,6 +808,12 @@ async fn the_callers_tracing_span_is_the_parent_and_traceparent_reaches_the_serv
     assert_no_canary(&h, "tracing parent");
 }
 
+/// A content attribute, which must be valid JSON whatever was cut.
+fn content(span: &SpanData, key: &str) -> serde_json::Value {
+    let text = attr(span, key).unwrap_or_else(|| panic!("{key} recorded"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{key} is not JSON ({e}): {text}"))
+}
+
 #[tokio::test]
 async fn content_is_recorded_only_when_asked_and_then_truncated() {
     let h = Harness::with(|t| t.with_content_capture(20));
@@ -794,12 +822,8 @@ async fn content_is_recorded_only_when_asked_and_then_truncated() {
         .respond_with(json(200, CHAT_OK))
         .mount(&server)
         .await;
-    Mock::given(path("/v1/responses"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(STREAM, "text/event-stream"))
-        .mount(&server)
-        .await;
     let prompt = format!(
-        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{CANARY} and a long tail"}}]}}"#
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{CANARY} and a long tail"}},{{"role":"user","content":"past the cut"}}]}}"#
     );
     h.client
         .post(format!("{}/v1/chat/completions?key={CANARY}", server.uri()))
@@ -812,22 +836,68 @@ async fn content_is_recorded_only_when_asked_and_then_truncated() {
         .await
         .unwrap();
     let (call, _) = h.call();
-    let input = attr(&call, "gen_ai.input.messages").expect("prompt recorded");
-    assert!(input.starts_with(r#"[{"role":"user""#), "{input}");
+    // 20 characters and an ellipsis; the message past the cut is left out.
     assert_eq!(
-        input.chars().count(),
-        21,
-        "20 characters and an ellipsis: {input}"
+        content(&call, "gen_ai.input.messages"),
+        serde_json::json!([{"role": "user", "parts": [{"type": "text", "content": "sk-CANARY-7f3a9c and…"}]}])
     );
     assert_eq!(
-        attr(&call, "gen_ai.output.messages").as_deref(),
-        Some("PASS sk-CANARY-7f3a9…")
+        content(&call, "gen_ai.output.messages"),
+        serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": "PASS sk-CANARY-7f3a9…"}], "finish_reason": "stop"}])
     );
     // Only the two content attributes carry it: never a header or the URL.
     for kv in &call.attributes {
         let k = kv.key.as_str();
         if k != "gen_ai.input.messages" && k != "gen_ai.output.messages" {
             assert!(!kv.value.as_str().contains("CANARY"), "{k}");
+        }
+    }
+
+    // Off by default.
+    let h = Harness::new();
+    chat(&h, &server).await.bytes().await.unwrap();
+    let (call, _) = h.call();
+    assert_eq!(attr(&call, "gen_ai.input.messages"), None);
+    assert_eq!(attr(&call, "gen_ai.output.messages"), None);
+}
+
+#[tokio::test]
+async fn captured_content_stays_json_when_cut_inside_multibyte_text() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/responses"))
+        .respond_with(json(200, RESP_OK_MULTIBYTE))
+        .mount(&server)
+        .await;
+    // Cut after 5, 6 and 7 characters: inside the kana, at the quote, at the backslash.
+    for max in [5, 6, 7, 40] {
+        let h = Harness::with(|t| t.with_content_capture(max));
+        h.client
+            .post(format!("{}/v1/responses", server.uri()))
+            .body(r#"{"model":"gpt-5","instructions":"日本語で\"答えて\"\\ください","input":[{"role":"user","content":[{"type":"input_text","text":"こんにちは\"世界\"\\です"}]}]}"#)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let (call, _) = h.call();
+        let input = content(&call, "gen_ai.input.messages");
+        let text = input[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(
+            text.trim_end_matches('…').chars().count() <= max,
+            "{max}: {text}"
+        );
+        assert_eq!(input[0]["role"], "user");
+        let system = content(&call, "gen_ai.system_instructions");
+        assert_eq!(system[0]["type"], "text");
+        let output = content(&call, "gen_ai.output.messages");
+        let text = output[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(
+            text.trim_end_matches('…').chars().count() <= max,
+            "{max}: {text}"
+        );
+        if max == 40 {
+            assert_eq!(text, "答え: \"はい\" \\ 🎉");
         }
     }
 }
@@ -843,8 +913,8 @@ async fn streamed_content_is_captured_from_the_deltas() {
     chat(&h, &server).await.bytes().await.unwrap();
     let (call, _) = h.call();
     assert_eq!(
-        attr(&call, "gen_ai.output.messages").as_deref(),
-        Some(CANARY)
+        content(&call, "gen_ai.output.messages"),
+        serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": CANARY}], "finish_reason": "stop"}])
     );
 }
 
@@ -1250,6 +1320,12 @@ async fn failover_is_on_the_trace_and_in_the_metrics() {
     );
 
     let metrics = h.metrics();
+    // The evidence counters name the upstream that answered, the host and the provider.
+    let calls = counter(&metrics, metric::CALLS);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0["failover.upstream"], "secondary");
+    assert_eq!(calls[0].0["server.address"], "127.0.0.1");
+    assert_eq!(calls[0].0["gen_ai.provider.name"], "openai");
     let hops = counter(&metrics, metric::FAILOVER_HOPS);
     assert_eq!(hops.len(), 1, "{hops:?}");
     assert_eq!(hops[0].0["failover.from"], "primary");
@@ -1295,4 +1371,438 @@ fn gauge(metrics: &[ResourceMetrics], name: &str) -> Vec<(HashMap<String, String
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conventions as they stand: provider, operation, request parameters, usage details, modes
+// ---------------------------------------------------------------------------------------------
+
+/// OpenAI's recorded usage shapes (cached tokens in the input details, reasoning tokens in the
+/// output details), with its service tier and fingerprint.
+const CHAT_USAGE: &str = r#"{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":192,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#;
+const RESPONSES_USAGE: &str = r#"{"input_tokens":2006,"input_tokens_details":{"cached_tokens":1920,"cache_write_tokens":64},"output_tokens":300,"output_tokens_details":{"reasoning_tokens":192},"total_tokens":2306}"#;
+
+fn chat_details() -> String {
+    format!(
+        r#"{{"id":"chatcmpl-7","object":"chat.completion","created":1,"model":"gpt-5-2025-08-07","service_tier":"default","system_fingerprint":"fp_d0469e1700","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{CHAT_USAGE}}}"#
+    )
+}
+
+fn chat_stream_details() -> String {
+    format!(
+        "data: {{\"id\":\"c7\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_d0469e1700\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"ok\"}},\"finish_reason\":null}}]}}\n\n\
+         data: {{\"id\":\"c7\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_d0469e1700\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n\
+         data: {{\"id\":\"c7\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_d0469e1700\",\"choices\":[],\"usage\":{CHAT_USAGE}}}\n\n\
+         data: [DONE]\n\n"
+    )
+}
+
+fn responses_details() -> String {
+    format!(
+        r#"{{"id":"resp_7","object":"response","created_at":1,"status":"completed","model":"gpt-5","service_tier":"default","output":[],"error":null,"incomplete_details":null,"usage":{RESPONSES_USAGE}}}"#
+    )
+}
+
+fn responses_stream_details() -> String {
+    format!(
+        "event: response.created\ndata: {{\"type\":\"response.created\",\"sequence_number\":0,\"response\":{{\"id\":\"resp_7\",\"status\":\"in_progress\",\"model\":\"gpt-5\",\"service_tier\":\"auto\"}}}}\n\n\
+         event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":1,\"response\":{{\"id\":\"resp_7\",\"status\":\"completed\",\"model\":\"gpt-5\",\"service_tier\":\"default\",\"usage\":{RESPONSES_USAGE}}}}}\n\n"
+    )
+}
+
+/// A server answering Chat and Responses, whole under `/json` and streamed under `/sse`.
+async fn detailed_server() -> MockServer {
+    let server = MockServer::start().await;
+    let sse = |body: String| ResponseTemplate::new(200).set_body_raw(body, "text/event-stream");
+    let whole = |body: String| ResponseTemplate::new(200).set_body_raw(body, "application/json");
+    for (p, r) in [
+        ("/json/v1/chat/completions", whole(chat_details())),
+        ("/sse/v1/chat/completions", sse(chat_stream_details())),
+        ("/json/v1/responses", whole(responses_details())),
+        ("/sse/v1/responses", sse(responses_stream_details())),
+        ("/json/v1/responses/resp_7", whole(responses_details())),
+    ] {
+        Mock::given(path(p)).respond_with(r).mount(&server).await;
+    }
+    server
+}
+
+async fn post(h: &Harness, url: String, body: &str) {
+    h.client
+        .post(url)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn cached_and_reasoning_tokens_from_either_surface_whole_or_streamed() {
+    let server = detailed_server().await;
+    for (route, cache_write) in [
+        ("/json/v1/chat/completions", None),
+        ("/sse/v1/chat/completions", None),
+        ("/json/v1/responses", Some("64")),
+        ("/sse/v1/responses", Some("64")),
+    ] {
+        let h = Harness::new();
+        post(
+            &h,
+            format!("{}{route}", server.uri()),
+            r#"{"model":"gpt-5","stream":true,"input":"hi","messages":[]}"#,
+        )
+        .await;
+        let (call, _) = h.call();
+        let a = attrs(&call);
+        assert_eq!(a["parse_check"], "pass", "{route}");
+        assert_eq!(a["gen_ai.usage.input_tokens"], "2006", "{route}");
+        assert_eq!(a["gen_ai.usage.output_tokens"], "300", "{route}");
+        assert_eq!(a["gen_ai.usage.cache_read.input_tokens"], "1920", "{route}");
+        assert_eq!(a["gen_ai.usage.reasoning.output_tokens"], "192", "{route}");
+        // v1.41's name by default.
+        assert_eq!(
+            a.get("gen_ai.usage.cache_creation.input_tokens")
+                .map(String::as_str),
+            cache_write,
+            "{route}"
+        );
+        assert!(!a.contains_key("gen_ai.usage.cache_write.input_tokens"));
+        // The tier that served it (a Responses stream's terminal event, not `auto`).
+        assert_eq!(a["openai.response.service_tier"], "default", "{route}");
+        if route.ends_with("chat/completions") {
+            assert_eq!(a["openai.response.system_fingerprint"], "fp_d0469e1700");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_provider_set_on_the_layer_wins_and_openai_attributes_follow_it() {
+    let server = detailed_server().await;
+    let body =
+        r#"{"model":"gpt-5","service_tier":"flex","messages":[{"role":"user","content":"hi"}]}"#;
+
+    // 127.0.0.1 is no known provider's host: the flavour of the API it speaks, `openai`.
+    let h = Harness::new();
+    post(
+        &h,
+        format!("{}/json/v1/chat/completions", server.uri()),
+        body,
+    )
+    .await;
+    let (call, _) = h.call();
+    let a = attrs(&call);
+    assert_eq!(a["gen_ai.provider.name"], "openai");
+    assert_eq!(a["openai.api.type"], "chat_completions");
+    assert_eq!(a["openai.request.service_tier"], "flex");
+    assert_eq!(a["openai.response.service_tier"], "default");
+    let durations = histogram(&h.metrics(), metric::OPERATION_DURATION);
+    assert_eq!(
+        durations[0].attributes["openai.response.service_tier"],
+        "default"
+    );
+
+    // Set on the layer, it wins over the host; no `openai.*` anywhere for another provider.
+    let h = Harness::with(|t| t.with_provider_name("groq"));
+    post(
+        &h,
+        format!("{}/json/v1/chat/completions", server.uri()),
+        body,
+    )
+    .await;
+    let (call, attempts) = h.call();
+    let a = attrs(&call);
+    assert_eq!(a["gen_ai.provider.name"], "groq");
+    for span in attempts.iter().chain([&call]) {
+        for kv in &span.attributes {
+            assert!(!kv.key.as_str().starts_with("openai."), "{}", kv.key);
+        }
+    }
+    // The token usage and cache figures stay: they are the conventions' own.
+    assert_eq!(a["gen_ai.usage.cache_read.input_tokens"], "1920");
+    let metrics = h.metrics();
+    for p in histogram(&metrics, metric::OPERATION_DURATION)
+        .iter()
+        .chain(&histogram(&metrics, metric::TOKEN_USAGE))
+    {
+        assert_eq!(p.attributes["gen_ai.provider.name"], "groq");
+        assert!(p.attributes.keys().all(|k| !k.starts_with("openai.")));
+    }
+    for (labels, _) in counter(&metrics, metric::CALLS) {
+        assert_eq!(labels["gen_ai.provider.name"], "groq");
+    }
+}
+
+#[tokio::test]
+async fn a_call_that_is_no_genai_operation_has_no_operation_name() {
+    let h = Harness::new();
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(json(200, r#"{"object":"list","data":[],"model":"e"}"#))
+        .mount(&server)
+        .await;
+    post(
+        &h,
+        format!("{}/v1/embeddings", server.uri()),
+        r#"{"model":"text-embedding-3-small","input":"hi","stream":false}"#,
+    )
+    .await;
+    let (call, _) = h.call();
+    // Named as the HTTP conventions name a client span.
+    assert_eq!(call.name, "POST");
+    let a = attrs(&call);
+    assert_eq!(a["api_surface"], "other");
+    for key in [
+        "gen_ai.operation.name",
+        "openai.api.type",
+        "gen_ai.request.stream",
+    ] {
+        assert!(!a.contains_key(key), "{key} on an `other` call");
+    }
+    let metrics = h.metrics();
+    assert!(histogram(&metrics, metric::OPERATION_DURATION).is_empty());
+    let calls = counter(&metrics, metric::CALLS);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0["api_surface"], "other");
+
+    // A stored response read back is `fetch_response`: no token usage.
+    let server = detailed_server().await;
+    let h = Harness::new();
+    h.client
+        .get(format!("{}/json/v1/responses/resp_7", server.uri()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (call, _) = h.call();
+    assert_eq!(call.name, "fetch_response");
+    let a = attrs(&call);
+    assert_eq!(a["gen_ai.operation.name"], "fetch_response");
+    assert!(a.keys().all(|k| !k.starts_with("gen_ai.usage.")), "{a:?}");
+    assert!(histogram(&h.metrics(), metric::TOKEN_USAGE).is_empty());
+}
+
+#[tokio::test]
+async fn the_request_parameters_are_on_the_call_span() {
+    let server = detailed_server().await;
+    let h = Harness::new();
+    post(
+        &h,
+        format!("{}/sse/v1/chat/completions", server.uri()),
+        &format!(
+            r#"{{"model":"gpt-5","messages":[{{"role":"user","content":"{CANARY}"}}],"stream":true,"max_completion_tokens":512,"temperature":0.2,"top_p":0.9,"frequency_penalty":0.5,"presence_penalty":0.25,"stop":["END"],"seed":7,"n":2,"reasoning_effort":"low","response_format":{{"type":"json_object"}}}}"#
+        ),
+    )
+    .await;
+    let (call, _) = h.call();
+    let a = attrs(&call);
+    for (k, v) in [
+        ("gen_ai.request.stream", "true"),
+        ("gen_ai.request.max_tokens", "512"),
+        ("gen_ai.request.temperature", "0.2"),
+        ("gen_ai.request.top_p", "0.9"),
+        ("gen_ai.request.frequency_penalty", "0.5"),
+        ("gen_ai.request.presence_penalty", "0.25"),
+        ("gen_ai.request.stop_sequences", r#"["END"]"#),
+        ("gen_ai.request.seed", "7"),
+        ("gen_ai.request.choice.count", "2"),
+        ("gen_ai.request.reasoning.level", "low"),
+        ("gen_ai.output.type", "json"),
+    ] {
+        assert_eq!(a.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert_no_canary(&h, "request parameters");
+
+    // Responses: the state it continues.
+    let h = Harness::new();
+    post(
+        &h,
+        format!("{}/json/v1/responses", server.uri()),
+        r#"{"model":"gpt-5","input":"again","previous_response_id":"resp_6","conversation":{"id":"conv_68a"},"max_output_tokens":64,"reasoning":{"effort":"high"}}"#,
+    )
+    .await;
+    let (call, _) = h.call();
+    let a = attrs(&call);
+    assert_eq!(a["gen_ai.request.previous_response.id"], "resp_6");
+    assert_eq!(a["gen_ai.conversation.id"], "conv_68a");
+    assert_eq!(a["gen_ai.request.max_tokens"], "64");
+    assert_eq!(a["gen_ai.request.reasoning.level"], "high");
+    assert_eq!(a["gen_ai.request.stream"], "false");
+    assert!(!a.contains_key("gen_ai.request.choice.count"));
+}
+
+fn metric_names(metrics: &[ResourceMetrics]) -> std::collections::BTreeSet<String> {
+    metrics
+        .iter()
+        .flat_map(ResourceMetrics::scope_metrics)
+        .flat_map(opentelemetry_sdk::metrics::data::ScopeMetrics::metrics)
+        .map(|m| m.name().to_owned())
+        .collect()
+}
+
+/// The three calls the opt-in tests make: Chat whole and streamed, and a stored response read
+/// back.
+async fn three_calls(h: &Harness, server: &MockServer) {
+    let body = r#"{"model":"gpt-5","messages":[{"role":"user","content":"hi"}]}"#;
+    post(
+        h,
+        format!("{}/json/v1/chat/completions", server.uri()),
+        body,
+    )
+    .await;
+    post(h, format!("{}/sse/v1/chat/completions", server.uri()), body).await;
+    h.client
+        .get(format!("{}/json/v1/responses/resp_7", server.uri()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+}
+
+/// What the latest conventions' instruments hold after [`three_calls`].
+fn assert_latest_names(metrics: &[ResourceMetrics]) {
+    let names = metric_names(metrics);
+    for name in [
+        metric::INFERENCE_DURATION,
+        metric::INFERENCE_TIME_TO_FIRST_CHUNK,
+        metric::INFERENCE_TIME_PER_OUTPUT_CHUNK,
+        metric::INFERENCE_USAGE_INPUT_TOKENS,
+        metric::INFERENCE_USAGE_OUTPUT_TOKENS,
+        metric::INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS,
+        metric::INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS,
+        metric::INFERENCE_USAGE_REASONING_OUTPUT_TOKENS,
+        metric::INFERENCE_OPERATION_INPUT_TOKENS,
+        metric::INFERENCE_OPERATION_OUTPUT_TOKENS,
+        // For `fetch_response`, which is no inference.
+        metric::OPERATION_DURATION,
+        metric::CALLS,
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    for name in [
+        metric::TOKEN_USAGE,
+        metric::TIME_TO_FIRST_CHUNK,
+        metric::TIME_PER_OUTPUT_CHUNK,
+    ] {
+        assert!(!names.contains(name), "{name} in {names:?}");
+    }
+    let inference = histogram(metrics, metric::INFERENCE_DURATION);
+    assert_eq!(inference.iter().map(|p| p.count).sum::<u64>(), 2);
+    let operation = histogram(metrics, metric::OPERATION_DURATION);
+    assert_eq!(operation.len(), 1);
+    assert_eq!(
+        operation[0].attributes["gen_ai.operation.name"],
+        "fetch_response"
+    );
+    assert_eq!(
+        unit(metrics, metric::INFERENCE_USAGE_INPUT_TOKENS),
+        "{token}"
+    );
+    let total = |name| -> u64 { counter(metrics, name).iter().map(|(_, n)| n).sum() };
+    assert_eq!(total(metric::INFERENCE_USAGE_INPUT_TOKENS), 2 * 2006);
+    assert_eq!(
+        total(metric::INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS),
+        2 * 1920
+    );
+    assert_eq!(
+        total(metric::INFERENCE_USAGE_REASONING_OUTPUT_TOKENS),
+        2 * 192
+    );
+    assert_eq!(total(metric::INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS), 0);
+    for (labels, _) in counter(metrics, metric::INFERENCE_USAGE_OUTPUT_TOKENS) {
+        assert_eq!(labels["gen_ai.token.modality"], "unknown");
+        assert_eq!(labels["gen_ai.operation.name"], "chat");
+    }
+    let per_call = histogram(metrics, metric::INFERENCE_OPERATION_INPUT_TOKENS);
+    assert_eq!(per_call.iter().map(|p| p.count).sum::<u64>(), 2);
+    assert!(per_call.iter().all(|p| p.bounds == TOKEN_BUCKETS));
+    assert!(
+        per_call
+            .iter()
+            .all(|p| !p.attributes.contains_key("gen_ai.token.modality"))
+    );
+}
+
+#[tokio::test]
+async fn the_latest_conventions_rename_the_metrics_when_asked() {
+    let server = detailed_server().await;
+    let h = Harness::with(Telemetry::with_latest_genai_conventions);
+    three_calls(&h, &server).await;
+    assert_latest_names(&h.metrics());
+    // The renamed span attribute too.
+    let h = Harness::with(Telemetry::with_latest_genai_conventions);
+    post(
+        &h,
+        format!("{}/json/v1/responses", server.uri()),
+        r#"{"model":"gpt-5","input":"hi"}"#,
+    )
+    .await;
+    let (call, _) = h.call();
+    let a = attrs(&call);
+    assert_eq!(a["gen_ai.usage.cache_write.input_tokens"], "64");
+    assert!(!a.contains_key("gen_ai.usage.cache_creation.input_tokens"));
+}
+
+#[tokio::test]
+async fn the_default_conventions_keep_todays_names() {
+    let server = detailed_server().await;
+    let h = Harness::new();
+    three_calls(&h, &server).await;
+    let names = metric_names(&h.metrics());
+    for name in [
+        metric::OPERATION_DURATION,
+        metric::TOKEN_USAGE,
+        metric::TIME_TO_FIRST_CHUNK,
+        metric::TIME_PER_OUTPUT_CHUNK,
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("gen_ai.client.inference.")),
+        "{names:?}"
+    );
+}
+
+/// Environment variable that marks the child process of
+/// [`the_opt_in_is_read_from_the_environment`].
+const CHILD: &str = "LLM_GUARD_TELEMETRY_TEST_CHILD";
+
+#[tokio::test]
+async fn opt_in_child() {
+    // Runs for real only in the child process, whose environment holds the opt-in: environment
+    // variables are process-wide, and the tests of this binary run in parallel.
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let server = detailed_server().await;
+    let h = Harness::new();
+    three_calls(&h, &server).await;
+    assert_latest_names(&h.metrics());
+}
+
+#[test]
+fn the_opt_in_is_read_from_the_environment() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "opt_in_child", "--test-threads=1"])
+        .env(
+            "OTEL_SEMCONV_STABILITY_OPT_IN",
+            "http, gen_ai_latest_experimental",
+        )
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

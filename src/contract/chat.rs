@@ -21,6 +21,11 @@ pub(super) fn check_completion(body: &[u8], content_type: Option<&str>, report: 
     let facts = report.facts();
     set_once(&mut facts.response_id, c.id.as_deref());
     set_once(&mut facts.response_model, c.model.as_deref());
+    set_once(&mut facts.service_tier, c.service_tier.as_deref());
+    set_once(
+        &mut facts.system_fingerprint,
+        c.system_fingerprint.as_deref(),
+    );
     if let Some(usage) = &c.usage {
         facts.usage = Some(usage.tokens());
     }
@@ -186,6 +191,11 @@ impl ChatStream {
         let facts = report.facts();
         set_once(&mut facts.response_id, chunk.id.as_deref());
         set_once(&mut facts.response_model, chunk.model.as_deref());
+        set_once(&mut facts.service_tier, chunk.service_tier.as_deref());
+        set_once(
+            &mut facts.system_fingerprint,
+            chunk.system_fingerprint.as_deref(),
+        );
         if let Some(usage) = &chunk.usage {
             let tokens: TokenUsage = usage.tokens();
             if tokens.input_tokens.is_some() || tokens.output_tokens.is_some() {

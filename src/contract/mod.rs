@@ -67,6 +67,17 @@ pub struct TokenUsage {
     pub input_tokens: Option<u64>,
     /// `completion_tokens` (Chat) or `output_tokens` (Responses).
     pub output_tokens: Option<u64>,
+    /// Input tokens served from the provider's prompt cache (part of `input_tokens`): Chat
+    /// `prompt_tokens_details.cached_tokens`, Responses `input_tokens_details.cached_tokens`,
+    /// DeepSeek `prompt_cache_hit_tokens`.
+    pub cache_read_input_tokens: Option<u64>,
+    /// Input tokens written to the provider's prompt cache (part of `input_tokens`):
+    /// `cache_write_tokens` in the same details object, where the provider reports it.
+    pub cache_write_input_tokens: Option<u64>,
+    /// Output tokens spent on reasoning (part of `output_tokens`): Chat
+    /// `completion_tokens_details.reasoning_tokens`, Responses
+    /// `output_tokens_details.reasoning_tokens`.
+    pub reasoning_output_tokens: Option<u64>,
 }
 
 /// Facts a body reported, for telemetry. None of them is secret or free text.
@@ -90,6 +101,11 @@ pub struct ResponseFacts {
     pub choices: Option<u64>,
     /// Whether the answer called tools (Chat `tool_calls`, Responses `function_call` items).
     pub tool_calls: bool,
+    /// The service tier that served the request (`service_tier`: `default`, `flex`, `priority`,
+    /// …). For a Responses stream, the terminal event's, which reports the tier actually used.
+    pub service_tier: Option<String>,
+    /// The backend configuration that answered (Chat `system_fingerprint`).
+    pub system_fingerprint: Option<String>,
     /// The completion's text, cut at the configured length: only when content capture is on
     /// ([`Telemetry::with_content_capture`](crate::telemetry::Telemetry::with_content_capture)).
     pub output_text: Option<String>,

@@ -41,6 +41,7 @@ pub(super) fn check_response(body: &[u8], content_type: Option<&str>, report: &m
     let facts = report.facts();
     set_once(&mut facts.response_id, r.id.as_deref());
     set_once(&mut facts.response_model, r.model.as_deref());
+    set_once(&mut facts.service_tier, r.service_tier.as_deref());
     if let Some(usage) = &r.usage {
         facts.usage = Some(usage.tokens());
     }
@@ -370,6 +371,10 @@ impl ResponsesStream {
         if let Some(usage) = &head.usage {
             report.facts().usage = Some(usage.tokens());
         }
+        // `response.created` may say `auto`; the terminal event says which tier served it.
+        if let Some(tier) = head.service_tier.as_deref().filter(|t| !t.is_empty()) {
+            report.facts().service_tier = Some(tier.to_owned());
+        }
         report.facts().tool_calls = self.function_call;
     }
 
@@ -452,4 +457,5 @@ fn record_head(head: &ResponseHead<'_>, report: &mut Report) {
     let facts = report.facts();
     set_once(&mut facts.response_id, head.id.as_deref());
     set_once(&mut facts.response_model, head.model.as_deref());
+    set_once(&mut facts.service_tier, head.service_tier.as_deref());
 }

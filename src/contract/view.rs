@@ -63,6 +63,104 @@ pub(super) struct Usage {
     pub(super) input_tokens: Option<u64>,
     #[serde(default, deserialize_with = "count")]
     pub(super) output_tokens: Option<u64>,
+    /// Chat.
+    #[serde(default)]
+    pub(super) prompt_tokens_details: Details,
+    /// Chat.
+    #[serde(default)]
+    pub(super) completion_tokens_details: Details,
+    /// Responses.
+    #[serde(default)]
+    pub(super) input_tokens_details: Details,
+    /// Responses.
+    #[serde(default)]
+    pub(super) output_tokens_details: Details,
+    /// DeepSeek reports its cache hits beside the totals.
+    #[serde(default, deserialize_with = "count")]
+    pub(super) prompt_cache_hit_tokens: Option<u64>,
+}
+
+/// A `*_tokens_details` object. As lenient as the counts: anything but an object (`null`, a
+/// string) is no details, never a contract failure.
+#[derive(Default)]
+#[allow(clippy::struct_field_names)]
+pub(super) struct Details {
+    cached_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for Details {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Field {
+            CachedTokens,
+            CacheWriteTokens,
+            ReasoningTokens,
+            #[serde(other)]
+            Other,
+        }
+        /// One count, through the lenient [`count`].
+        struct Count(Option<u64>);
+        impl<'de> Deserialize<'de> for Count {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                count(d).map(Count)
+            }
+        }
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Details;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("token details")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut details = Details::default();
+                while let Some(field) = a.next_key::<Field>()? {
+                    let slot = match field {
+                        Field::CachedTokens => &mut details.cached_tokens,
+                        Field::CacheWriteTokens => &mut details.cache_write_tokens,
+                        Field::ReasoningTokens => &mut details.reasoning_tokens,
+                        Field::Other => {
+                            a.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = a.next_value::<Count>()?.0;
+                }
+                Ok(details)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Details::default())
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Details::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Details::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Details::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Details::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Details::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Details::default())
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -109,11 +207,68 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     d.deserialize_any(Count)
 }
 
+/// An informational string (a service tier, a fingerprint): anything else (`null`, a number, an
+/// object) is no value, never a contract failure.
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Str<'de>>, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = Option<Str<'de>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Text)
+}
+
 impl Usage {
     pub(super) fn tokens(&self) -> TokenUsage {
+        let input = (&self.prompt_tokens_details, &self.input_tokens_details);
+        let output = (&self.completion_tokens_details, &self.output_tokens_details);
         TokenUsage {
             input_tokens: self.prompt_tokens.or(self.input_tokens),
             output_tokens: self.completion_tokens.or(self.output_tokens),
+            cache_read_input_tokens: input
+                .0
+                .cached_tokens
+                .or(input.1.cached_tokens)
+                .or(self.prompt_cache_hit_tokens),
+            cache_write_input_tokens: input.0.cache_write_tokens.or(input.1.cache_write_tokens),
+            reasoning_output_tokens: output.0.reasoning_tokens.or(output.1.reasoning_tokens),
         }
     }
 }
@@ -134,6 +289,10 @@ pub(super) struct ChatCompletion<'a> {
     pub(super) usage: Option<Usage>,
     #[serde(borrow)]
     pub(super) error: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "text", borrow)]
+    pub(super) service_tier: Option<Str<'a>>,
+    #[serde(default, deserialize_with = "text", borrow)]
+    pub(super) system_fingerprint: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +349,10 @@ pub(super) struct ChatChunk<'a> {
     pub(super) usage: Option<Usage>,
     #[serde(borrow)]
     pub(super) error: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "text", borrow)]
+    pub(super) service_tier: Option<Str<'a>>,
+    #[serde(default, deserialize_with = "text", borrow)]
+    pub(super) system_fingerprint: Option<Str<'a>>,
 }
 
 /// A JSON array kept without an allocation while it has one element, as stream chunks almost
@@ -269,6 +432,8 @@ pub(super) struct ResponseHead<'a> {
     #[serde(borrow)]
     pub(super) incomplete_details: Option<IncompleteDetails<'a>>,
     pub(super) usage: Option<Usage>,
+    #[serde(default, deserialize_with = "text", borrow)]
+    pub(super) service_tier: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +459,8 @@ pub(super) struct Response<'a> {
     #[serde(default, deserialize_with = "present", borrow)]
     pub(super) incomplete_details: Option<Option<IncompleteDetails<'a>>>,
     pub(super) usage: Option<Usage>,
+    #[serde(default, deserialize_with = "text", borrow)]
+    pub(super) service_tier: Option<Str<'a>>,
     #[serde(borrow)]
     pub(super) output: Option<Vec<OutputItem<'a>>>,
     #[serde(default, deserialize_with = "present")]
@@ -368,4 +535,128 @@ pub(super) struct StreamEvent<'a> {
 pub(super) struct EventItem<'a> {
     #[serde(rename = "type", borrow)]
     pub(super) kind: Option<Str<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Mode, StreamChecker, check_body};
+    use crate::evidence::{ApiSurface, ParseCheck};
+    use http::StatusCode;
+
+    use super::TokenUsage;
+
+    /// OpenAI's recorded usage shapes: cached tokens in the input details, reasoning tokens in
+    /// the output details.
+    const CHAT_USAGE: &str = r#"{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":192,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#;
+    const RESPONSES_USAGE: &str = r#"{"input_tokens":2006,"input_tokens_details":{"cached_tokens":1920,"cache_write_tokens":64},"output_tokens":300,"output_tokens_details":{"reasoning_tokens":192},"total_tokens":2306}"#;
+
+    fn json(surface: ApiSurface, body: &str) -> super::super::ContractVerdict {
+        check_body(
+            surface,
+            StatusCode::OK,
+            Some("application/json"),
+            body.as_bytes(),
+            Mode::Compat,
+        )
+    }
+
+    fn stream(surface: ApiSurface, body: &str) -> super::super::ContractVerdict {
+        let mut c = StreamChecker::new(surface, Mode::Compat);
+        c.feed(body.as_bytes());
+        c.finish()
+    }
+
+    fn want(cache_write: Option<u64>) -> TokenUsage {
+        TokenUsage {
+            input_tokens: Some(2006),
+            output_tokens: Some(300),
+            cache_read_input_tokens: Some(1920),
+            cache_write_input_tokens: cache_write,
+            reasoning_output_tokens: Some(192),
+        }
+    }
+
+    #[test]
+    fn cached_and_reasoning_tokens_from_both_surfaces_whole_and_streamed() {
+        let chat = json(
+            ApiSurface::ChatCompletions,
+            &format!(
+                r#"{{"id":"c","object":"chat.completion","created":1,"model":"m","service_tier":"default","system_fingerprint":"fp_1","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{CHAT_USAGE}}}"#
+            ),
+        );
+        assert_eq!(chat.parse_check, ParseCheck::Pass);
+        assert_eq!(chat.facts.usage, Some(want(None)));
+        assert_eq!(chat.facts.service_tier.as_deref(), Some("default"));
+        assert_eq!(chat.facts.system_fingerprint.as_deref(), Some("fp_1"));
+
+        let chat_stream = stream(
+            ApiSurface::ChatCompletions,
+            &format!(
+                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"service_tier\":\"flex\",\"system_fingerprint\":\"fp_2\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"hi\"}},\"finish_reason\":\"stop\"}}]}}\n\n\
+                 data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{CHAT_USAGE}}}\n\n\
+                 data: [DONE]\n\n"
+            ),
+        );
+        assert_eq!(chat_stream.parse_check, ParseCheck::Pass);
+        assert_eq!(chat_stream.facts.usage, Some(want(None)));
+        assert_eq!(chat_stream.facts.service_tier.as_deref(), Some("flex"));
+        assert_eq!(
+            chat_stream.facts.system_fingerprint.as_deref(),
+            Some("fp_2")
+        );
+
+        let responses = json(
+            ApiSurface::Responses,
+            &format!(
+                r#"{{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"m","service_tier":"default","output":[],"error":null,"incomplete_details":null,"usage":{RESPONSES_USAGE}}}"#
+            ),
+        );
+        assert_eq!(responses.facts.usage, Some(want(Some(64))));
+        assert_eq!(responses.facts.service_tier.as_deref(), Some("default"));
+
+        let responses_stream = stream(
+            ApiSurface::Responses,
+            &format!(
+                "data: {{\"type\":\"response.created\",\"sequence_number\":0,\"response\":{{\"id\":\"resp_1\",\"status\":\"in_progress\",\"service_tier\":\"auto\"}}}}\n\n\
+                 data: {{\"type\":\"response.completed\",\"sequence_number\":1,\"response\":{{\"id\":\"resp_1\",\"status\":\"completed\",\"service_tier\":\"flex\",\"usage\":{RESPONSES_USAGE}}}}}\n\n"
+            ),
+        );
+        assert_eq!(responses_stream.parse_check, ParseCheck::Pass);
+        assert_eq!(responses_stream.facts.usage, Some(want(Some(64))));
+        // The tier that served it, not the `auto` asked for at the start.
+        assert_eq!(responses_stream.facts.service_tier.as_deref(), Some("flex"));
+    }
+
+    #[test]
+    fn odd_details_lose_the_figure_not_the_contract() {
+        for details in [
+            r#""prompt_tokens_details":null"#,
+            r#""prompt_tokens_details":"n/a""#,
+            r#""prompt_tokens_details":[1,2]"#,
+            r#""prompt_tokens_details":{"cached_tokens":"many"}"#,
+            r#""prompt_tokens_details":{"cached_tokens":12.0,"other":{"x":1}}"#,
+        ] {
+            let v = json(
+                ApiSurface::ChatCompletions,
+                &format!(
+                    r#"{{"id":"c","object":"chat.completion","created":1,"model":"m","service_tier":7,"choices":[{{"index":0,"message":{{"role":"assistant","content":"hi","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,{details}}}}}"#
+                ),
+            );
+            assert_eq!(v.parse_check, ParseCheck::Pass, "{details}");
+            let usage = v.facts.usage.unwrap();
+            assert_eq!(usage.input_tokens, Some(3));
+            assert_eq!(
+                usage.cache_read_input_tokens,
+                details.contains("12.0").then_some(12),
+                "{details}"
+            );
+            assert_eq!(v.facts.service_tier, None);
+        }
+        // DeepSeek reports cache hits beside the totals.
+        let v = json(
+            ApiSurface::ChatCompletions,
+            r#"{"id":"c","object":"chat.completion","created":1,"model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":30,"completion_tokens":1,"prompt_cache_hit_tokens":24,"prompt_cache_miss_tokens":6}}"#,
+        );
+        assert_eq!(v.facts.usage.unwrap().cache_read_input_tokens, Some(24));
+    }
 }

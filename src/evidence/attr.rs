@@ -77,32 +77,88 @@ pub const WAF_KIND: &str = "waf.kind";
 /// The reference support asks for: Cloudflare Ray ID, Akamai Reference #, F5 support ID, …
 pub const WAF_REFERENCE: &str = "waf.reference";
 
-/// `chat` for both surfaces.
+/// `chat` (a Chat Completions or Responses request that runs the model) or `fetch_response` (a
+/// `GET` of a stored response); absent on calls that are not GenAI operations.
 pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
-/// `openai`, or the gateway's provider name when known.
+/// Who serves the API, from the host (`openai`, `azure.ai.openai`, `groq`, `openrouter`, …) or
+/// [`Telemetry::with_provider_name`](crate::telemetry::Telemetry::with_provider_name). The
+/// conventions' discriminator: the `openai.*` attributes appear only with `openai`.
 pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
 /// The model the request asked for.
 pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+/// Whether the request asked for a stream (`stream`).
+pub const GEN_AI_REQUEST_STREAM: &str = "gen_ai.request.stream";
+/// The output token limit asked for (Chat `max_completion_tokens` or `max_tokens`, Responses
+/// `max_output_tokens`).
+pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+/// `temperature`.
+pub const GEN_AI_REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+/// `top_p`.
+pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+/// `top_k` (an integer; sent to some OpenAI-compatible providers).
+pub const GEN_AI_REQUEST_TOP_K: &str = "gen_ai.request.top_k";
+/// `frequency_penalty`.
+pub const GEN_AI_REQUEST_FREQUENCY_PENALTY: &str = "gen_ai.request.frequency_penalty";
+/// `presence_penalty`.
+pub const GEN_AI_REQUEST_PRESENCE_PENALTY: &str = "gen_ai.request.presence_penalty";
+/// `stop`, as an array (at most 4, each cut at 128 characters).
+pub const GEN_AI_REQUEST_STOP_SEQUENCES: &str = "gen_ai.request.stop_sequences";
+/// `seed`.
+pub const GEN_AI_REQUEST_SEED: &str = "gen_ai.request.seed";
+/// `n`, when it is not 1.
+pub const GEN_AI_REQUEST_CHOICE_COUNT: &str = "gen_ai.request.choice.count";
+/// The reasoning effort asked for (Chat `reasoning_effort`, Responses `reasoning.effort`).
+pub const GEN_AI_REQUEST_REASONING_LEVEL: &str = "gen_ai.request.reasoning.level";
+/// Responses `previous_response_id`.
+pub const GEN_AI_REQUEST_PREVIOUS_RESPONSE_ID: &str = "gen_ai.request.previous_response.id";
+/// Responses `conversation` (its id).
+pub const GEN_AI_CONVERSATION_ID: &str = "gen_ai.conversation.id";
+/// `json` or `text`, from Chat `response_format.type` or Responses `text.format.type`.
+pub const GEN_AI_OUTPUT_TYPE: &str = "gen_ai.output.type";
 /// The model that answered.
 pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
 /// The response's id (`chatcmpl-…`, `resp_…`).
 pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
 /// Finish reasons, one per choice.
 pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
-/// `input` or `output`, on the token-usage metric.
+/// `input` or `output`, on the token-usage metric (the default conventions).
 pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
+/// `unknown` (the APIs do not break their totals down by modality), on the
+/// `gen_ai.client.inference.usage.*` counters (the latest conventions).
+pub const GEN_AI_TOKEN_MODALITY: &str = "gen_ai.token.modality";
 /// Seconds from the request to the first body bytes of a stream.
 pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
-/// The prompt, only with content capture on (truncated).
+/// The prompt, only with content capture on: the conventions' messages JSON (`role` and
+/// `parts`), its text cut.
 pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
-/// The completion's text, only with content capture on (truncated).
+/// Responses `instructions`, only with content capture on: the conventions' parts JSON, its text
+/// cut.
+pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+/// The completion, only with content capture on: the conventions' messages JSON, its text cut.
 pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 /// Input (prompt) tokens.
 pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 /// Output (completion) tokens.
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
-/// `chat_completions` or `responses`.
+/// Input tokens read from the provider's prompt cache (part of the input tokens).
+pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+/// Input tokens written to the provider's prompt cache, by its v1.41 name (the default
+/// conventions).
+pub const GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: &str =
+    "gen_ai.usage.cache_creation.input_tokens";
+/// Input tokens written to the provider's prompt cache, by its current name (the latest
+/// conventions, `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`).
+pub const GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: &str = "gen_ai.usage.cache_write.input_tokens";
+/// Output tokens spent on reasoning (part of the output tokens).
+pub const GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: &str = "gen_ai.usage.reasoning.output_tokens";
+/// `chat_completions` or `responses` (provider `openai` only).
 pub const OPENAI_API_TYPE: &str = "openai.api.type";
+/// The service tier asked for (`service_tier`; provider `openai` only).
+pub const OPENAI_REQUEST_SERVICE_TIER: &str = "openai.request.service_tier";
+/// The service tier that served the request (provider `openai` only).
+pub const OPENAI_RESPONSE_SERVICE_TIER: &str = "openai.response.service_tier";
+/// The backend configuration that answered (Chat `system_fingerprint`; provider `openai` only).
+pub const OPENAI_RESPONSE_SYSTEM_FINGERPRINT: &str = "openai.response.system_fingerprint";
 /// The class of error: `timeout`, `connect`, a status code, a violation.
 pub const ERROR_TYPE: &str = "error.type";
 /// The server's host name.
@@ -115,3 +171,74 @@ pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
 pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
 /// How many times this request was re-sent (attempt spans; 0 on the first attempt).
 pub const HTTP_REQUEST_RESEND_COUNT: &str = "http.request.resend_count";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This crate's own names, which must stay off the namespaces the conventions own.
+    const OWN: &[&str] = &[
+        API_SURFACE,
+        STATUS_CLASS,
+        PARSE_CHECK,
+        FALLBACK_DECISION,
+        RETRY_COUNT,
+        CONTRACT_VIOLATION,
+        CONTRACT_WARNINGS,
+        CONTRACT_SKIP_REASON,
+        RETRY_WAIT,
+        RETRY_WAIT_REASON,
+        RETRY_STOP_REASON,
+        REQUEST_CHECK,
+        REQUEST_CHECK_WARNINGS,
+        RESPONSE_CHECK,
+        RESPONSE_CHECK_WARNINGS,
+        LINT_RULE,
+        LINT_FAMILY,
+        LINT_PHASE,
+        REDIRECT_FOLLOWED,
+        REDIRECT_SERVER_ADDRESS,
+        FAILOVER_UPSTREAM,
+        FAILOVER_HOPS,
+        FAILOVER_STOP_REASON,
+        FAILOVER_FROM,
+        FAILOVER_TO,
+        FAILOVER_REASON,
+        BREAKER_STATE,
+        EVENT_FAILOVER_HOP,
+        EVENT_REQUEST_CHECK,
+        EVENT_RESPONSE_CHECK,
+        WAF_VENDOR,
+        WAF_KIND,
+        WAF_REFERENCE,
+    ];
+
+    /// The HTTP conventions' names the crate uses: the only `http.` names allowed.
+    const HTTP: &[&str] = &[
+        HTTP_REQUEST_METHOD,
+        HTTP_RESPONSE_STATUS_CODE,
+        HTTP_REQUEST_RESEND_COUNT,
+    ];
+
+    #[test]
+    fn own_names_stay_off_the_conventions_namespaces() {
+        for name in OWN {
+            for reserved in ["gen_ai.", "http.", "openai.", "server.", "error.", "url."] {
+                assert!(!name.starts_with(reserved), "{name} squats `{reserved}`");
+            }
+        }
+        for name in HTTP {
+            assert!(name.starts_with("http.request.") || name.starts_with("http.response."));
+        }
+        // The evidence vocabulary keeps its exact names.
+        assert_eq!(
+            [API_SURFACE, STATUS_CLASS, PARSE_CHECK, FALLBACK_DECISION],
+            [
+                "api_surface",
+                "status_class",
+                "parse_check",
+                "fallback_decision"
+            ]
+        );
+    }
+}

@@ -10,13 +10,18 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
 use super::attempt::PendingAttempt;
-use super::attributes::{error_type, method_name, operation, verdict_attributes, waf_attributes};
+use super::attributes::{
+    Flavor, Operation, error_type, method_name, output_messages, request_attributes,
+    verdict_attributes, waf_attributes,
+};
 use super::findings::{self, Phase};
 use super::propagation::{inject, parent_context};
 use super::request::{self, RequestFacts};
 use super::{Shared, Telemetry};
 use crate::contract::ContractVerdict;
-use crate::evidence::{ApiSurface, TransportErrorKind, WafVerdict, attr};
+use crate::evidence::{
+    ApiSurface, ParseCheck, SkipReason, TransportErrorKind, Violation, WafVerdict, attr,
+};
 use crate::extensions::{CallActive, CaptureContent};
 use crate::failover::FailoverRecord;
 use crate::guard::{CallFacts, Evidence, EvidenceHandle};
@@ -72,9 +77,10 @@ impl CallEnd {
         cancelled: bool,
     ) {
         self.done = true;
-        let cancelled = cancelled
-            || verdict
-                .is_some_and(|v| v.skip_reason == Some(crate::evidence::SkipReason::Cancelled));
+        // A stream's end (its last chunk), for the time per output chunk.
+        let ended = first_chunk.map(|_| Instant::now());
+        let cancelled =
+            cancelled || verdict.is_some_and(|v| v.skip_reason == Some(SkipReason::Cancelled));
         let facts = CallFacts {
             surface: self.surface,
             status: self.status,
@@ -89,8 +95,15 @@ impl CallEnd {
         if self.shared.export {
             let error = error_type(self.status, self.transport, verdict, cancelled);
             let ttfc = first_chunk.map(|t| t.saturating_duration_since(self.started).as_secs_f64());
+            let tpoc = first_chunk
+                .zip(ended)
+                .zip(verdict)
+                .filter(|(_, v)| stream_ran_to_its_end(v))
+                .and_then(|((first, last), v)| {
+                    super::metrics::time_per_output_chunk(first, last, v.facts.events)
+                });
             self.record_span(&evidence, verdict, error.clone(), ttfc);
-            self.record_metrics(&evidence, verdict, error, ttfc);
+            self.record_metrics(&evidence, verdict, error, (ttfc, tpoc));
         }
         self.handle.complete(evidence);
     }
@@ -104,7 +117,9 @@ impl CallEnd {
     ) {
         let Some(cx) = &self.cx else { return };
         let span = cx.span();
-        let mut kv = Vec::with_capacity(24);
+        let flavor = self.flavor();
+        let operation = self.facts.as_ref().and_then(|f| f.operation);
+        let mut kv = Vec::with_capacity(32);
         kv.push(KeyValue::new(
             attr::STATUS_CLASS,
             evidence.status_class.as_str(),
@@ -113,9 +128,7 @@ impl CallEnd {
             attr::PARSE_CHECK,
             evidence
                 .parse_check
-                .map_or(crate::evidence::ParseCheck::Skipped.as_str(), |p| {
-                    p.as_str()
-                }),
+                .map_or(ParseCheck::Skipped.as_str(), ParseCheck::as_str),
         ));
         kv.push(KeyValue::new(
             attr::FALLBACK_DECISION,
@@ -184,9 +197,14 @@ impl CallEnd {
             findings::record(&self.shared, cx, &found, Phase::Response);
         }
         if let Some(v) = verdict {
-            verdict_attributes(v, self.streamed, &mut kv);
+            // The conventions: no token usage for `fetch_response`, which runs no model.
+            let usage = operation.is_some_and(Operation::is_inference);
+            verdict_attributes(v, self.streamed, usage, flavor, &mut kv);
             if let Some(text) = &v.facts.output_text {
-                kv.push(KeyValue::new(attr::GEN_AI_OUTPUT_MESSAGES, text.clone()));
+                kv.push(KeyValue::new(
+                    attr::GEN_AI_OUTPUT_MESSAGES,
+                    output_messages(text, v, self.streamed, flavor),
+                ));
             }
         }
         if let Some(waf) = &self.waf {
@@ -212,19 +230,28 @@ impl CallEnd {
         span.end();
     }
 
+    /// The call's flavour: its provider's, and the conventions'.
+    fn flavor(&self) -> Flavor {
+        self.facts
+            .as_ref()
+            .map(|f| self.shared.flavor(f))
+            .unwrap_or_default()
+    }
+
     fn record_metrics(
         &self,
         evidence: &Evidence,
         verdict: Option<&ContractVerdict>,
         error: Option<std::borrow::Cow<'static, str>>,
-        ttfc: Option<f64>,
+        (ttfc, tpoc): (Option<f64>, Option<f64>),
     ) {
         let Some(facts) = &self.facts else { return };
         super::metrics::record_call(
             self.shared.instruments(),
             &super::metrics::CallRecord {
-                operation: operation(self.surface),
-                provider: &self.shared.provider,
+                operation: facts.operation,
+                provider: &facts.provider,
+                openai: self.flavor().openai,
                 model: facts.model.as_ref(),
                 server: (facts.server_address.as_ref(), facts.server_port),
                 evidence,
@@ -232,6 +259,7 @@ impl CallEnd {
                 retry: self.retry.as_ref(),
                 error,
                 ttfc,
+                tpoc,
                 duration: self.started.elapsed().as_secs_f64(),
                 failover: self.failover.as_ref(),
             },
@@ -333,6 +361,16 @@ impl Middleware for Telemetry {
     }
 }
 
+/// Whether a stream's verdict came at its end, so the moment it came is its last chunk's: not
+/// when the caller dropped it or the connection broke off.
+fn stream_ran_to_its_end(v: &ContractVerdict) -> bool {
+    v.skip_reason != Some(SkipReason::Cancelled)
+        && !matches!(
+            v.violation,
+            Some(Violation::BodyReadError | Violation::BodyStalled)
+        )
+}
+
 /// Opens the call span with what the request says, and records the request lint on it.
 fn start_span(
     shared: &Shared,
@@ -341,19 +379,26 @@ fn start_span(
     extensions: &mut Extensions,
 ) -> (Context, RequestFacts) {
     let family = extensions.get::<ModelFamily>().copied().or(shared.family);
-    let facts = RequestFacts::of(req, surface, family);
-    let op = operation(surface);
-    let name = match &facts.model {
-        Some(model) => format!("{op} {model}"),
-        None => op.to_owned(),
+    let facts = RequestFacts::of(req, surface, family, shared.provider.as_ref());
+    let flavor = shared.flavor(&facts);
+    let method = method_name(req.method());
+    // A GenAI span is `{operation} {model}`; any other call's follows the HTTP conventions.
+    let name = match (facts.operation, &facts.model) {
+        (Some(op), Some(model)) => format!("{} {model}", op.as_str()),
+        (Some(op), None) => op.as_str().to_owned(),
+        (None, _) => method.clone().into_owned(),
     };
-    let mut kv = vec![
-        KeyValue::new(attr::GEN_AI_OPERATION_NAME, op),
-        KeyValue::new(attr::GEN_AI_PROVIDER_NAME, shared.provider.clone()),
-        KeyValue::new(attr::API_SURFACE, surface.as_str()),
-        KeyValue::new(attr::HTTP_REQUEST_METHOD, method_name(req.method())),
-    ];
-    if surface != ApiSurface::Other {
+    let mut kv = Vec::with_capacity(24);
+    if let Some(op) = facts.operation {
+        kv.push(KeyValue::new(attr::GEN_AI_OPERATION_NAME, op.as_str()));
+    }
+    kv.push(KeyValue::new(
+        attr::GEN_AI_PROVIDER_NAME,
+        facts.provider.clone(),
+    ));
+    kv.push(KeyValue::new(attr::API_SURFACE, surface.as_str()));
+    kv.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
+    if flavor.openai {
         kv.push(KeyValue::new(attr::OPENAI_API_TYPE, surface.as_str()));
     }
     if let Some(model) = &facts.model {
@@ -365,10 +410,21 @@ fn start_span(
     if let Some(port) = facts.server_port {
         kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
     }
-    if let Some(max) = shared.capture {
+    if facts.operation == Some(Operation::Chat) {
+        request_attributes(&facts.params, flavor, &mut kv);
+    }
+    if let Some(max) = shared.capture
+        && facts.operation.is_some()
+    {
         extensions.insert(CaptureContent(max));
-        if let Some(prompt) = request::prompt(req, max) {
-            kv.push(KeyValue::new(attr::GEN_AI_INPUT_MESSAGES, prompt));
+        if let Some(body) = req.body().and_then(reqwest::Body::as_bytes) {
+            let prompt = request::prompt(body, surface, max);
+            if let Some(messages) = prompt.messages {
+                kv.push(KeyValue::new(attr::GEN_AI_INPUT_MESSAGES, messages));
+            }
+            if let Some(system) = prompt.system_instructions {
+                kv.push(KeyValue::new(attr::GEN_AI_SYSTEM_INSTRUCTIONS, system));
+            }
         }
     }
     let parent = parent_context();

@@ -4,19 +4,23 @@ use std::borrow::Cow;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::{KeyValue, StringValue};
+use tokio::time::Instant;
+
+use super::attributes::Operation;
 
 use crate::contract::ContractVerdict;
 use crate::evidence::{ParseCheck, attr};
 use crate::guard::Evidence;
 use crate::retry::RetryRecord;
 
-/// Bucket boundaries the GenAI conventions give for `gen_ai.client.operation.duration` and
-/// `gen_ai.client.operation.time_to_first_chunk` (seconds).
+/// Bucket boundaries the GenAI conventions give for the duration, time-to-first-chunk and
+/// time-per-output-chunk histograms, by either name (seconds).
 pub const DURATION_BUCKETS: &[f64] = &[
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
 
-/// Bucket boundaries the GenAI conventions give for `gen_ai.client.token.usage`.
+/// Bucket boundaries the GenAI conventions give for `gen_ai.client.token.usage` and
+/// `gen_ai.client.inference.operation.{input,output}_tokens`.
 pub const TOKEN_BUCKETS: &[f64] = &[
     1.0,
     4.0,
@@ -34,25 +38,120 @@ pub const TOKEN_BUCKETS: &[f64] = &[
     67_108_864.0,
 ];
 
-/// Metric names, in one place. In Prometheus (through the OpenTelemetry Collector) dots become
-/// underscores, units are appended to histograms (`_seconds`) and counters end in `_total`.
 pub mod name {
-    /// Histogram, `s`: the call, from the request to the last byte (of the stream, too).
+    //! Metric names, in one place. In Prometheus (through the OpenTelemetry Collector) dots become
+    //! underscores, units are appended to histograms (`_seconds`) and counters end in `_total`.
+    //!
+    //! # Which names, in which mode
+    //!
+    //! The GenAI instruments follow the conventions' last release (v1.41) by default, and the
+    //! GenAI repository's current names when `OTEL_SEMCONV_STABILITY_OPT_IN` holds
+    //! `gen_ai_latest_experimental` (read when the instruments are first made: at the first
+    //! call) or after
+    //! [`Telemetry::with_latest_genai_conventions`](super::super::Telemetry::with_latest_genai_conventions).
+    //! Each default name, and what takes its place:
+    //!
+    //! - [`OPERATION_DURATION`] becomes [`INFERENCE_DURATION`] for `chat`; `fetch_response`,
+    //!   which is no inference, keeps [`OPERATION_DURATION`];
+    //! - [`TIME_TO_FIRST_CHUNK`] becomes [`INFERENCE_TIME_TO_FIRST_CHUNK`];
+    //! - [`TIME_PER_OUTPUT_CHUNK`] becomes [`INFERENCE_TIME_PER_OUTPUT_CHUNK`];
+    //! - [`TOKEN_USAGE`] (a histogram by `gen_ai.token.type` = `input` | `output`) becomes the
+    //!   counters [`INFERENCE_USAGE_INPUT_TOKENS`], [`INFERENCE_USAGE_OUTPUT_TOKENS`],
+    //!   [`INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS`], [`INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS`],
+    //!   [`INFERENCE_USAGE_REASONING_OUTPUT_TOKENS`] (by `gen_ai.token.modality` = `unknown`),
+    //!   and the histograms [`INFERENCE_OPERATION_INPUT_TOKENS`],
+    //!   [`INFERENCE_OPERATION_OUTPUT_TOKENS`].
+    //!
+    //! v1.41 has no metric for cached or reasoning tokens (`gen_ai.token.type` is `input` or
+    //! `output`, and cached tokens are part of the input): by default they are on the call span
+    //! only. The `llm_guard.*` instruments are the same in both modes.
+    //!
+    //! # Attributes and their cardinality
+    //!
+    //! The GenAI instruments carry `gen_ai.operation.name` (`chat`, `fetch_response`),
+    //! `gen_ai.provider.name` (one per host: the known providers' names, else `openai`, or the one
+    //! set with `with_provider_name`), `gen_ai.request.model` (as the caller sent it, cut at 128
+    //! characters: as many as the models the application asks for), `gen_ai.response.model` (as
+    //! many as the models that answer, cut likewise), `server.address` and `server.port` (the
+    //! configured base URLs' hosts), and, with provider `openai`, `openai.response.service_tier` on
+    //! the duration and token instruments (a handful of tiers). The duration instruments add
+    //! `error.type` (a transport error kind, a status code or a violation: closed sets) and
+    //! `api_surface` (2 values here).
+    //! Calls that are no GenAI operation (`api_surface=other`) are not recorded in them.
+    //!
+    //! The evidence counters ([`CALLS`], [`RETRIES`], [`RETRIES_EXHAUSTED`], [`WAF_WALLS`],
+    //! [`CONTRACT_VIOLATIONS`]) all carry `api_surface` (3 values), `server.address` (the host
+    //! the caller's request names: bounded by the base URLs the application uses),
+    //! `gen_ai.provider.name` (one per host, as above) and, when the failover layer ran,
+    //! `failover.upstream` (the upstream that answered, or whose failure was handed back: one of
+    //! the configured names), plus each its own closed set below. No instrument carries an id, a
+    //! URL path or free text.
+
+    /// Histogram, `s`: the call, from the request to the last byte (of the stream, too), with
+    /// `error.type` and `api_surface`. Default conventions: every GenAI call; latest:
+    /// `fetch_response` only.
     pub const OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
-    /// Histogram, `{token}`, with `gen_ai.token.type` = `input` | `output`.
+    /// Histogram, `{token}`, with `gen_ai.token.type` = `input` | `output` (default conventions
+    /// only).
     pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
-    /// Histogram, `s`: streaming calls only, from the request to the first body bytes.
+    /// Histogram, `s`: streaming `chat` calls only, from the request to the first body bytes
+    /// (default conventions).
     pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
-    /// Counter, `{call}`: by `api_surface`, `status_class`, `parse_check`, `fallback_decision`.
+    /// Histogram, `s`: streaming `chat` calls only, the time per output chunk after the first
+    /// (default conventions). One value per stream: the time from its first to its last chunk
+    /// divided by the chunks (SSE events) after the first, so a stream's mean gap, not each
+    /// gap (that would read the clock in the body's path for every chunk). Not recorded for a
+    /// stream that was cancelled or broke off, or had fewer than two chunks.
+    pub const TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.operation.time_per_output_chunk";
+    /// Histogram, `s`: [`OPERATION_DURATION`] for `chat` calls, by its latest name.
+    pub const INFERENCE_DURATION: &str = "gen_ai.client.inference.duration";
+    /// Histogram, `s`: [`TIME_TO_FIRST_CHUNK`] by its latest name.
+    pub const INFERENCE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.inference.time_to_first_chunk";
+    /// Histogram, `s`: [`TIME_PER_OUTPUT_CHUNK`] by its latest name.
+    pub const INFERENCE_TIME_PER_OUTPUT_CHUNK: &str =
+        "gen_ai.client.inference.time_per_output_chunk";
+    /// Counter, `{token}`: input tokens, cached ones included (latest conventions). Like the
+    /// other usage counters, with `gen_ai.token.modality` = `unknown` (the APIs report totals,
+    /// not per modality) and added for every `chat` call, failed ones too (0 when the answer
+    /// reported no usage), as the conventions ask.
+    pub const INFERENCE_USAGE_INPUT_TOKENS: &str = "gen_ai.client.inference.usage.input_tokens";
+    /// Counter, `{token}`: output tokens, reasoning ones included (latest conventions).
+    pub const INFERENCE_USAGE_OUTPUT_TOKENS: &str = "gen_ai.client.inference.usage.output_tokens";
+    /// Counter, `{token}`: input tokens read from the provider's prompt cache (latest
+    /// conventions).
+    pub const INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS: &str =
+        "gen_ai.client.inference.usage.cache_read.input_tokens";
+    /// Counter, `{token}`: input tokens written to the provider's prompt cache (latest
+    /// conventions).
+    pub const INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS: &str =
+        "gen_ai.client.inference.usage.cache_write.input_tokens";
+    /// Counter, `{token}`: output tokens spent on reasoning (latest conventions).
+    pub const INFERENCE_USAGE_REASONING_OUTPUT_TOKENS: &str =
+        "gen_ai.client.inference.usage.reasoning.output_tokens";
+    /// Histogram, `{token}`: input tokens per `chat` call, with `error.type` (latest
+    /// conventions; 0 when the answer reported no usage).
+    pub const INFERENCE_OPERATION_INPUT_TOKENS: &str =
+        "gen_ai.client.inference.operation.input_tokens";
+    /// Histogram, `{token}`: output tokens per `chat` call, with `error.type` (latest
+    /// conventions).
+    pub const INFERENCE_OPERATION_OUTPUT_TOKENS: &str =
+        "gen_ai.client.inference.operation.output_tokens";
+    /// Counter, `{call}`: every call, by `status_class` (7 values), `parse_check` (3),
+    /// `fallback_decision` (`none`, `fallback`, `hold`), and the evidence counters' common
+    /// attributes (above).
     pub const CALLS: &str = "llm_guard.calls";
-    /// Counter, `{retry}`: retries made, by `api_surface` and `retry.wait_reason`.
+    /// Counter, `{retry}`: retries made, by `retry.wait_reason` (3 values) and the common
+    /// attributes.
     pub const RETRIES: &str = "llm_guard.retries";
-    /// Counter, `{call}`: calls whose retries ran out, by `api_surface` and `retry.stop_reason`
-    /// (`attempts_exhausted`, `deadline`, `budget_exhausted`, `retry_after_over_cap`).
+    /// Counter, `{call}`: calls whose retries ran out, by `retry.stop_reason`
+    /// (`attempts_exhausted`, `deadline`, `budget_exhausted`, `retry_after_over_cap`) and the
+    /// common attributes.
     pub const RETRIES_EXHAUSTED: &str = "llm_guard.retries.exhausted";
-    /// Counter, `{wall}`: WAF and bot walls, by `waf.vendor`, `waf.kind`, `api_surface`.
+    /// Counter, `{wall}`: WAF and bot walls, by `waf.vendor` (the vendor table's names),
+    /// `waf.kind` (4 values) and the common attributes.
     pub const WAF_WALLS: &str = "llm_guard.waf.walls";
-    /// Counter, `{violation}`: hard contract violations, by `api_surface`, `contract.violation`.
+    /// Counter, `{violation}`: hard contract violations, by `contract.violation` (the closed
+    /// violation set) and the common attributes.
     pub const CONTRACT_VIOLATIONS: &str = "llm_guard.contract.violations";
     /// Counter, `{finding}`: request-lint and cross-check findings, by `lint.rule`,
     /// `lint.family`, `lint.phase` (`request` | `response`).
@@ -68,11 +167,61 @@ pub mod name {
     pub const BREAKER_TRANSITIONS: &str = "llm_guard.breaker.transitions";
 }
 
+/// Which GenAI conventions' names the metrics (and the few span attributes that were renamed)
+/// use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum Conventions {
+    /// The last release, v1.41: what collectors and dashboards expect today.
+    #[default]
+    V1_41,
+    /// The GenAI repository's current names (`gen_ai_latest_experimental`).
+    Latest,
+}
+
+impl Conventions {
+    /// From `OTEL_SEMCONV_STABILITY_OPT_IN`.
+    pub(crate) fn from_env() -> Self {
+        std::env::var(super::OTEL_SEMCONV_STABILITY_OPT_IN)
+            .map_or(Self::V1_41, |v| Self::from_opt_in(&v))
+    }
+
+    /// From the value of `OTEL_SEMCONV_STABILITY_OPT_IN`: a comma-separated list.
+    pub(crate) fn from_opt_in(value: &str) -> Self {
+        if value
+            .split(',')
+            .any(|v| v.trim() == super::GEN_AI_LATEST_EXPERIMENTAL)
+        {
+            Self::Latest
+        } else {
+            Self::V1_41
+        }
+    }
+}
+
+/// The token instruments of one mode.
+#[derive(Clone)]
+enum Tokens {
+    V1_41(Histogram<u64>),
+    Latest {
+        input: Counter<u64>,
+        output: Counter<u64>,
+        cache_read: Counter<u64>,
+        cache_write: Counter<u64>,
+        reasoning: Counter<u64>,
+        per_call_input: Histogram<u64>,
+        per_call_output: Histogram<u64>,
+    },
+}
+
 #[derive(Clone)]
 pub(crate) struct Instruments {
-    pub(crate) duration: Histogram<f64>,
-    pub(crate) tokens: Histogram<u64>,
-    pub(crate) ttfc: Histogram<f64>,
+    /// `gen_ai.client.operation.duration`: every GenAI call (v1.41), `fetch_response` (latest).
+    duration: Histogram<f64>,
+    /// `gen_ai.client.inference.duration` (latest only).
+    inference_duration: Option<Histogram<f64>>,
+    tokens: Tokens,
+    ttfc: Histogram<f64>,
+    tpoc: Histogram<f64>,
     pub(crate) calls: Counter<u64>,
     pub(crate) retries: Counter<u64>,
     pub(crate) exhausted: Counter<u64>,
@@ -82,29 +231,98 @@ pub(crate) struct Instruments {
     pub(crate) hops: Counter<u64>,
 }
 
+fn seconds(meter: &Meter, name: &'static str, description: &'static str) -> Histogram<f64> {
+    meter
+        .f64_histogram(name)
+        .with_unit("s")
+        .with_description(description)
+        .with_boundaries(DURATION_BUCKETS.to_vec())
+        .build()
+}
+
+fn token_histogram(meter: &Meter, name: &'static str, description: &'static str) -> Histogram<u64> {
+    meter
+        .u64_histogram(name)
+        .with_unit("{token}")
+        .with_description(description)
+        .with_boundaries(TOKEN_BUCKETS.to_vec())
+        .build()
+}
+
+fn token_counter(meter: &Meter, name: &'static str, description: &'static str) -> Counter<u64> {
+    meter
+        .u64_counter(name)
+        .with_unit("{token}")
+        .with_description(description)
+        .build()
+}
+
 impl Instruments {
-    pub(crate) fn new(meter: &Meter) -> Self {
+    pub(crate) fn new(meter: &Meter, conventions: Conventions) -> Self {
+        const DURATION: &str = "GenAI operation duration.";
+        const TTFC: &str =
+            "Time to receive the first chunk, from when the client issues the request.";
+        const TPOC: &str = "Time per output chunk after the first (a stream's mean).";
+        let latest = conventions == Conventions::Latest;
+        let (ttfc, tpoc) = if latest {
+            (
+                name::INFERENCE_TIME_TO_FIRST_CHUNK,
+                name::INFERENCE_TIME_PER_OUTPUT_CHUNK,
+            )
+        } else {
+            (name::TIME_TO_FIRST_CHUNK, name::TIME_PER_OUTPUT_CHUNK)
+        };
+        let tokens = if latest {
+            Tokens::Latest {
+                input: token_counter(
+                    meter,
+                    name::INFERENCE_USAGE_INPUT_TOKENS,
+                    "Input tokens used, cached tokens included.",
+                ),
+                output: token_counter(
+                    meter,
+                    name::INFERENCE_USAGE_OUTPUT_TOKENS,
+                    "Output tokens used, reasoning tokens included.",
+                ),
+                cache_read: token_counter(
+                    meter,
+                    name::INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS,
+                    "Input tokens served from the provider's cache.",
+                ),
+                cache_write: token_counter(
+                    meter,
+                    name::INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS,
+                    "Input tokens written to the provider's cache.",
+                ),
+                reasoning: token_counter(
+                    meter,
+                    name::INFERENCE_USAGE_REASONING_OUTPUT_TOKENS,
+                    "Output tokens used for reasoning.",
+                ),
+                per_call_input: token_histogram(
+                    meter,
+                    name::INFERENCE_OPERATION_INPUT_TOKENS,
+                    "Input tokens per inference operation.",
+                ),
+                per_call_output: token_histogram(
+                    meter,
+                    name::INFERENCE_OPERATION_OUTPUT_TOKENS,
+                    "Output tokens per inference operation.",
+                ),
+            }
+        } else {
+            Tokens::V1_41(token_histogram(
+                meter,
+                name::TOKEN_USAGE,
+                "Number of input and output tokens used.",
+            ))
+        };
         Self {
-            duration: meter
-                .f64_histogram(name::OPERATION_DURATION)
-                .with_unit("s")
-                .with_description("GenAI operation duration.")
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
-            tokens: meter
-                .u64_histogram(name::TOKEN_USAGE)
-                .with_unit("{token}")
-                .with_description("Number of input and output tokens used.")
-                .with_boundaries(TOKEN_BUCKETS.to_vec())
-                .build(),
-            ttfc: meter
-                .f64_histogram(name::TIME_TO_FIRST_CHUNK)
-                .with_unit("s")
-                .with_description(
-                    "Time to receive the first chunk, from when the client issues the request.",
-                )
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
+            duration: seconds(meter, name::OPERATION_DURATION, DURATION),
+            inference_duration: latest.then(|| seconds(meter, name::INFERENCE_DURATION, DURATION)),
+            tokens,
+            ttfc: seconds(meter, ttfc, TTFC),
+            tpoc: seconds(meter, tpoc, TPOC),
             calls: meter
                 .u64_counter(name::CALLS)
                 .with_unit("{call}")
@@ -150,7 +368,7 @@ impl Instruments {
 
 /// Attributes every GenAI metric carries.
 pub(crate) fn genai_attributes(
-    operation: &'static str,
+    operation: Operation,
     provider: &StringValue,
     model: Option<&StringValue>,
     server: (Option<&StringValue>, Option<u16>),
@@ -158,7 +376,10 @@ pub(crate) fn genai_attributes(
 ) -> Vec<KeyValue> {
     // Sized for the callers' additions; the strings are shared, not copied.
     let mut kv = Vec::with_capacity(5 + extra);
-    kv.push(KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation));
+    kv.push(KeyValue::new(
+        attr::GEN_AI_OPERATION_NAME,
+        operation.as_str(),
+    ));
     kv.push(KeyValue::new(attr::GEN_AI_PROVIDER_NAME, provider.clone()));
     if let Some(model) = model {
         kv.push(KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.clone()));
@@ -172,10 +393,22 @@ pub(crate) fn genai_attributes(
     kv
 }
 
+/// The conventions' time per output chunk for one stream: from its first chunk to its last,
+/// divided by the chunks after the first. Nothing for fewer than two chunks.
+pub(crate) fn time_per_output_chunk(first: Instant, last: Instant, chunks: u64) -> Option<f64> {
+    let after_first = chunks.checked_sub(1).filter(|&n| n > 0)?;
+    // Chunk counts stay far below 2^52: the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
+    let after_first = after_first as f64;
+    Some(last.saturating_duration_since(first).as_secs_f64() / after_first)
+}
+
 /// What one finished call gives the metrics.
 pub(super) struct CallRecord<'a> {
-    pub(super) operation: &'static str,
+    /// `None`: no GenAI operation, so only the evidence counters.
+    pub(super) operation: Option<Operation>,
     pub(super) provider: &'a StringValue,
+    pub(super) openai: bool,
     pub(super) model: Option<&'a StringValue>,
     pub(super) server: (Option<&'a StringValue>, Option<u16>),
     pub(super) evidence: &'a Evidence,
@@ -183,55 +416,157 @@ pub(super) struct CallRecord<'a> {
     pub(super) retry: Option<&'a RetryRecord>,
     pub(super) error: Option<Cow<'static, str>>,
     pub(super) ttfc: Option<f64>,
+    pub(super) tpoc: Option<f64>,
     pub(super) duration: f64,
     pub(super) failover: Option<&'a crate::failover::FailoverRecord>,
 }
 
 /// Records one call in every instrument it concerns.
 pub(super) fn record_call(m: &Instruments, call: &CallRecord<'_>) {
-    let evidence = call.evidence;
-    // One vector, extended and shrunk in place, for the three GenAI instruments.
-    let mut kv = genai_attributes(call.operation, call.provider, call.model, call.server, 4);
-    if let Some(ttfc) = call.ttfc {
-        m.ttfc.record(ttfc, &kv);
+    if let Some(operation) = call.operation {
+        record_genai(m, call, operation);
     }
-    if let Some(usage) = call.verdict.and_then(|v| v.facts.usage) {
-        for (kind, n) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-        ] {
-            if let Some(n) = n {
-                kv.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind));
-                m.tokens.record(n, &kv);
-                kv.pop();
-            }
-        }
-    }
-    if let Some(model) = call.verdict.and_then(|v| v.facts.response_model.as_deref()) {
+    record_evidence(m, call);
+}
+
+/// The GenAI instruments.
+fn record_genai(m: &Instruments, call: &CallRecord<'_>, operation: Operation) {
+    let facts = call.verdict.map(|v| &v.facts);
+    // One vector, extended and shrunk in place, for every GenAI instrument.
+    let mut kv = genai_attributes(operation, call.provider, call.model, call.server, 6);
+    if let Some(model) = facts.and_then(|f| f.response_model.as_deref()) {
         kv.push(KeyValue::new(
             attr::GEN_AI_RESPONSE_MODEL,
             super::attributes::truncated(model),
         ));
     }
+    if operation.is_inference() {
+        if let Some(ttfc) = call.ttfc {
+            m.ttfc.record(ttfc, &kv);
+        }
+        if let Some(tpoc) = call.tpoc {
+            m.tpoc.record(tpoc, &kv);
+        }
+    }
+    // The OpenAI refinements of the token and duration instruments.
+    if call.openai
+        && let Some(tier) = facts.and_then(|f| f.service_tier.as_deref())
+    {
+        kv.push(KeyValue::new(
+            attr::OPENAI_RESPONSE_SERVICE_TIER,
+            super::attributes::truncated(tier),
+        ));
+    }
+    if operation.is_inference() {
+        record_tokens(m, call, &mut kv);
+    }
     if let Some(e) = &call.error {
         kv.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
     }
-    let surface = KeyValue::new(attr::API_SURFACE, evidence.api_surface.as_str());
-    kv.push(surface.clone());
-    m.duration.record(call.duration, &kv);
-    m.calls.add(
+    kv.push(KeyValue::new(
+        attr::API_SURFACE,
+        call.evidence.api_surface.as_str(),
+    ));
+    let duration = match &m.inference_duration {
+        Some(inference) if operation.is_inference() => inference,
+        _ => &m.duration,
+    };
+    duration.record(call.duration, &kv);
+}
+
+/// Token usage: by `gen_ai.token.type` (v1.41), or the usage counters and per-call histograms
+/// (latest). `kv` holds the GenAI attributes and is left as it was found.
+fn record_tokens(m: &Instruments, call: &CallRecord<'_>, kv: &mut Vec<KeyValue>) {
+    let usage = call.verdict.and_then(|v| v.facts.usage);
+    match &m.tokens {
+        Tokens::V1_41(tokens) => {
+            let Some(usage) = usage else { return };
+            for (kind, n) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ] {
+                if let Some(n) = n {
+                    kv.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind));
+                    tokens.record(n, kv);
+                    kv.pop();
+                }
+            }
+        }
+        Tokens::Latest {
+            input,
+            output,
+            cache_read,
+            cache_write,
+            reasoning,
+            per_call_input,
+            per_call_output,
+        } => {
+            // The conventions: every inference operation, failed ones too, 0 without usage.
+            let usage = usage.unwrap_or_default();
+            kv.push(KeyValue::new(attr::GEN_AI_TOKEN_MODALITY, "unknown"));
+            for (counter, n) in [
+                (input, usage.input_tokens),
+                (output, usage.output_tokens),
+                (cache_read, usage.cache_read_input_tokens),
+                (cache_write, usage.cache_write_input_tokens),
+                (reasoning, usage.reasoning_output_tokens),
+            ] {
+                counter.add(n.unwrap_or(0), kv);
+            }
+            kv.pop();
+            let at = kv.len();
+            if let Some(e) = &call.error {
+                kv.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
+            }
+            per_call_input.record(usage.input_tokens.unwrap_or(0), kv);
+            per_call_output.record(usage.output_tokens.unwrap_or(0), kv);
+            kv.truncate(at);
+        }
+    }
+}
+
+/// The evidence counters, with their common attributes: `api_surface`, `server.address`,
+/// `gen_ai.provider.name`, and `failover.upstream` when the failover layer ran.
+fn record_evidence(m: &Instruments, call: &CallRecord<'_>) {
+    let evidence = call.evidence;
+    let mut kv = Vec::with_capacity(8);
+    kv.push(KeyValue::new(
+        attr::API_SURFACE,
+        evidence.api_surface.as_str(),
+    ));
+    if let Some(address) = call.server.0 {
+        kv.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
+    }
+    kv.push(KeyValue::new(
+        attr::GEN_AI_PROVIDER_NAME,
+        call.provider.clone(),
+    ));
+    if let Some(upstream) = call.failover.and_then(|f| f.tried.last()) {
+        kv.push(KeyValue::new(
+            attr::FAILOVER_UPSTREAM,
+            StringValue::from(upstream.clone()),
+        ));
+    }
+    let common = kv.len();
+    // Each counter: the common attributes and its own, then back to the common ones.
+    let mut add = |counter: &Counter<u64>, n: u64, own: &[KeyValue]| {
+        kv.extend_from_slice(own);
+        counter.add(n, &kv);
+        kv.truncate(common);
+    };
+    add(
+        &m.calls,
         1,
         &[
-            surface.clone(),
             KeyValue::new(attr::STATUS_CLASS, evidence.status_class.as_str()),
             KeyValue::new(
                 attr::PARSE_CHECK,
                 evidence.parse_check.unwrap_or(ParseCheck::Skipped).as_str(),
             ),
             KeyValue::new(attr::FALLBACK_DECISION, evidence.fallback_decision.as_str()),
-            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, call.provider.clone()),
         ],
     );
+    let surface = KeyValue::new(attr::API_SURFACE, evidence.api_surface.as_str());
     if let Some(failover) = call.failover {
         for hop in &failover.hops {
             m.hops.add(
@@ -248,39 +583,70 @@ pub(super) fn record_call(m: &Instruments, call: &CallRecord<'_>) {
     if let Some(retry) = call.retry {
         for attempt in &retry.attempts {
             if let Some((_, reason)) = attempt.retry_after {
-                m.retries.add(
+                add(
+                    &m.retries,
                     1,
-                    &[
-                        surface.clone(),
-                        KeyValue::new(attr::RETRY_WAIT_REASON, reason.as_str()),
-                    ],
+                    &[KeyValue::new(attr::RETRY_WAIT_REASON, reason.as_str())],
                 );
             }
         }
         if let Some(stop) = retry.stop_reason().filter(|s| s.is_exhausted()) {
-            m.exhausted.add(
+            add(
+                &m.exhausted,
                 1,
-                &[
-                    surface.clone(),
-                    KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str()),
-                ],
+                &[KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str())],
             );
         }
     }
     if let Some(waf) = &evidence.waf {
-        m.walls.add(
+        add(
+            &m.walls,
             1,
             &[
-                surface.clone(),
                 KeyValue::new(attr::WAF_VENDOR, waf.vendor.as_str()),
                 KeyValue::new(attr::WAF_KIND, waf.kind.as_str()),
             ],
         );
     }
     if let Some(v) = evidence.violation {
-        m.violations.add(
+        add(
+            &m.violations,
             1,
-            &[surface, KeyValue::new(attr::CONTRACT_VIOLATION, v.as_str())],
+            &[KeyValue::new(attr::CONTRACT_VIOLATION, v.as_str())],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_opt_in_is_one_entry_of_a_comma_separated_list() {
+        for (value, want) in [
+            ("gen_ai_latest_experimental", Conventions::Latest),
+            ("http, gen_ai_latest_experimental", Conventions::Latest),
+            (
+                "database/dup,gen_ai_latest_experimental ",
+                Conventions::Latest,
+            ),
+            ("", Conventions::V1_41),
+            ("http", Conventions::V1_41),
+            ("gen_ai_latest_experimental_not", Conventions::V1_41),
+        ] {
+            assert_eq!(Conventions::from_opt_in(value), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn time_per_output_chunk_is_the_mean_gap_after_the_first_chunk() {
+        let first = Instant::now();
+        let last = first + Duration::from_millis(900);
+        assert_eq!(time_per_output_chunk(first, last, 4), Some(0.3));
+        assert_eq!(time_per_output_chunk(first, last, 1), None);
+        assert_eq!(time_per_output_chunk(first, last, 0), None);
+        // A clock that went backwards gives 0, not a negative time.
+        assert_eq!(time_per_output_chunk(last, first, 2), Some(0.0));
     }
 }

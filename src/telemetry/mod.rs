@@ -6,8 +6,9 @@
 //! - [`Telemetry`], outermost: the call layer. It decides every call with one
 //!   [`DecisionPolicy`] (JSON answers, streams at their end, transport errors, cancelled calls),
 //!   leaves the [`Evidence`](crate::Evidence) in an [`EvidenceHandle`](crate::EvidenceHandle),
-//!   and records the call span `{gen_ai.operation.name} {gen_ai.request.model}` (kind client)
-//!   covering every attempt, with the same decision on it, and the metrics. A streaming call's
+//!   and records the call span `{gen_ai.operation.name} {gen_ai.request.model}` (kind client;
+//!   `{method}` for a call that is no GenAI operation) covering every attempt, with the same
+//!   decision on it, and the metrics. A streaming call's
 //!   span stays open until the stream ends, fails or is dropped; it then records `parse_check`,
 //!   the finish reasons, token usage and the time to first chunk. A call the caller cancels
 //!   (its future dropped) still ends its span, with `parse_check=skipped`,
@@ -44,15 +45,49 @@
 //!
 //! # Attributes
 //!
-//! On the call span: `gen_ai.operation.name` (`chat`), `gen_ai.provider.name`,
-//! `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.response.id`,
-//! `gen_ai.response.finish_reasons`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
-//! `openai.api.type`, `server.address`, `server.port`, `http.request.method`,
-//! `http.response.status_code`, `error.type`, and the evidence: `api_surface`, `status_class`,
-//! `parse_check`, `fallback_decision`, `retry_count`, `retry.stop_reason`,
-//! `contract.violation`, `contract.warnings`, `contract.skip_reason`, `waf.vendor`,
-//! `waf.kind`, `waf.reference`, plus `gen_ai.response.time_to_first_chunk` on streams. The
-//! names are in [`evidence::attr`](crate::evidence::attr).
+//! The names are in [`evidence::attr`](crate::evidence::attr). On the call span, set when it
+//! starts: `gen_ai.operation.name` (`chat` for a request that runs the model, `fetch_response`
+//! for a `GET` of a stored response; absent on calls that are no GenAI operation, whose span is
+//! then named `{method}` as the HTTP conventions name client spans), `gen_ai.provider.name`
+//! (from the host, see [`Telemetry::with_provider_name`]), `gen_ai.request.model`,
+//! `server.address`, `server.port`, `http.request.method`, `api_surface`, and for `chat` the
+//! request's parameters: `gen_ai.request.stream`, `gen_ai.request.max_tokens`,
+//! `gen_ai.request.temperature`, `gen_ai.request.top_p`, `gen_ai.request.top_k`,
+//! `gen_ai.request.frequency_penalty`, `gen_ai.request.presence_penalty`,
+//! `gen_ai.request.stop_sequences`, `gen_ai.request.seed`, `gen_ai.request.choice.count`
+//! (when not 1), `gen_ai.request.reasoning.level`, `gen_ai.request.previous_response.id`,
+//! `gen_ai.conversation.id`, `gen_ai.output.type`. Never a message's text.
+//!
+//! At its end: `gen_ai.response.model`, `gen_ai.response.id`, `gen_ai.response.finish_reasons`
+//! (`error` at the end for a stream that broke off), `gen_ai.usage.input_tokens`,
+//! `gen_ai.usage.output_tokens`, `gen_ai.usage.cache_read.input_tokens`, the cache writes
+//! (`gen_ai.usage.cache_creation.input_tokens`, or `gen_ai.usage.cache_write.input_tokens`
+//! under the latest conventions), `gen_ai.usage.reasoning.output_tokens` (token usage on `chat`
+//! only), `gen_ai.response.time_to_first_chunk` on streams, `http.response.status_code`,
+//! `error.type`, and the evidence: `api_surface`, `status_class`, `parse_check`,
+//! `fallback_decision`, `retry_count`, `retry.stop_reason`, `contract.violation`,
+//! `contract.warnings`, `contract.skip_reason`, `waf.vendor`, `waf.kind`, `waf.reference`,
+//! `failover.*` when the failover layer ran.
+//!
+//! With provider `openai` only (the conventions make the provider name a discriminator):
+//! `openai.api.type`, `openai.request.service_tier`, `openai.response.service_tier`,
+//! `openai.response.system_fingerprint`.
+//!
+//! With [`Telemetry::with_content_capture`] only: `gen_ai.input.messages`,
+//! `gen_ai.system_instructions` (Responses `instructions`) and `gen_ai.output.messages`, as the
+//! conventions' JSON (messages of `role` and `parts`), their text cut.
+//!
+//! This crate's own names stay off the conventions' namespaces (`gen_ai.`, `http.`, `openai.`):
+//! its span events are `llm_guard.*`, and the `http.*` names are the HTTP conventions' own.
+//!
+//! # Metrics
+//!
+//! The GenAI instruments take v1.41's names by default, and the GenAI repository's current
+//! `gen_ai.client.inference.*` names when `OTEL_SEMCONV_STABILITY_OPT_IN` holds
+//! `gen_ai_latest_experimental` (read at the first call) or after
+//! [`Telemetry::with_latest_genai_conventions`]. The [`metric`] module lists every name with its
+//! kind, unit and attributes, which names each mode emits, and what bounds each attribute's
+//! values.
 
 mod attempt;
 mod attributes;
@@ -70,11 +105,20 @@ pub use metrics::{DURATION_BUCKETS, TOKEN_BUCKETS, name as metric};
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
+use opentelemetry::metrics::Meter;
 use opentelemetry::{InstrumentationScope, StringValue, global};
 
 use crate::evidence::{DecisionPolicy, DecisionTable};
 use crate::lint::ModelFamily;
-use metrics::Instruments;
+use attributes::Flavor;
+use metrics::{Conventions, Instruments};
+
+/// The environment variable that moves instrumentations to newer semantic conventions: a
+/// comma-separated list of opt-ins.
+pub const OTEL_SEMCONV_STABILITY_OPT_IN: &str = "OTEL_SEMCONV_STABILITY_OPT_IN";
+
+/// The opt-in, in [`OTEL_SEMCONV_STABILITY_OPT_IN`], to the GenAI conventions' current names.
+pub const GEN_AI_LATEST_EXPERIMENTAL: &str = "gen_ai_latest_experimental";
 
 const SCOPE: &str = "reqwest-llm-guard";
 
@@ -89,9 +133,15 @@ pub(crate) fn scope() -> InstrumentationScope {
 pub(crate) struct Shared {
     /// Set by `with_tracer_provider`, else the global provider's, taken at the first call.
     tracer: OnceLock<Arc<global::BoxedTracer>>,
-    /// Likewise for metrics.
+    /// Set by `with_meter_provider`, else the global provider's, taken at the first call.
+    meter: Option<Meter>,
+    /// Made at the first call, once the conventions are known.
     instruments: OnceLock<Instruments>,
-    provider: StringValue,
+    /// Set by `with_latest_genai_conventions`, else read from the environment at the first
+    /// call.
+    conventions: OnceLock<Conventions>,
+    /// Set by `with_provider_name`; else each call's host decides.
+    provider: Option<StringValue>,
     policy: Arc<dyn DecisionPolicy>,
     capture: Option<usize>,
     family: Option<ModelFamily>,
@@ -105,16 +155,36 @@ impl Shared {
             .get_or_init(|| Arc::new(global::tracer_with_scope(scope())))
     }
 
+    fn conventions(&self) -> Conventions {
+        *self.conventions.get_or_init(Conventions::from_env)
+    }
+
     fn instruments(&self) -> &Instruments {
-        self.instruments
-            .get_or_init(|| Instruments::new(&global::meter_with_scope(scope())))
+        self.instruments.get_or_init(|| {
+            let conventions = self.conventions();
+            match &self.meter {
+                Some(meter) => Instruments::new(meter, conventions),
+                None => Instruments::new(&global::meter_with_scope(scope()), conventions),
+            }
+        })
+    }
+
+    /// How a call's attributes are spelled: the `openai.*` ones only on a GenAI operation whose
+    /// provider is `openai`.
+    fn flavor(&self, facts: &request::RequestFacts) -> Flavor {
+        Flavor {
+            openai: facts.operation.is_some() && facts.provider.as_str() == "openai",
+            latest: self.conventions() == Conventions::Latest,
+        }
     }
 }
 
 /// The call layer: decision, evidence, call span and metrics. See the [module docs](self).
 ///
-/// Defaults: the global tracer and meter providers (read at the first call), provider name
-/// `openai`, the default [`DecisionTable`].
+/// Defaults: the global tracer and meter providers (read at the first call), the provider name
+/// from each call's host, the conventions' v1.41 metric names unless
+/// `OTEL_SEMCONV_STABILITY_OPT_IN` opts in to the latest, no content recorded, the default
+/// [`DecisionTable`].
 #[derive(Clone)]
 pub struct Telemetry {
     shared: Arc<Shared>,
@@ -141,8 +211,10 @@ impl Telemetry {
         Self {
             shared: Arc::new(Shared {
                 tracer: OnceLock::new(),
+                meter: None,
                 instruments: OnceLock::new(),
-                provider: StringValue::from("openai"),
+                conventions: OnceLock::new(),
+                provider: None,
                 policy: Arc::new(DecisionTable::default()),
                 capture: None,
                 family: None,
@@ -177,19 +249,45 @@ impl Telemetry {
         self,
         provider: &impl opentelemetry::metrics::MeterProvider,
     ) -> Self {
-        let instruments = Instruments::new(&provider.meter_with_scope(scope()));
-        self.edit(|s| s.instruments = OnceLock::from(instruments))
+        let meter = provider.meter_with_scope(scope());
+        self.edit(|s| {
+            s.meter = Some(meter);
+            s.instruments = OnceLock::new();
+        })
     }
 
-    /// `gen_ai.provider.name` (default `openai`; the conventions list `azure.ai.openai`,
-    /// `groq`, `deepseek`, … and allow a gateway's own name).
+    /// The GenAI conventions' current names for the metrics (`gen_ai.client.inference.*`) and
+    /// for the renamed span attributes, as
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental` asks, whatever the environment
+    /// says. The [`metric`] module lists the names of each mode.
+    #[must_use]
+    pub fn with_latest_genai_conventions(self) -> Self {
+        self.edit(|s| {
+            s.conventions = OnceLock::from(Conventions::Latest);
+            s.instruments = OnceLock::new();
+        })
+    }
+
+    /// `gen_ai.provider.name` for every call, instead of the one its host gives.
+    ///
+    /// By default the host decides: `api.openai.com` is `openai`, `*.openai.azure.com` and
+    /// `*.cognitiveservices.azure.com` `azure.ai.openai`, `models.inference.ai.azure.com`
+    /// `azure.ai.inference`, `api.groq.com` `groq`, `api.deepseek.com` `deepseek`,
+    /// `openrouter.ai` `openrouter`, `api.anthropic.com` `anthropic`, `api.mistral.ai`
+    /// `mistral_ai`, `api.x.ai` `x_ai`, `generativelanguage.googleapis.com` `gcp.gemini`,
+    /// `*aiplatform.googleapis.com` `gcp.vertex_ai`, `api.perplexity.ai` `perplexity`,
+    /// `api.cohere.ai` and `api.cohere.com` `cohere`, `api.moonshot.ai` and `api.moonshot.cn`
+    /// `moonshot_ai`, `bedrock-runtime.*.amazonaws.com` and `bedrock-mantle.*.api.aws`
+    /// `aws.bedrock`, `*.ml.cloud.ibm.com` `ibm.watsonx.ai`, `*.cometapi.com` `cometapi`; any
+    /// other host (a self-hosted server, a gateway of your own) `openai`, the API it speaks.
+    /// The `openai.*` attributes are recorded only when the name is `openai`.
     #[must_use]
     pub fn with_provider_name(self, name: impl Into<Cow<'static, str>>) -> Self {
         let name = match name.into() {
             Cow::Borrowed(s) => StringValue::from(s),
             Cow::Owned(s) => StringValue::from(Arc::<str>::from(s)),
         };
-        self.edit(|s| s.provider = name)
+        self.edit(|s| s.provider = Some(name))
     }
 
     /// The policy that decides `fallback_decision` for every call (default:
@@ -209,10 +307,14 @@ impl Telemetry {
         self.edit(|s| s.export = false)
     }
 
-    /// Records prompt and completion text, each cut at `max_chars` characters: the request's
-    /// `messages` (or Responses `input`) as `gen_ai.input.messages` and the completion's text
-    /// as `gen_ai.output.messages`, on the call span. Off by default: prompts and completions
-    /// are often personal data, and may hold secrets.
+    /// Records prompt and completion on the call span, as the conventions' JSON (messages of
+    /// `role` and `parts`): the request's `messages` (or Responses `input`) as
+    /// `gen_ai.input.messages`, Responses `instructions` as `gen_ai.system_instructions`, and the
+    /// completion's text as `gen_ai.output.messages`. Each attribute's texts hold at most
+    /// `max_chars` characters together: the text is cut (with `…`), never the JSON, and
+    /// messages past the cut are left out. Parts that are not text (images, audio, files) are
+    /// recorded by their type only; the completion's tool calls are not recorded. Off by
+    /// default: prompts and completions are often personal data, and may hold secrets.
     #[must_use]
     pub fn with_content_capture(self, max_chars: usize) -> Self {
         self.edit(|s| s.capture = Some(max_chars))
