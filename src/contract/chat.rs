@@ -126,6 +126,8 @@ fn check_choice(choice: &Choice<'_>, report: &mut Report) {
 #[derive(Debug, Default)]
 pub(super) struct ChatStream {
     done: bool,
+    /// Chunks seen (events other than `[DONE]` and errors).
+    chunks: u64,
     /// Per choice index (bounded): a finish reason was seen; the first tool-call index seen.
     choices: Vec<ChoiceState>,
     finish_seen: bool,
@@ -144,6 +146,11 @@ impl ChatStream {
     pub(super) fn on_event(&mut self, event: &Event<'_>, report: &mut Report) {
         let at = Some(event.offset());
         if !event.is_complete() {
+            if super::cut_inside(event) {
+                // The body ended inside this event: a cut, not the provider's bad JSON.
+                report.fail_at(Violation::StreamTruncated, at);
+                return;
+            }
             report.warn_at(Warning::UnterminatedEvent, at);
         }
         let data = event.data();
@@ -166,6 +173,7 @@ impl ChatStream {
         let Some(chunk) = view::parse::<ChatChunk<'_>>(data, None, report, at) else {
             return;
         };
+        self.chunks += 1;
         if let Some(raw) = chunk.error.filter(|e| e.get() != "null") {
             // OpenRouter: an error inside an otherwise ordinary chunk.
             report.fail_at(Violation::ErrorInStream, at);
@@ -275,7 +283,10 @@ impl ChatStream {
 
     /// A stream ends well with `[DONE]`; compat accepts a finish reason without it.
     pub(super) fn on_end(&mut self, end_offset: u64, report: &mut Report) {
-        if self.done {
+        if self.done && self.chunks == 0 {
+            // `data: [DONE]` and nothing before it: an empty answer is not an answer.
+            report.fail_at(Violation::NoChoices, Some(end_offset));
+        } else if self.done {
             if !self.finish_seen {
                 report.warn(Warning::MissingFinishReason);
             }
@@ -294,5 +305,38 @@ impl ChatStream {
     /// accepts without `[DONE]`; strict still flags it in [`on_end`](Self::on_end)).
     pub(super) fn answered(&self) -> bool {
         self.done || self.finish_seen
+    }
+}
+
+#[cfg(test)]
+mod stream_end_tests {
+    use crate::contract::{Mode, StreamChecker};
+    use crate::evidence::{ApiSurface, ParseCheck, Violation};
+
+    fn check(body: &[u8]) -> crate::contract::ContractVerdict {
+        let mut c = StreamChecker::new(ApiSurface::ChatCompletions, Mode::Compat);
+        c.feed(body);
+        c.finish()
+    }
+
+    #[test]
+    fn a_stream_of_only_done_is_an_empty_answer() {
+        let v = check(b"data: [DONE]\n\n");
+        assert_eq!(v.parse_check, ParseCheck::Fail);
+        assert_eq!(v.violation, Some(Violation::NoChoices));
+    }
+
+    #[test]
+    fn a_cut_inside_an_event_is_a_truncation_not_bad_json() {
+        let whole = b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n";
+        let mut body = whole.to_vec();
+        body.extend_from_slice(b"data: {\"id\":\"c\",\"object\":\"chat.completion.ch");
+        let v = check(&body);
+        assert_eq!(v.violation, Some(Violation::StreamTruncated));
+        assert_eq!(v.violation_offset, Some(whole.len() as u64));
+        // Garbage that is not JSON at all is still the provider's.
+        let mut body = whole.to_vec();
+        body.extend_from_slice(b"data: nonsense");
+        assert_eq!(check(&body).violation, Some(Violation::NotJson));
     }
 }

@@ -48,6 +48,15 @@ use http::StatusCode;
 
 use crate::evidence::{ApiSurface, ParseCheck, SkipReason, Violation, Warning, Warnings};
 
+/// Whether an event the body ended in the middle of was cut inside its data: the JSON it
+/// started is unfinished (a complete JSON value, or `[DONE]`, only lost its blank line).
+fn cut_inside(event: &crate::sse::Event<'_>) -> bool {
+    let data = event.data();
+    data != b"[DONE]"
+        && !data.is_empty()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err_and(|e| e.is_eof())
+}
+
 /// How literally contracts are enforced. See the [module docs](self#modes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]

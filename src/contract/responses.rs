@@ -230,6 +230,11 @@ impl ResponsesStream {
     pub(super) fn on_event(&mut self, event: &Event<'_>, report: &mut Report) {
         let at = Some(event.offset());
         if !event.is_complete() {
+            if super::cut_inside(event) {
+                // The body ended inside this event: a cut, not the provider's bad JSON.
+                report.fail_at(Violation::StreamTruncated, at);
+                return;
+            }
             report.warn_at(Warning::UnterminatedEvent, at);
         }
         let data = event.data();
@@ -458,4 +463,17 @@ fn record_head(head: &ResponseHead<'_>, report: &mut Report) {
     set_once(&mut facts.response_id, head.id.as_deref());
     set_once(&mut facts.response_model, head.model.as_deref());
     set_once(&mut facts.service_tier, head.service_tier.as_deref());
+}
+
+#[cfg(test)]
+mod stream_end_tests {
+    use crate::contract::{Mode, StreamChecker};
+    use crate::evidence::{ApiSurface, Violation};
+
+    #[test]
+    fn a_cut_inside_an_event_is_a_truncation_not_bad_json() {
+        let mut c = StreamChecker::new(ApiSurface::Responses, Mode::Compat);
+        c.feed(b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"r");
+        assert_eq!(c.finish().violation, Some(Violation::StreamTruncated));
+    }
 }
