@@ -9,9 +9,13 @@
 //! llm-guard check --status 403 --header 'cf-ray: 8f1c2d3e4a5b6c7d-FRA' page.html
 //! llm-guard check --stream --surface responses events.sse
 //! llm-guard mock --port 8080                          # serve the mock gateway
+//! llm-guard proxy --config proxy.toml --log           # an OpenAI-compatible failover proxy
 //! ```
 
 mod check;
+mod config;
+mod forward;
+mod proxy;
 mod saved;
 
 use std::net::SocketAddr;
@@ -76,6 +80,12 @@ enum Command {
         #[arg(long, default_value = "ok")]
         scenario: String,
     },
+    /// Serve an OpenAI-compatible proxy on loopback that sends every request through the whole
+    /// guard with failover between the configured upstreams (retry, circuit breakers, checks,
+    /// evidence headers; OTLP export with OTEL_EXPORTER_OTLP_ENDPOINT set) until Ctrl-C.
+    /// Exits 2 when the configuration cannot be used.
+    #[command(after_long_help = proxy::CONFIG_EXAMPLE)]
+    Proxy(proxy::ProxyArgs),
 }
 
 /// An API surface, as the flags name it.
@@ -144,6 +154,7 @@ async fn main() -> ExitCode {
             smoke(config, json).await
         }
         Command::Check(args) => check::run(&args),
+        Command::Proxy(args) => proxy::run(&args).await,
         Command::Mock {
             port,
             scenario: name,

@@ -1,0 +1,642 @@
+//! `llm-guard proxy --config FILE`: an OpenAI-compatible server on loopback that sends every
+//! request through the whole guard (call evidence and OpenTelemetry from `OTEL_*`, retry,
+//! failover with a circuit breaker per upstream, inspection), so a service in any language gets
+//! failover by pointing its OpenAI SDK's base URL at it (`http://127.0.0.1:8787/v1`).
+//!
+//! It serves `POST …/chat/completions`, `POST …/responses` and `GET …/responses/{id}` (after
+//! any prefix: `/v1/…`, `/openai/v1/…`), streaming or not, and answers anything else with a 404
+//! in OpenAI's error shape. A request goes, headers and all (less the hop-by-hop ones, `Host`
+//! and `Accept-Encoding`), to the first eligible upstream; its answer comes back as it arrives
+//! (streams are never buffered past the commit point), with three headers of the proxy's own:
+//! `x-llm-guard-upstream` (which upstream answered), `x-llm-guard-hops` (moves to another
+//! upstream) and `x-llm-guard-decision` (the call's `fallback_decision` when the headers came;
+//! a stream's final word is on its telemetry). A call that got no answer at all is a 502 whose
+//! `error.code` says why: `connect`, `timeout`, `reset`, `time_to_headers`, `no_upstream`,
+//! `request` or `other`.
+//!
+//! Keys stay out of the file: an upstream names the environment variable that holds its key
+//! (`api_key_env`), and the proxy refuses to start while one is unset. The caller's own
+//! `Authorization` goes only to upstreams with no key configured. Keys are never printed: the
+//! proxy prints one start-up line (address and upstream names), and per request nothing unless
+//! `--log` asks for one line (method, path without its query, status, upstream, hops,
+//! decision). Ctrl-C (or SIGTERM) stops it: it stops accepting, lets open requests finish for
+//! up to 30 s (a second Ctrl-C stops at once), and flushes the telemetry.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
+//!
+//! [[upstreams]]                      # in priority order
+//! name = "openai"
+//! base_url = "https://api.openai.com/v1"
+//! api_key_env = "OPENAI_API_KEY"     # the variable's NAME, never the key
+//! context_window = 128000
+//!
+//! [[upstreams]]
+//! name = "gateway"
+//! base_url = "https://gateway.example/v1"
+//! api_key_env = "GATEWAY_KEY"
+//! model = "openai/gpt-4o-mini"       # asks this upstream for this model instead
+//! surfaces = ["chat_completions"]    # default: both; Responses calls skip it
+//! prefill = false
+//! drill = false                      # stored, not enforced yet (promotion by drill)
+//!
+//! [[upstreams]]
+//! name = "local"                     # no key: gets the caller's Authorization
+//! base_url = "http://127.0.0.1:11434/v1"
+//!
+//! [breaker]                          # the defaults
+//! consecutive_failures = 5
+//! failure_rate = 0.5
+//! window = "60s"
+//! minimum_calls = 20
+//! open_base = "30s"
+//! open_max = "5m"
+//! jitter = 0.1
+//! half_open_permits = 1
+//!
+//! [retry]
+//! max_retries = 2                    # per upstream
+//! deadline = "60s"                   # for the whole call, every hop included
+//! time_to_headers = "30s"            # default: no limit
+//! preset = "429"                     # or "openai_sdk": 408, 409, 429, 5xx, transport errors
+//!
+//! [failover]
+//! max_hops = 2
+//! commit = "first_byte"              # or "first_content", or "end" (with end_buffer_bytes)
+//! first_token_timeout = "60s"
+//! idle_timeout = "60s"
+//! ```
+//!
+//! Every field but `name` and `base_url` is optional; unknown fields are refused. A file that
+//! cannot be used (a field of the wrong type, an unknown or misspelt field, `api_key` or any key
+//! in the file, a bad URL or duration, no upstreams) stops the command before it listens,
+//! with exit code 2 and a message naming the field and the upstream (never repeating a value).
+//!
+//! `drill` is accepted and stored for the promotion-by-drill feature: an upstream will be put
+//! in rotation only after it passes the evidence drill. Until then the proxy warns at start-up
+//! that it is not enforced.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use reqwest_llm_guard::evidence::{FallbackDecision, TransportErrorKind};
+use reqwest_llm_guard::failover::Failover;
+use reqwest_llm_guard::retry::{OpenAiSdk, Retry};
+use reqwest_llm_guard::telemetry::otlp::{self, OtlpGuard};
+use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
+use reqwest_middleware::ClientWithMiddleware;
+use reqwest_retry::Jitter;
+use retry_policies::policies::ExponentialBackoff;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::chain;
+use crate::config::{self, Config, RetryPreset};
+use crate::forward::{self, DECISION_HEADER, HOPS_HEADER, UPSTREAM_HEADER};
+
+/// The example in `llm-guard proxy --help` (the same as the module docs').
+pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
+
+    listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
+
+    [[upstreams]]                      # in priority order
+    name = "openai"
+    base_url = "https://api.openai.com/v1"
+    api_key_env = "OPENAI_API_KEY"     # the variable's NAME, never the key
+    context_window = 128000
+
+    [[upstreams]]
+    name = "gateway"
+    base_url = "https://gateway.example/v1"
+    api_key_env = "GATEWAY_KEY"
+    model = "openai/gpt-4o-mini"       # asks this upstream for this model instead
+    surfaces = ["chat_completions"]    # default: both; Responses calls skip it
+    prefill = false
+    drill = false                      # stored, not enforced yet (promotion by drill)
+
+    [[upstreams]]
+    name = "local"                     # no key: gets the caller's Authorization
+    base_url = "http://127.0.0.1:11434/v1"
+
+    [breaker]                          # the defaults
+    consecutive_failures = 5
+    failure_rate = 0.5
+    window = "60s"
+    minimum_calls = 20
+    open_base = "30s"
+    open_max = "5m"
+    jitter = 0.1
+    half_open_permits = 1
+
+    [retry]
+    max_retries = 2                    # per upstream
+    deadline = "60s"                   # for the whole call, every hop included
+    time_to_headers = "30s"            # default: no limit
+    preset = "429"                     # or "openai_sdk": 408, 409, 429, 5xx, transport errors
+
+    [failover]
+    max_hops = 2
+    commit = "first_byte"              # or "first_content", or "end" (with end_buffer_bytes)
+    first_token_timeout = "60s"
+    idle_timeout = "60s"
+
+Every field but `name` and `base_url` is optional; unknown fields are refused, and so is any
+key in the file. A file that cannot be used stops the command before it listens, with exit
+code 2 and a message naming the field. An upstream whose api_key_env variable is unset stops
+it too: an upstream with a key of its own never gets the caller's Authorization.
+
+Served: POST .../chat/completions, POST .../responses, GET .../responses/{id} (any prefix).
+Response headers added: x-llm-guard-upstream, x-llm-guard-hops, x-llm-guard-decision. A call
+with no answer is a 502 with error.type "proxy_error" and error.code saying why (connect,
+timeout, reset, time_to_headers, no_upstream, request, other).
+
+`drill` is stored for the promotion-by-drill feature and not enforced yet (a warning says so).
+Telemetry: with OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics go to that collector."#;
+
+/// The largest request body the proxy reads (requests with images inline run to megabytes).
+const MAX_REQUEST_BYTES: usize = 64 << 20;
+/// How long open requests may run on after Ctrl-C.
+const GRACE: Duration = Duration::from_secs(30);
+/// How long to wait for a TCP connection to an upstream (a black-holed one fails over).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// `llm-guard proxy`'s flags.
+#[derive(clap::Args)]
+pub(crate) struct ProxyArgs {
+    /// The configuration file (TOML, described below).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Print one line per request on stdout: method, path (without its query), status,
+    /// upstream, hops, decision. Never a header, a body or a key.
+    #[arg(long)]
+    log: bool,
+}
+
+struct State {
+    client: ClientWithMiddleware,
+    log: bool,
+}
+
+/// Reads the file, checks it and the keys, then serves until Ctrl-C. Exit code 2 for anything
+/// that stops it from starting.
+pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("llm-guard proxy: {message}");
+        ExitCode::from(2)
+    };
+    let path = args.config.display();
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot read {path}: {e}")),
+    };
+    let config = match config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{path}: {e}")),
+    };
+    for (i, u) in config.upstreams.iter().enumerate() {
+        // An upstream with a key of its own must never be sent the caller's instead: refuse to
+        // start rather than serve it keyless. Only the variable's name is printed.
+        if let Some(var) = &u.api_key_env
+            && std::env::var_os(var).is_none_or(|v| v.is_empty())
+        {
+            return fail(format!(
+                "{path}: upstreams[{i}] (\"{}\").api_key_env: the environment variable {var} \
+                 is unset or empty (an upstream with a key of its own never gets the caller's; \
+                 set it, or remove api_key_env to forward the caller's Authorization)",
+                u.name
+            ));
+        }
+        if u.drill {
+            eprintln!(
+                "llm-guard proxy: warning: upstreams[{i}] (\"{}\").drill = true is accepted but \
+                 not enforced yet (promotion by drill is to come): the upstream is in rotation",
+                u.name
+            );
+        }
+    }
+    let otel = match otel_from_env().await {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let client = match client(&config, otel.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot build the HTTP client: {}", chain(&e))),
+    };
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {}: {e}", config.listen)),
+    };
+    let stop = Stop::install();
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    println!(
+        "llm-guard proxy listening on http://{addr} (upstreams: {}); Ctrl-C to stop",
+        names.join(", ")
+    );
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "llm-guard proxy: warning: listening beyond loopback (allow_non_loopback = true): \
+             anyone who reaches {addr} spends the upstreams' keys"
+        );
+    }
+    let state = Arc::new(State {
+        client,
+        log: args.log,
+    });
+    serve(listener, state, stop).await;
+    if let Some(otel) = otel {
+        // Flushing blocks on the exporters: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            otel.flush();
+            drop(otel);
+        })
+        .await;
+    }
+    println!("llm-guard proxy stopped");
+    ExitCode::SUCCESS
+}
+
+/// The OTLP pipelines when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector, as `smoke` does.
+async fn otel_from_env() -> Result<Option<OtlpGuard>, String> {
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none_or(|v| v.is_empty()) {
+        return Ok(None);
+    }
+    // The HTTP exporter builds a blocking client: off the async workers.
+    match tokio::task::spawn_blocking(otlp::pipeline_from_env).await {
+        Ok(Ok(guard)) => Ok(Some(guard)),
+        Ok(Err(e)) => Err(chain(&e)),
+        Err(e) => Err(format!("cannot build the OTLP export: {e}")),
+    }
+}
+
+/// The guarded client: the configuration's failover, breaker and retry settings.
+fn client(
+    config: &Config,
+    otel: Option<&OtlpGuard>,
+) -> Result<ClientWithMiddleware, reqwest::Error> {
+    let f = &config.failover;
+    let failover = Failover::new(config.upstreams.iter().map(|u| u.upstream.clone()))
+        .with_max_hops(f.max_hops)
+        .with_breaker(&config.breaker)
+        .with_commit_point(f.commit)
+        .with_first_token_timeout(f.first_token_timeout)
+        .with_idle_timeout(f.idle_timeout);
+    let r = &config.retry;
+    // The retry layer's default backoff, with the file's number of retries.
+    let policy = ExponentialBackoff::builder()
+        .retry_bounds(Duration::from_millis(500), Duration::from_secs(8))
+        .jitter(Jitter::Full)
+        .base(2)
+        .build_with_max_retries(r.max_retries);
+    let mut retry = Retry::new().with_policy(policy).with_deadline(r.deadline);
+    if let Some(limit) = r.time_to_headers {
+        retry = retry.with_time_to_headers(limit);
+    }
+    let guard = match otel {
+        Some(o) => Guard::new().with_telemetry(o.telemetry()),
+        None => Guard::new().without_telemetry(),
+    }
+    .with_failover(failover);
+    let guard = match r.preset {
+        RetryPreset::On429 => guard.with_retry(retry),
+        RetryPreset::OpenAiSdk => guard.with_retry(retry.with_strategy(OpenAiSdk)),
+    };
+    // No overall timeout (generations and streams run long: the failover layer's stream
+    // limits and the retry deadline bound them); redirects go back to the caller as they are.
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    Ok(guard.client(http))
+}
+
+/// Accepts connections until Ctrl-C or SIGTERM, then drains them.
+async fn serve(listener: TcpListener, state: Arc<State>, mut stop: Stop) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stop.wait() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors, most likely: let some connections close.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let state = state.clone();
+                let mut stopping = stop_rx.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(req, state.clone()));
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    // Errors here are the caller going away, or a stream that failed after it
+                    // was handed on (its body ends in an error, never cleanly).
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stopping.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(());
+    if !connections.is_empty() {
+        eprintln!(
+            "llm-guard proxy: stopping: waiting up to {}s for {} open connection(s); Ctrl-C \
+             again to stop now",
+            GRACE.as_secs(),
+            connections.len()
+        );
+        let drain = async { while connections.join_next().await.is_some() {} };
+        tokio::select! {
+            () = drain => {}
+            () = tokio::time::sleep(GRACE) => {}
+            () = stop.wait() => {}
+        }
+    }
+    connections.abort_all();
+}
+
+/// Ctrl-C, or SIGTERM where there is one (a container's stop). Installed before the start-up
+/// line is printed: a signal sent as soon as the proxy says it listens must stop it cleanly,
+/// not kill it.
+struct Stop {
+    #[cfg(unix)]
+    signals: Vec<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = [SignalKind::interrupt(), SignalKind::terminate()]
+                .into_iter()
+                .filter_map(|kind| signal(kind).ok())
+                .collect();
+            Self { signals }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// The next signal.
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.signals.is_empty() {
+                // No handler could be installed: never stop on a signal.
+                std::future::pending::<()>().await;
+            }
+            let next = self.signals.iter_mut().map(|s| Box::pin(s.recv()));
+            let _ = futures_util::future::select_all(next).await;
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// What the per-request log line says.
+struct Served {
+    status: StatusCode,
+    upstream: Option<Arc<str>>,
+    hops: u32,
+    decision: Option<FallbackDecision>,
+}
+
+async fn handle(
+    req: hyper::Request<Incoming>,
+    state: Arc<State>,
+) -> Result<hyper::Response<ProxyBody>, Infallible> {
+    let method = req.method().clone();
+    // The path only: a query may carry a key (Azure-style `?api-key=`).
+    let path = req.uri().path().to_owned();
+    let (response, served) = proxy(req, &state).await;
+    if state.log {
+        println!(
+            "{method} {path} {} upstream={} hops={} decision={}",
+            served.status.as_u16(),
+            served.upstream.as_deref().unwrap_or("-"),
+            served.hops,
+            served.decision.map_or("-", FallbackDecision::as_str),
+        );
+    }
+    Ok(response)
+}
+
+async fn proxy(
+    req: hyper::Request<Incoming>,
+    state: &State,
+) -> (hyper::Response<ProxyBody>, Served) {
+    let local = |status: StatusCode, code: &str, message: &str| {
+        let served = Served {
+            status,
+            upstream: None,
+            hops: 0,
+            decision: None,
+        };
+        (error_response(status, code, message), served)
+    };
+    let Some(route) = forward::route(req.method(), req.uri().path(), req.uri().query()) else {
+        return local(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "llm-guard proxy serves POST .../chat/completions, POST .../responses and \
+             GET .../responses/{id}",
+        );
+    };
+    let method: Method = req.method().clone();
+    let headers = forward::request_headers(req.headers());
+    // Buffered whole: the retry and failover layers resend it.
+    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return local(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                "the request body is over the proxy's 64 MiB limit",
+            );
+        }
+        Err(_) => {
+            return local(
+                StatusCode::BAD_REQUEST,
+                "request_body",
+                "the request body could not be read",
+            );
+        }
+    };
+    let evidence = EvidenceHandle::new();
+    let result = state
+        .client
+        .request(method, route.url)
+        .headers(headers)
+        .body(body)
+        .with_extension(evidence.clone())
+        .send()
+        .await;
+    match result {
+        Ok(response) => {
+            let e = Evidence::of(&response);
+            let status = response.status();
+            let mut headers = forward::response_headers(response.headers());
+            mark(
+                &mut headers,
+                e.upstream.as_deref(),
+                e.hops,
+                Some(e.fallback_decision),
+            );
+            let body = http::Response::<reqwest::Body>::from(response)
+                .into_body()
+                .map_err(|e| Box::new(e) as BoxError);
+            let mut out = hyper::Response::new(UnsyncBoxBody::new(body));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            let served = Served {
+                status,
+                upstream: e.upstream,
+                hops: e.hops,
+                decision: Some(e.fallback_decision),
+            };
+            (out, served)
+        }
+        Err(error) => {
+            // The call layer settles the evidence before it returns an error.
+            let e = evidence.get();
+            let code = error_code(&error);
+            let upstream = e.as_ref().and_then(|e| e.upstream.clone());
+            let hops = e.as_ref().map_or(0, |e| e.hops);
+            let decision = e.as_ref().map(|e| e.fallback_decision);
+            let mut message = no_answer(code).to_owned();
+            if let Some(u) = &upstream {
+                let _ = write!(message, " (last upstream tried: {u}; hops: {hops})");
+            }
+            let mut out = error_response(StatusCode::BAD_GATEWAY, code, &message);
+            mark(out.headers_mut(), upstream.as_deref(), hops, decision);
+            let served = Served {
+                status: StatusCode::BAD_GATEWAY,
+                upstream,
+                hops,
+                decision,
+            };
+            (out, served)
+        }
+    }
+}
+
+/// The proxy's own response headers.
+fn mark(
+    headers: &mut HeaderMap,
+    upstream: Option<&str>,
+    hops: u32,
+    decision: Option<FallbackDecision>,
+) {
+    // Names are checked to be header-safe when the file is read.
+    if let Some(v) = upstream.and_then(|u| HeaderValue::from_str(u).ok()) {
+        headers.insert(UPSTREAM_HEADER, v);
+    }
+    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
+    if let Some(d) = decision {
+        headers.insert(DECISION_HEADER, HeaderValue::from_static(d.as_str()));
+    }
+}
+
+/// `error.code` for a call that got no answer: the crate's own reasons first, then the kind of
+/// transport error.
+fn error_code(error: &reqwest_middleware::Error) -> &'static str {
+    if let reqwest_middleware::Error::Middleware(e) = error
+        && let Some(e) = e.downcast_ref::<reqwest_llm_guard::Error>()
+    {
+        match e.kind() {
+            reqwest_llm_guard::ErrorKind::NoUpstream => return "no_upstream",
+            reqwest_llm_guard::ErrorKind::RequestNotCloneable => return "not_cloneable",
+            _ => {}
+        }
+    }
+    TransportErrorKind::of(error).as_str()
+}
+
+/// A fixed sentence per code: the error's own text would name the upstream's URL.
+fn no_answer(code: &str) -> &'static str {
+    match code {
+        "connect" => "no upstream could be reached",
+        "timeout" => "the upstream timed out before its response headers",
+        "reset" => "the upstream closed the connection before its response headers",
+        "time_to_headers" => "no response headers within retry.time_to_headers",
+        "no_upstream" => "no configured upstream serves this API surface",
+        "request" => "the request to the upstream failed",
+        _ => "the call failed before any response",
+    }
+}
+
+/// An OpenAI-style error: `{"error":{"message","type":"proxy_error","code","param":null}}`.
+fn error_response(status: StatusCode, code: &str, message: &str) -> hyper::Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": "proxy_error", "code": code, "param": null}
+    });
+    // A `Value` of strings always serializes.
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut out = hyper::Response::new(UnsyncBoxBody::new(
+        Full::new(Bytes::from(bytes)).map_err(|never| match never {}),
+    ));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_example_is_a_valid_configuration() {
+        let toml: Vec<&str> = CONFIG_EXAMPLE
+            .lines()
+            .skip_while(|l| !l.starts_with("    "))
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(str::trim_start)
+            .collect();
+        let toml = toml.join("\n");
+        let c = config::parse(&toml).unwrap();
+        assert_eq!(c.upstreams.len(), 3);
+    }
+
+    #[test]
+    fn error_envelopes_have_the_openai_shape() {
+        let r = error_response(StatusCode::BAD_GATEWAY, "connect", "m");
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["content-type"], "application/json");
+    }
+}

@@ -1,0 +1,654 @@
+//! `llm-guard proxy` as a service in another language uses it: the built binary as a child
+//! process with a configuration file, HTTP upstreams on loopback, and exact request counts on
+//! each upstream.
+#![cfg(feature = "cli")]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use reqwest_llm_guard::mock::{MockGateway, Scenario};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CALLER_KEY: &str = "sk-CALLER-proxy-7c2a";
+const UPSTREAM_KEY: &str = "sk-UPSTREAM-proxy-41fe";
+
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const CHAT_OK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"PASS","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+
+fn chat_ok() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(CHAT_OK, "application/json")
+}
+
+fn responses_ok(id: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(
+        format!(
+            r#"{{"id":"{id}","object":"response","created_at":1,"status":"completed","model":"gpt-5","output":[{{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"PASS","annotations":[]}}]}}],"usage":{{"input_tokens":3,"output_tokens":1,"total_tokens":4}}}}"#
+        ),
+        "application/json",
+    )
+}
+
+async fn seen(server: &MockServer) -> Vec<wiremock::Request> {
+    server.received_requests().await.unwrap_or_default()
+}
+
+/// A configuration file of its own in the target's temporary directory.
+fn config_file(text: &str) -> std::path::PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "proxy-{}-{}.toml",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The command, with no OTLP export and none of the test keys unless a test sets them.
+fn llm_guard() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llm-guard"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Collects a pipe's text on a thread; with `ready`, sends the listening URL when it appears.
+fn collect(
+    pipe: impl std::io::Read + Send + 'static,
+    ready: Option<mpsc::Sender<String>>,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let thread = std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &ready
+                && let Some(rest) = line.split("listening on ").nth(1)
+            {
+                let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
+            }
+            let mut t = sink.lock().unwrap();
+            t.push_str(&line);
+            t.push('\n');
+        }
+    });
+    (text, thread)
+}
+
+/// A running proxy.
+struct Proxy {
+    child: Child,
+    url: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(config: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let file = config_file(config);
+        let mut child = llm_guard()
+            .arg("proxy")
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("llm-guard runs");
+        let (tx, rx) = mpsc::channel();
+        let (stdout, a) = collect(child.stdout.take().unwrap(), Some(tx));
+        let (stderr, b) = collect(child.stderr.take().unwrap(), None);
+        let Ok(url) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = (a.join(), b.join());
+            panic!(
+                "the proxy did not start: {}{}",
+                stdout.lock().unwrap(),
+                stderr.lock().unwrap()
+            );
+        };
+        Self {
+            child,
+            url,
+            stdout,
+            stderr,
+            threads: vec![a, b],
+        }
+    }
+
+    /// Ctrl-C, as a person stops it.
+    fn interrupt(&self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+    }
+
+    /// Ctrl-C, then its exit status and everything it printed.
+    fn stop(self) -> (ExitStatus, String, String) {
+        self.interrupt();
+        self.exited()
+    }
+
+    /// Its exit status and everything it printed, once it has stopped.
+    fn exited(mut self) -> (ExitStatus, String, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(40) {
+                let _ = self.child.kill();
+                panic!("the proxy did not stop on Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status, out, err)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn upstream(name: &str, base: &str, extra: &str) -> String {
+    format!("[[upstreams]]\nname = \"{name}\"\nbase_url = \"{base}/v1\"\n{extra}\n")
+}
+
+fn config(upstreams: &[String]) -> String {
+    format!("listen = \"127.0.0.1:0\"\n\n{}", upstreams.concat())
+}
+
+async fn post(
+    proxy: &Proxy,
+    path: &str,
+    body: &'static str,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", proxy.url))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {CALLER_KEY}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_primary_fails_over_to_a_healthy_secondary() {
+    let primary = MockGateway::start_with(Scenario::ServerError, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let secondary = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&secondary)
+        .await;
+    let proxy = Proxy::start(
+        &config(&[
+            upstream("primary", &primary.url(), ""),
+            upstream("secondary", &secondary.uri(), ""),
+        ]),
+        &[],
+        &[],
+    );
+    let (status, headers, body) = post(&proxy, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, CHAT_OK, "the body passes through as it came");
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "secondary");
+    assert_eq!(header(&headers, "x-llm-guard-hops"), "1");
+    assert_eq!(header(&headers, "x-llm-guard-decision"), "none");
+    assert_eq!(
+        header(&headers, "content-length"),
+        CHAT_OK.len().to_string(),
+        "a whole answer keeps its length"
+    );
+    assert_eq!(primary.requests(), 1, "a 5xx is not retried by default");
+    assert_eq!(seen(&secondary).await.len(), 1);
+    let (status, _, _) = proxy.stop();
+    assert!(status.success(), "Ctrl-C stops it cleanly: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_error_holds_and_the_secondary_sees_nothing() {
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    let invalid = r#"{"error":{"message":"bad","type":"invalid_request_error","param":"messages","code":"invalid_value"}}"#;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(400).set_body_raw(invalid, "application/json"))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&b)
+        .await;
+    let proxy = Proxy::start(
+        &config(&[upstream("a", &a.uri(), ""), upstream("b", &b.uri(), "")]),
+        &[],
+        &[],
+    );
+    let (status, headers, body) = post(&proxy, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 400);
+    assert_eq!(body, invalid);
+    assert_eq!(header(&headers, "x-llm-guard-decision"), "hold");
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "a");
+    assert_eq!(header(&headers, "x-llm-guard-hops"), "0");
+    assert_eq!((seen(&a).await.len(), seen(&b).await.len()), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_upstream_gets_its_own_key_or_the_callers_and_no_key_is_printed() {
+    let (keyed, open) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&keyed)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&open)
+        .await;
+    let proxy = Proxy::start(
+        &config(&[
+            upstream(
+                "keyed",
+                &keyed.uri(),
+                "api_key_env = \"LLM_GUARD_PROXY_TEST_KEY\"",
+            ),
+            upstream("open", &open.uri(), ""),
+        ]),
+        &[("LLM_GUARD_PROXY_TEST_KEY", UPSTREAM_KEY)],
+        &["--log"],
+    );
+    let (status, headers, _) =
+        post(&proxy, "/v1/chat/completions?api-key=QUERY-SECRET-1", CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "open");
+    let auth = |r: &wiremock::Request| {
+        r.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let to_keyed = seen(&keyed).await;
+    let to_open = seen(&open).await;
+    assert_eq!((to_keyed.len(), to_open.len()), (1, 1));
+    assert_eq!(auth(&to_keyed[0]), format!("Bearer {UPSTREAM_KEY}"));
+    assert!(
+        !format!("{:?}", to_keyed[0].headers).contains(CALLER_KEY),
+        "an upstream with a key never sees the caller's"
+    );
+    assert_eq!(auth(&to_open[0]), format!("Bearer {CALLER_KEY}"));
+    assert_eq!(
+        to_open[0].url.query(),
+        Some("api-key=QUERY-SECRET-1"),
+        "the query goes on"
+    );
+    let (exit, out, err) = proxy.stop();
+    assert!(exit.success(), "{err}");
+    for secret in [CALLER_KEY, UPSTREAM_KEY, "QUERY-SECRET"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} printed: {out}{err}"
+        );
+    }
+    assert!(
+        out.contains("POST /v1/chat/completions 200 upstream=open hops=1 decision=none"),
+        "{out}"
+    );
+    assert!(out.contains("(upstreams: keyed, open)"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_go_only_to_upstreams_serving_them() {
+    let (chat_only, both) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&chat_only)
+        .await;
+    Mock::given(path("/v1/responses"))
+        .respond_with(responses_ok("resp_proxy1"))
+        .mount(&chat_only)
+        .await;
+    Mock::given(path("/v1/responses"))
+        .respond_with(responses_ok("resp_proxy1"))
+        .mount(&both)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/responses/resp_proxy1"))
+        .respond_with(responses_ok("resp_proxy1"))
+        .mount(&both)
+        .await;
+    let proxy = Proxy::start(
+        &config(&[
+            upstream(
+                "chat-only",
+                &chat_only.uri(),
+                "surfaces = [\"chat_completions\"]",
+            ),
+            upstream("both", &both.uri(), ""),
+        ]),
+        &[],
+        &[],
+    );
+    let (status, headers, _) =
+        post(&proxy, "/v1/responses", r#"{"model":"gpt-5","input":"hi"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "both");
+    assert_eq!(header(&headers, "x-llm-guard-hops"), "0");
+    let r = reqwest::get(format!("{}/v1/responses/resp_proxy1", proxy.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-llm-guard-upstream"), "both");
+    let (status, headers, _) = post(&proxy, "/openai/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200, "any prefix");
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "chat-only");
+    assert_eq!(
+        (seen(&chat_only).await.len(), seen(&both).await.len()),
+        (1, 2)
+    );
+    assert!(
+        seen(&chat_only)
+            .await
+            .iter()
+            .all(|r| r.url.path() == "/v1/chat/completions")
+    );
+}
+
+/// A raw upstream that streams a chat answer's first two events, then waits for `release`
+/// before the last one: the caller must see the first before the upstream sends the last.
+async fn held_stream(release: Arc<tokio::sync::Notify>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let release = release.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                for c in [ROLE, TEXT] {
+                    let _ = socket
+                        .write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes())
+                        .await;
+                    let _ = socket.flush().await;
+                }
+                release.notified().await;
+                let _ = socket
+                    .write_all(format!("{:x}\r\n{STOP}\r\n0\r\n\r\n", STOP.len()).as_bytes())
+                    .await;
+                let _ = socket.flush().await;
+            });
+        }
+    });
+    addr
+}
+
+const ROLE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+const TEXT: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"finish_reason\":null}]}\n\n";
+const STOP: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_passes_through_as_it_arrives() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let addr = held_stream(release.clone()).await;
+    let proxy = Proxy::start(
+        &config(&[upstream("raw", &format!("http://{addr}"), "")]),
+        &[],
+        &[],
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(header(response.headers(), "x-llm-guard-upstream"), "raw");
+    assert_eq!(
+        header(response.headers(), "content-type"),
+        "text/event-stream"
+    );
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    // The first events arrive while the upstream still holds its last one.
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        while !text.contains("\"PA\"") {
+            match body.next().await {
+                Some(Ok(b)) => text.push_str(&String::from_utf8_lossy(&b)),
+                other => panic!("the stream ended early: {other:?} after {text:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "the first events were held back: {text:?}");
+    assert!(!text.contains("[DONE]"));
+    release.notify_one();
+    while let Some(chunk) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("a clean end")));
+    }
+    assert_eq!(text, format!("{ROLE}{TEXT}{STOP}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_paths_are_404_and_no_answer_is_a_502_without_the_url() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let proxy = Proxy::start(
+        &config(&[format!(
+            "[[upstreams]]\nname = \"down\"\nbase_url = \"http://127.0.0.1:{port}/v1?api-version=QSECRET\"\n"
+        )]),
+        &[],
+        &[],
+    );
+    let (status, _, body) = post(&proxy, "/v1/embeddings", "{}").await;
+    assert_eq!(status, 404);
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["error"]["type"], "proxy_error");
+    assert_eq!(e["error"]["code"], "not_found");
+    assert!(e["error"]["param"].is_null());
+
+    let (status, headers, body) = post(&proxy, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 502);
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["error"]["type"], "proxy_error");
+    assert_eq!(e["error"]["code"], "connect");
+    assert!(e["error"]["message"].is_string());
+    assert!(e["error"]["param"].is_null());
+    assert!(
+        !body.contains("QSECRET") && !body.contains(&port.to_string()),
+        "{body}"
+    );
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "down");
+    assert_eq!(header(&headers, "x-llm-guard-decision"), "fallback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_lets_an_open_request_finish_then_stops() {
+    let slow = MockGateway::start_with(Scenario::Slow, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&config(&[upstream("slow", &slow.url(), "")]), &[], &[]);
+    let call = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", proxy.url))
+            .header("x-mock-delay-ms", "1500")
+            .body(CHAT)
+            .send(),
+    );
+    // The request is in flight (the upstream holds its headers for 1.5 s) when Ctrl-C comes.
+    let started = Instant::now();
+    while slow.requests() == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.interrupt();
+    let response = call.await.unwrap().expect("the open request is answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(response.headers(), "x-llm-guard-upstream"), "slow");
+    let body = response.text().await.unwrap();
+    assert!(body.contains("chat.completion"), "{body}");
+    let (status, out, err) = tokio::task::spawn_blocking(move || proxy.exited())
+        .await
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(out.contains("llm-guard proxy stopped"), "{out}");
+    assert!(
+        err.contains("waiting up to 30s for 1 open connection"),
+        "{err}"
+    );
+}
+
+/// Runs the proxy to its exit (it must not start): exit code, stdout, stderr.
+fn refused(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let file = config_file(config);
+    let mut child = llm_guard()
+        .arg("proxy")
+        .arg("--config")
+        .arg(&file)
+        .envs(env.iter().copied())
+        .env_remove("LLM_GUARD_PROXY_TEST_UNSET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("llm-guard runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("a bad configuration started the proxy:\n{config}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), out, err)
+}
+
+#[test]
+fn a_bad_configuration_exits_2_naming_the_field_before_listening() {
+    let ok = "[[upstreams]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+    let cases: &[(String, &[&str])] = &[
+        (
+            format!("listen = \"127.0.0.1:0\"\n{ok}[failover]\nmax_hop = 3\n"),
+            &["failover", "unknown field `max_hop`"],
+        ),
+        (
+            format!("listen = \"127.0.0.1:0\"\n{ok}api_key = \"sk-FILEKEY-1\"\n"),
+            &["upstreams[0] (\"a\").api_key", "api_key_env"],
+        ),
+        (
+            format!(
+                "listen = \"127.0.0.1:0\"\n{ok}[[upstreams]]\nname = \"b\"\nbase_url = \"ftp://h/v1?k=sk-FILEKEY-2\"\n"
+            ),
+            &["upstreams[1] (\"b\").base_url"],
+        ),
+        (
+            format!("listen = \"127.0.0.1:0\"\n{ok}[retry]\ndeadline = \"soon\"\n"),
+            &["retry.deadline", "duration"],
+        ),
+        (
+            format!("listen = \"127.0.0.1:0\"\n{ok}[breaker]\nwindow = \"sk-FILEKEY-3\"\n"),
+            &["breaker.window"],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\nupstreams = []\n".to_owned(),
+            &["upstreams", "at least one"],
+        ),
+        (
+            format!("listen = \"0.0.0.0:0\"\n{ok}"),
+            &["listen", "allow_non_loopback"],
+        ),
+        (
+            format!("listen = \"127.0.0.1:0\"\n{ok}api_key_env = \"LLM_GUARD_PROXY_TEST_UNSET\"\n"),
+            &[
+                "upstreams[0] (\"a\").api_key_env",
+                "LLM_GUARD_PROXY_TEST_UNSET",
+            ],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"sk-FILEKEY-4"
+                .to_owned(),
+            &["line 4"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let (code, out, err) = refused(text, &[]);
+        assert_eq!(code, Some(2), "{text}\n{out}{err}");
+        assert!(!out.contains("listening"), "{text}\n{out}");
+        for e in *expected {
+            assert!(err.contains(e), "{text}\nexpected {e:?} in: {err}");
+        }
+        assert!(!err.contains("FILEKEY"), "a value was repeated: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    let (code, _, err) = refused("", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    let missing = llm_guard()
+        .args(["proxy", "--config", "/nonexistent/llm-guard-proxy.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn drill_is_accepted_and_warned_about() {
+    let proxy = Proxy::start(
+        "listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\ndrill = true\n",
+        &[],
+        &[],
+    );
+    let (status, _, err) = proxy.stop();
+    assert!(status.success());
+    assert!(
+        err.contains("drill") && err.contains("not enforced"),
+        "{err}"
+    );
+}
