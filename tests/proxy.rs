@@ -639,16 +639,63 @@ fn a_bad_configuration_exits_2_naming_the_field_before_listening() {
 }
 
 #[test]
-fn drill_is_accepted_and_warned_about() {
-    let proxy = Proxy::start(
+fn drill_needs_a_key_of_its_own() {
+    let (code, _, err) = refused(
         "listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\ndrill = true\n",
         &[],
-        &[],
     );
-    let (status, _, err) = proxy.stop();
-    assert!(status.success());
+    assert_eq!(code, Some(2));
     assert!(
-        err.contains("drill") && err.contains("not enforced"),
+        err.contains("drill") && err.contains("api_key_env"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_must_pass_the_drill_gets_traffic_only_after_it_did() {
+    // `new` is healthy but undrilled: until its drill passes, calls go to `known`.
+    let new = MockGateway::start().await.unwrap();
+    let known = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&known)
+        .await;
+    let proxy = Proxy::start(
+        &config(&[
+            upstream(
+                "new",
+                &new.url(),
+                "api_key_env = \"DRILLED_KEY\"\ndrill = true",
+            ),
+            upstream("known", &known.uri(), ""),
+        ]),
+        &[("DRILLED_KEY", "sk-drilled-0000")],
+        &[],
+    );
+    let started = Instant::now();
+    while !proxy
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("drill passed for new")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the drill never passed: {}",
+            proxy.stderr.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drill_requests = new.requests();
+    assert!(
+        drill_requests >= 2,
+        "the drill's happy path and invalid request"
+    );
+    let (status, headers, _) = post(&proxy, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "new", "promoted");
+    assert_eq!(new.requests(), drill_requests + 1);
+    let (status, _, err) = proxy.stop();
+    assert!(status.success());
+    assert!(!err.contains("sk-drilled-0000"), "{err}");
 }

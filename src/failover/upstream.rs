@@ -178,6 +178,16 @@ impl Upstream {
         self.drill
     }
 
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        self.base_url.as_str()
+    }
+
+    /// The model it asks for instead of the request's, if any.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// The name (attribute `failover.upstream`).
     pub fn name(&self) -> &str {
         &self.name

@@ -57,7 +57,8 @@ pub(crate) struct UpstreamConfig {
     pub(crate) name: String,
     /// The environment variable holding its key, if it has one of its own.
     pub(crate) api_key_env: Option<String>,
-    /// Accepted and stored for the promotion-by-drill feature; not acted on yet.
+    /// The upstream gets traffic only once the evidence drill passed against it, and again
+    /// after its breaker opens.
     pub(crate) drill: bool,
     /// The failover layer's upstream, built from the entry.
     pub(crate) upstream: Upstream,
@@ -496,6 +497,13 @@ fn upstream(index: usize, value: Value, names: &[String]) -> Result<UpstreamConf
     }
     built = built.with_prefill(boolean(raw.prefill, &field("prefill"), false)?);
     let drill = boolean(raw.drill, &field("drill"), false)?;
+    if drill && api_key_env.is_none() {
+        return Err(ConfigError::new(
+            field("drill"),
+            "needs api_key_env: the evidence drill calls the upstream with its own key",
+        ));
+    }
+    built = built.with_drill_required(drill);
     Ok(UpstreamConfig {
         name,
         api_key_env,

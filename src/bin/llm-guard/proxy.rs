@@ -38,7 +38,7 @@
 //! model = "openai/gpt-4o-mini"       # asks this upstream for this model instead
 //! surfaces = ["chat_completions"]    # default: both; Responses calls skip it
 //! prefill = false
-//! drill = false                      # stored, not enforced yet (promotion by drill)
+//! drill = false                      # true: traffic only after the evidence drill passed
 //!
 //! [[upstreams]]
 //! name = "local"                     # no key: gets the caller's Authorization
@@ -72,9 +72,10 @@
 //! in the file, a bad URL or duration, no upstreams) stops the command before it listens,
 //! with exit code 2 and a message naming the field and the upstream (never repeating a value).
 //!
-//! `drill` is accepted and stored for the promotion-by-drill feature: an upstream will be put
-//! in rotation only after it passes the evidence drill. Until then the proxy warns at start-up
-//! that it is not enforced.
+//! `drill = true` (which needs `api_key_env`): the upstream gets caller traffic only once the
+//! evidence drill (`llm-guard smoke`'s, with the upstream's model and key) passed against it,
+//! and again after its breaker opened; the proxy drills it at start and every 30 s while it is
+//! out of rotation, and says so on stderr (spans to OTLP when exporting).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -91,7 +92,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use reqwest_llm_guard::evidence::{FallbackDecision, TransportErrorKind};
+use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision, TransportErrorKind};
 use reqwest_llm_guard::failover::Failover;
 use reqwest_llm_guard::retry::{OpenAiSdk, Retry};
 use reqwest_llm_guard::telemetry::otlp::{self, OtlpGuard};
@@ -124,7 +125,7 @@ pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
     model = "openai/gpt-4o-mini"       # asks this upstream for this model instead
     surfaces = ["chat_completions"]    # default: both; Responses calls skip it
     prefill = false
-    drill = false                      # stored, not enforced yet (promotion by drill)
+    drill = false                      # true: traffic only after the evidence drill passed
 
     [[upstreams]]
     name = "local"                     # no key: gets the caller's Authorization
@@ -162,7 +163,8 @@ Response headers added: x-llm-guard-upstream, x-llm-guard-hops, x-llm-guard-deci
 with no answer is a 502 with error.type "proxy_error" and error.code saying why (connect,
 timeout, reset, time_to_headers, no_upstream, request, other).
 
-`drill` is stored for the promotion-by-drill feature and not enforced yet (a warning says so).
+`drill = true` puts an upstream in rotation only once the evidence drill passed against it (and
+again after its breaker opened); it needs `api_key_env`.
 Telemetry: with OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics go to that collector."#;
 
 /// The largest request body the proxy reads (requests with images inline run to megabytes).
@@ -221,19 +223,13 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
                 u.name
             ));
         }
-        if u.drill {
-            eprintln!(
-                "llm-guard proxy: warning: upstreams[{i}] (\"{}\").drill = true is accepted but \
-                 not enforced yet (promotion by drill is to come): the upstream is in rotation",
-                u.name
-            );
-        }
     }
     let otel = match otel_from_env().await {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
-    let client = match client(&config, otel.as_ref()) {
+    let failover = failover(&config);
+    let client = match client(&config, &failover, otel.as_ref()) {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot build the HTTP client: {}", chain(&e))),
     };
@@ -254,11 +250,13 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
              anyone who reaches {addr} spends the upstreams' keys"
         );
     }
+    let drills = spawn_drills(&config, &failover, otel.is_some());
     let state = Arc::new(State {
         client,
         log: args.log,
     });
     serve(listener, state, stop).await;
+    drills.abort();
     if let Some(otel) = otel {
         // Flushing blocks on the exporters: off the async workers.
         let _ = tokio::task::spawn_blocking(move || {
@@ -284,18 +282,98 @@ async fn otel_from_env() -> Result<Option<OtlpGuard>, String> {
     }
 }
 
-/// The guarded client: the configuration's failover, breaker and retry settings.
-fn client(
-    config: &Config,
-    otel: Option<&OtlpGuard>,
-) -> Result<ClientWithMiddleware, reqwest::Error> {
+/// The configuration's failover layer (a handle to its breakers and promotions).
+fn failover(config: &Config) -> Failover {
     let f = &config.failover;
-    let failover = Failover::new(config.upstreams.iter().map(|u| u.upstream.clone()))
+    Failover::new(config.upstreams.iter().map(|u| u.upstream.clone()))
         .with_max_hops(f.max_hops)
         .with_breaker(&config.breaker)
         .with_commit_point(f.commit)
         .with_first_token_timeout(f.first_token_timeout)
-        .with_idle_timeout(f.idle_timeout);
+        .with_idle_timeout(f.idle_timeout)
+}
+
+/// How long a failed (or demoted) upstream waits before the drill is tried again.
+const DRILL_RETRY: Duration = Duration::from_secs(30);
+
+/// Promotion by evidence: every upstream marked `drill = true` gets caller traffic only once
+/// the evidence drill passed against it, and again after its breaker opened. One task watches
+/// them all; each drill's record goes to stderr (and its spans to OTLP when exporting).
+fn spawn_drills(config: &Config, failover: &Failover, export: bool) -> tokio::task::JoinHandle<()> {
+    let drilled: Vec<(String, reqwest_llm_guard::drill::DrillConfig)> = config
+        .upstreams
+        .iter()
+        .filter(|u| u.drill)
+        .filter_map(|u| {
+            let key = u.api_key_env.clone()?;
+            let surface = if u.upstream.serves(ApiSurface::ChatCompletions) {
+                ApiSurface::ChatCompletions
+            } else {
+                ApiSurface::Responses
+            };
+            let model = u.upstream.model().unwrap_or("gpt-4o-mini").to_owned();
+            Some((
+                u.name.clone(),
+                reqwest_llm_guard::drill::DrillConfig::default()
+                    .with_base_url(Some(u.upstream.base_url().to_owned()))
+                    .with_surface(surface)
+                    .with_model(model)
+                    .with_api_key_env(key),
+            ))
+        })
+        .collect();
+    let failover = failover.clone();
+    tokio::spawn(async move {
+        if drilled.is_empty() {
+            return;
+        }
+        loop {
+            let waiting: Vec<String> = failover
+                .awaiting_drill()
+                .iter()
+                .map(|u| u.name().to_owned())
+                .collect();
+            for (name, drill) in drilled.iter().filter(|(n, _)| waiting.contains(n)) {
+                let exported = if export {
+                    reqwest_llm_guard::drill::DrillExport::from_env().ok()
+                } else {
+                    None
+                };
+                match reqwest_llm_guard::drill::run_with_export(drill.clone(), exported).await {
+                    Ok(record) if record.pass => {
+                        failover.promote(name);
+                        eprintln!(
+                            "llm-guard proxy: drill passed for {name} (run {}): in rotation",
+                            record.run_id
+                        );
+                    }
+                    Ok(record) => eprintln!(
+                        "llm-guard proxy: drill did not pass for {name} (run {}, decision {}): \
+                         out of rotation, next try in {}s",
+                        record.run_id,
+                        record.fallback_decision,
+                        DRILL_RETRY.as_secs()
+                    ),
+                    Err(e) => eprintln!(
+                        "llm-guard proxy: drill could not run for {name} ({:?}): out of rotation, \
+                         next try in {}s",
+                        e.kind(),
+                        DRILL_RETRY.as_secs()
+                    ),
+                }
+            }
+            tokio::time::sleep(DRILL_RETRY).await;
+        }
+    })
+}
+
+/// The guarded client: the configuration's failover, breaker and retry settings.
+fn client(
+    config: &Config,
+    failover: &Failover,
+    otel: Option<&OtlpGuard>,
+) -> Result<ClientWithMiddleware, reqwest::Error> {
+    let failover = failover.clone();
     let r = &config.retry;
     // The retry layer's default backoff, with the file's number of retries.
     let policy = ExponentialBackoff::builder()
