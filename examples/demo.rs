@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest_llm_guard::evidence::ApiSurface;
+use reqwest_llm_guard::failover::{BreakerConfig, Failover, Upstream};
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
 use reqwest_llm_guard::retry::Retry;
 use reqwest_llm_guard::telemetry::otlp;
@@ -110,6 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .send()
             .await;
         print_line("unreachable", false, &handle.settled().await);
+        failover_tour(round).await?;
         if let Some(otel) = &otel {
             otel.flush();
         }
@@ -163,6 +165,84 @@ async fn call(
                 break;
             }
         }
+    }
+    handle.settled().await
+}
+
+/// Failover acting on the evidence: a primary that is down for a while is left for the backup,
+/// its breaker opens, probes it once it is back and closes; a wall holds and is never failed
+/// over.
+async fn failover_tour(round: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let flaky = MockGateway::start_with(Scenario::DownThenUp, ([127, 0, 0, 1], 0).into()).await?;
+    let walled =
+        MockGateway::start_with(Scenario::WafCloudflare, ([127, 0, 0, 1], 0).into()).await?;
+    let backup = MockGateway::start().await?;
+    let upstream =
+        |name: &str, gateway: &MockGateway| Upstream::new(name, &format!("{}/v1", gateway.url()));
+    let failover = Failover::new([upstream("primary", &flaky)?, upstream("backup", &backup)?])
+        .with_breaker(
+            &BreakerConfig::default()
+                .with_consecutive_failures(2)
+                .with_open_time(Duration::from_secs(1), Duration::from_secs(8)),
+        );
+    let client = Guard::new()
+        .with_failover(failover.clone())
+        .client(reqwest::Client::new());
+    let session = format!("failover-{round}");
+    println!(
+        "\nfailover: primary down for 1.5 s, backup healthy; primary's breaker opens after 2 failures"
+    );
+    for step in 0..5 {
+        if step == 3 {
+            // The primary is back; its breaker lets a probe through after its open time.
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+        }
+        let e = failover_call(&client, &session).await;
+        println!(
+            "  call {}: answered by {:<8} hops {} decision {:<8} primary's breaker {}",
+            step + 1,
+            e.upstream.as_deref().unwrap_or("-"),
+            e.hops,
+            e.fallback_decision.as_str(),
+            failover
+                .breaker("primary")
+                .map_or("-", |b| b.state().as_str()),
+        );
+    }
+    let client = Guard::new()
+        .with_failover(Failover::new([
+            upstream("primary", &walled)?,
+            upstream("backup", &backup)?,
+        ]))
+        .client(reqwest::Client::new());
+    let e = failover_call(&client, &session).await;
+    println!(
+        "  a wall in front of the primary: decision {} ({}), hops {}: held, not failed over",
+        e.fallback_decision,
+        e.waf
+            .as_ref()
+            .map_or(String::new(), |w| format!("{} {}", w.vendor, w.kind)),
+        e.hops
+    );
+    Ok(())
+}
+
+async fn failover_call(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    session: &str,
+) -> Evidence {
+    let handle = EvidenceHandle::new();
+    if let Ok(response) = client
+        .post("http://upstream.invalid/v1/chat/completions")
+        .with_extension(handle.clone())
+        .header("content-type", "application/json")
+        .header("x-mock-session", session)
+        .header("x-mock-down-ms", "1500")
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Reply with exactly the word PASS."}]}"#)
+        .send()
+        .await
+    {
+        let _ = response.bytes().await;
     }
     handle.settled().await
 }
