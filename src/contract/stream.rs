@@ -53,7 +53,8 @@ impl StreamChecker {
 
     /// A checker whose events may hold at most `max` bytes. A larger event ends the check
     /// with `parse_check=skipped`, `contract.skip_reason=too_large` (unless a violation came
-    /// first); the bytes themselves are unaffected.
+    /// first): nothing after it is counted or captured, however the body is split. The bytes
+    /// themselves are unaffected.
     pub fn with_max_event_bytes(surface: ApiSurface, mode: Mode, max: usize) -> Self {
         let mut report = Report::new(mode);
         let machine = match surface {
@@ -192,6 +193,12 @@ fn on_frame(
     capture: Option<&mut Capture>,
     frame: Frame<'_>,
 ) {
+    // Past an oversized event the checker is off, and `feed` stops decoding: an event decoded
+    // from the same chunk as the oversized one must not count either, or the verdict (events,
+    // captured text) would depend on where the body was split.
+    if matches!(machine, Machine::Off) {
+        return;
+    }
     match frame {
         Frame::Event(event) => {
             report.facts.events += 1;
@@ -220,6 +227,67 @@ mod tests {
         let mut c = StreamChecker::new(ApiSurface::ChatCompletions, Mode::Compat);
         c.feed(body.as_bytes());
         c
+    }
+
+    /// Checks `pieces` with an event cap of `max_event` bytes, capturing up to `capture`
+    /// characters of text when asked.
+    fn check_pieces(pieces: &[&[u8]], max_event: usize, capture: Option<usize>) -> ContractVerdict {
+        let mut c = StreamChecker::with_max_event_bytes(
+            ApiSurface::ChatCompletions,
+            Mode::Compat,
+            max_event,
+        );
+        if let Some(max) = capture {
+            c.capture(max);
+        }
+        for piece in pieces {
+            c.feed(piece);
+        }
+        c.finish()
+    }
+
+    /// The verdict of `body` whole, after checking that every cut into two or three pieces
+    /// gives the same one.
+    fn split_invariant(body: &[u8], max_event: usize, capture: Option<usize>) -> ContractVerdict {
+        let whole = check_pieces(&[body], max_event, capture);
+        for i in 0..=body.len() {
+            for j in i..=body.len() {
+                let pieces = [&body[..i], &body[i..j], &body[j..]];
+                assert_eq!(
+                    check_pieces(&pieces, max_event, capture),
+                    whole,
+                    "cut at {i} and {j}, capture {capture:?}"
+                );
+            }
+        }
+        whole
+    }
+
+    #[test]
+    fn events_after_an_oversized_one_count_for_nothing_however_the_body_is_split() {
+        // The reported case: with an 8-byte cap, fed whole the second event was counted (the
+        // decoder hands it over in the same call), cut after the first event it was not.
+        let body = b"data: xxxxxxxxxx\n\ndata: 1\n\n";
+        assert_eq!(body.len(), 27);
+        for capture in [None, Some(100)] {
+            let v = split_invariant(body, 8, capture);
+            assert_eq!(v.parse_check, ParseCheck::Skipped);
+            assert_eq!(v.skip_reason, Some(SkipReason::TooLarge));
+            assert_eq!(v.facts.events, 0);
+            assert_eq!(v.facts.output_text, capture.map(|_| String::new()));
+        }
+        // With content capture: text before the oversized event is kept, text after it never.
+        let body = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"EARLY\"}}]}\n\n",
+            "data: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"LATE\"}}]}\n\n",
+        );
+        for capture in [None, Some(100)] {
+            let v = split_invariant(body.as_bytes(), 64, capture);
+            assert_eq!(v.skip_reason, Some(SkipReason::TooLarge));
+            assert_eq!(v.facts.events, 1);
+            assert_eq!(v.facts.output_text.as_deref(), capture.map(|_| "EARLY"));
+        }
     }
 
     #[test]

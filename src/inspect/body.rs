@@ -1,7 +1,6 @@
 //! Bodies the inspect layer hands back: a checking pass-through for streams, and a replay of
 //! bytes already read for bodies it did not (or could not) read to the end.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -102,9 +101,9 @@ impl Body for CheckedBody {
 }
 
 pin_project! {
-    /// Frames already read, then an error or the rest of the body.
+    /// Bytes already read, then an error or the rest of the body.
     pub(super) struct Replay {
-        prefix: VecDeque<Bytes>,
+        prefix: Option<Bytes>,
         error: Option<reqwest::Error>,
         #[pin]
         rest: Option<reqwest::Body>,
@@ -113,18 +112,18 @@ pin_project! {
 
 impl Replay {
     /// The bytes read, then the rest of the body.
-    pub(super) fn then_rest(prefix: Vec<Bytes>, rest: reqwest::Body) -> Self {
+    pub(super) fn then_rest(prefix: Bytes, rest: reqwest::Body) -> Self {
         Self {
-            prefix: prefix.into(),
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
             error: None,
             rest: Some(rest),
         }
     }
 
     /// The bytes read, then the error the connection failed with.
-    pub(super) fn then_error(prefix: Vec<Bytes>, error: reqwest::Error) -> Self {
+    pub(super) fn then_error(prefix: Bytes, error: reqwest::Error) -> Self {
         Self {
-            prefix: prefix.into(),
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
             error: Some(error),
             rest: None,
         }
@@ -140,7 +139,7 @@ impl Body for Replay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
         let this = self.project();
-        if let Some(bytes) = this.prefix.pop_front() {
+        if let Some(bytes) = this.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
         if let Some(error) = this.error.take() {
@@ -153,21 +152,38 @@ impl Body for Replay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty()
+        self.prefix.is_none()
             && self.error.is_none()
             && self.rest.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
+        let buffered = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
         let mut hint = self
             .rest
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
-        hint.set_lower(hint.lower() + buffered);
+        // Upper bound first: `SizeHint` panics on a lower bound above the upper one, which a
+        // replay of bytes read before an error (its rest an exact 0) would otherwise set.
         if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + buffered);
+            hint.set_upper(upper.saturating_add(buffered));
         }
+        hint.set_lower(hint.lower().saturating_add(buffered));
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_counts_the_bytes_it_holds_in_its_size() {
+        // The lower bound used to be raised before the upper one: over a rest of known length
+        // (a stalled body with a `Content-Length`), `size_hint` panicked.
+        let replay = Replay::then_rest(Bytes::from_static(b"abc"), reqwest::Body::from("defg"));
+        assert_eq!(replay.size_hint().exact(), Some(7));
+        let nothing_held = Replay::then_rest(Bytes::new(), reqwest::Body::from("defg"));
+        assert_eq!(nothing_held.size_hint().exact(), Some(4));
     }
 }

@@ -52,14 +52,18 @@ mod verdict;
 
 pub use verdict::VerdictHandle;
 
+use std::future::{Future as _, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Extensions, Method};
-use http_body_util::BodyExt;
+use http_body::Body as _;
 use reqwest::{Request, Response, ResponseBuilderExt};
 use reqwest_middleware::{Middleware, Next};
+use tokio::time::Instant;
 
 use crate::contract::{self, Capture, ContractVerdict, Mode, StreamChecker};
 use crate::evidence::{ApiSurface, SkipReason, Violation, Warning};
@@ -227,8 +231,8 @@ impl Inspect {
                     (verdict, reqwest::Body::from(bytes))
                 }
                 Read::TooLarge(prefix, rest) => {
-                    let head = sniffed(&prefix);
-                    if let Some(wall) = waf::classify(status, &parts.headers, &head) {
+                    let head = sniffed(&prefix, cap);
+                    if let Some(wall) = waf::classify(status, &parts.headers, head) {
                         parts.extensions.insert(wall);
                     }
                     (
@@ -302,17 +306,11 @@ impl Inspect {
     }
 }
 
-/// The first [`waf::SNIFF_BYTES`] of the chunks read.
-fn sniffed(chunks: &[Bytes]) -> Vec<u8> {
-    let mut head = Vec::with_capacity(waf::SNIFF_BYTES);
-    for c in chunks {
-        let room = waf::SNIFF_BYTES - head.len();
-        head.extend_from_slice(&c[..c.len().min(room)]);
-        if head.len() == waf::SNIFF_BYTES {
-            break;
-        }
-    }
-    head
+/// What the WAF classifier reads of a body over the cap: its first [`waf::SNIFF_BYTES`], and
+/// never more than the cap. The read stops at the chunk that crosses the cap, so the bytes past
+/// the cap depend on the chunking, and the verdict must not.
+fn sniffed(prefix: &[u8], cap: usize) -> &[u8] {
+    &prefix[..prefix.len().min(waf::SNIFF_BYTES).min(cap)]
 }
 
 #[async_trait::async_trait]
@@ -391,79 +389,313 @@ pub(crate) fn join(
 
 enum Read {
     Whole(Bytes),
-    TooLarge(Vec<Bytes>, reqwest::Body),
-    Failed(Vec<Bytes>, reqwest::Error),
+    TooLarge(Bytes, reqwest::Body),
+    Failed(Bytes, reqwest::Error),
     /// The first bytes are server-sent events: hand them on as a stream.
-    Stream(Vec<Bytes>, reqwest::Body),
+    Stream(Bytes, reqwest::Body),
     /// No byte came for the idle timeout: the rest is the caller's to wait for.
-    Stalled(Vec<Bytes>, reqwest::Body),
+    Stalled(Bytes, reqwest::Body),
 }
 
-/// Whether the body starts like server-sent events; `None` until enough bytes have arrived.
-fn sse_start(head: &[u8]) -> Option<bool> {
-    let head = head
-        .strip_prefix(b"\xEF\xBB\xBF")
-        .unwrap_or(head)
-        .trim_ascii_start();
-    if head.is_empty() {
-        return None;
+/// The fields a server-sent event line can start with, and a comment's colon.
+const SSE_FIELDS: [&[u8]; 5] = [b"data:", b"event:", b"id:", b"retry:", b":"];
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Tells, from a body's first bytes however they are split, whether it starts like server-sent
+/// events: an optional UTF-8 BOM, optional ASCII whitespace, then a field name or a comment.
+///
+/// It looks at each byte once and keeps at most the few bytes of a field name: a body of
+/// whitespace sent one byte at a time must cost what it costs in one piece (joining the pieces
+/// again on each new one made 100,000 one-byte chunks quadratic).
+#[derive(Debug)]
+enum SseSniff {
+    /// At the body's start, with this many bytes of a BOM so far.
+    Bom(usize),
+    /// Past the BOM, in the whitespace before the first field.
+    Space,
+    /// The first bytes after the whitespace, until they match or miss every field name.
+    Field(Vec<u8>),
+}
+
+impl Default for SseSniff {
+    fn default() -> Self {
+        Self::Bom(0)
     }
-    for field in [&b"data:"[..], b"event:", b"id:", b"retry:", b":"] {
-        if head.starts_with(field) {
-            return Some(true);
-        }
-        if field.starts_with(head) {
-            return None;
+}
+
+impl SseSniff {
+    /// Feeds the next bytes: `Some(true)` once the body starts like server-sent events,
+    /// `Some(false)` once it cannot, `None` while the bytes so far do not tell.
+    fn feed(&mut self, chunk: &[u8]) -> Option<bool> {
+        chunk.iter().find_map(|&b| self.byte(b))
+    }
+
+    fn byte(&mut self, b: u8) -> Option<bool> {
+        match self {
+            Self::Bom(matched) => {
+                if BOM.get(*matched) == Some(&b) {
+                    *matched += 1;
+                    if *matched == BOM.len() {
+                        *self = Self::Space;
+                    }
+                    None
+                } else if *matched > 0 {
+                    // A BOM's first bytes, then something else: not text a field can start.
+                    Some(false)
+                } else {
+                    *self = Self::Space;
+                    self.byte(b)
+                }
+            }
+            Self::Space if b.is_ascii_whitespace() => None,
+            Self::Space => {
+                *self = Self::Field(Vec::with_capacity(8));
+                self.byte(b)
+            }
+            Self::Field(head) => {
+                head.push(b);
+                if SSE_FIELDS.iter().any(|f| head.starts_with(f)) {
+                    Some(true)
+                } else if SSE_FIELDS.iter().any(|f| f.starts_with(head)) {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
         }
     }
-    Some(false)
+}
+
+/// The bytes a body read has gathered: the first piece as it came (no copy for a body that
+/// arrives whole), then every piece appended to one buffer. One buffer rather than a list of
+/// pieces: a body sent one byte at a time would otherwise hold a 32-byte handle per byte (256
+/// MiB of handles for an 8 MiB body), be copied once more when joined, and be replayed to the
+/// caller one frame per byte.
+#[derive(Debug, Default)]
+enum Gathered {
+    #[default]
+    Nothing,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Gathered {
+    /// Appends a piece; `expected` is how long the body says it is (0 when it does not say),
+    /// so that a body of known length is gathered in one allocation.
+    fn push(&mut self, piece: Bytes, expected: usize) {
+        if piece.is_empty() {
+            return;
+        }
+        match self {
+            Self::Nothing => *self = Self::One(piece),
+            Self::One(first) => {
+                let mut all = BytesMut::with_capacity(expected.max(first.len() + piece.len()));
+                all.extend_from_slice(first);
+                all.extend_from_slice(&piece);
+                *self = Self::Many(all);
+            }
+            Self::Many(all) => all.extend_from_slice(&piece),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Nothing => 0,
+            Self::One(bytes) => bytes.len(),
+            Self::Many(all) => all.len(),
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Nothing => Bytes::new(),
+            Self::One(bytes) => bytes,
+            Self::Many(all) => all.freeze(),
+        }
+    }
 }
 
 /// Reads a body to its end or until it passes `cap` bytes; with `sniff`, stops as soon as the
-/// first bytes look like server-sent events. Trailers, if any, are dropped with the frame that
-/// carried them (LLM APIs send none).
+/// first bytes look like server-sent events. The cost is linear in the bytes read however they
+/// are chunked: each byte is sniffed at most once and appended to one buffer. Trailers, if any,
+/// are dropped with the frame that carried them (LLM APIs send none).
 async fn read_capped(mut body: reqwest::Body, cap: usize, sniff: bool, idle: Duration) -> Read {
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    let mut sniffing = sniff;
+    let expected = usize::try_from(body.size_hint().lower())
+        .unwrap_or(usize::MAX)
+        .min(cap.saturating_add(1));
+    let mut read = Gathered::default();
+    let mut sniff = sniff.then(SseSniff::default);
+    // One timer for the whole read, moved on only when it fires: arming a timeout for every
+    // piece cost more than the piece itself when a body came one byte at a time.
+    let mut last_piece = Instant::now();
+    let mut stall = pin!(tokio::time::sleep_until(idle_deadline(last_piece, idle)));
     loop {
-        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
-            return Read::Stalled(chunks, body);
+        let next = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            Poll::Pending => stall.as_mut().poll(cx).map(|()| None),
+        })
+        .await;
+        let Some(frame) = next else {
+            let deadline = idle_deadline(last_piece, idle);
+            if deadline > Instant::now() {
+                stall.as_mut().reset(deadline);
+                continue;
+            }
+            return Read::Stalled(read.into_bytes(), body);
         };
+        last_piece = Instant::now();
         match frame {
             None => break,
-            Some(Err(e)) => return Read::Failed(chunks, e),
+            Some(Err(e)) => return Read::Failed(read.into_bytes(), e),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    len += data.len();
-                    chunks.push(data);
-                    if sniffing {
-                        let decided = match chunks.len() {
-                            1 => sse_start(&chunks[0]),
-                            _ => sse_start(&chunks.concat()),
-                        };
-                        match decided {
-                            Some(true) => return Read::Stream(chunks, body),
-                            Some(false) => sniffing = false,
-                            None => {}
-                        }
+                    // Only the first `cap` bytes can make a stream: a chunk may run past the
+                    // cap, and whether the body is a stream must not depend on where it does.
+                    let room = cap.saturating_sub(read.len()).min(data.len());
+                    let decided = sniff.as_mut().and_then(|s| s.feed(&data[..room]));
+                    read.push(data, expected);
+                    match decided {
+                        Some(true) => return Read::Stream(read.into_bytes(), body),
+                        Some(false) => sniff = None,
+                        None => {}
                     }
-                    if len > cap {
-                        return Read::TooLarge(chunks, body);
+                    if read.len() > cap {
+                        return Read::TooLarge(read.into_bytes(), body);
                     }
                 }
             }
         }
     }
-    Read::Whole(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(len);
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            all.freeze()
+    Read::Whole(read.into_bytes())
+}
+
+/// When a read that last received a piece at `last` has waited `idle` for the next one.
+fn idle_deadline(last: Instant, idle: Duration) -> Instant {
+    // An idle timeout too long to add (`Duration::MAX`) means no timeout: 30 years will do.
+    last.checked_add(idle)
+        .or_else(|| last.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sniffing rule stated on the whole prefix at once: an optional BOM, whitespace, then a
+    /// field name. A proper prefix of a BOM does not tell yet.
+    fn starts_like_sse(body: &[u8]) -> Option<bool> {
+        if body.len() < BOM.len() && BOM.starts_with(body) {
+            return None;
         }
-    })
+        let head = body.strip_prefix(BOM).unwrap_or(body).trim_ascii_start();
+        if head.is_empty() {
+            None
+        } else if SSE_FIELDS.iter().any(|f| head.starts_with(f)) {
+            Some(true)
+        } else if SSE_FIELDS.iter().any(|f| f.starts_with(head)) {
+            None
+        } else {
+            Some(false)
+        }
+    }
+
+    fn sniff(pieces: &[&[u8]]) -> Option<bool> {
+        let mut sniff = SseSniff::default();
+        pieces.iter().find_map(|p| sniff.feed(p))
+    }
+
+    #[test]
+    fn sniffing_decides_the_same_whatever_the_chunking() {
+        let bodies: &[&[u8]] = &[
+            b"",
+            b"   \r\n\t ",
+            b"data: {}\n\n",
+            b"  \n event: x\ndata: 1\n\n",
+            b": keep-alive\n\n",
+            b"id: 1\n",
+            b"retry: 10\n",
+            b"\xEF\xBB\xBFdata: x\n\n",
+            b"\xEF\xBB\xBF  \n:c\n",
+            b"\xEF\xBB",
+            b"\xEF\xBBx",
+            b" \xEF\xBB\xBFdata: x",
+            b"dat",
+            b"dat a: x",
+            b"{\"id\":\"chatcmpl-1\"}",
+            b"   {\"data:\": 1}",
+            b"<html>",
+            b"retr",
+            b"retry",
+        ];
+        for body in bodies {
+            let want = starts_like_sse(body);
+            assert_eq!(sniff(&[body]), want, "{body:?} whole");
+            let bytewise: Vec<&[u8]> = body.chunks(1).collect();
+            assert_eq!(sniff(&bytewise), want, "{body:?} byte by byte");
+            for i in 0..=body.len() {
+                assert_eq!(
+                    sniff(&[&body[..i], &body[i..]]),
+                    want,
+                    "{body:?} cut at {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_split_bom_does_not_hide_a_stream() {
+        // One byte of the BOM used to decide "not a stream" before the rest arrived.
+        assert_eq!(sniff(&[b"\xEF", b"\xBB\xBFdata: x\n\n"]), Some(true));
+        assert_eq!(sniff(&[b"\xEF"]), None);
+    }
+
+    #[test]
+    fn whitespace_keeps_the_sniffer_waiting_without_holding_it() {
+        let mut sniffer = SseSniff::default();
+        for _ in 0..100_000 {
+            assert_eq!(sniffer.feed(b" "), None);
+        }
+        assert!(matches!(sniffer, SseSniff::Space));
+        assert_eq!(sniffer.feed(b"{"), Some(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_body_is_read_to_its_end_and_a_silent_one_stalls() {
+        use futures_util::stream::{self, StreamExt as _};
+        let idle = Duration::from_secs(5);
+        // A piece every 3 s for 30 s: slower in all than the idle timeout, never idle that long.
+        let slow = stream::unfold(0, |i| async move {
+            if i == 10 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), i + 1))
+        });
+        let read = read_capped(reqwest::Body::wrap_stream(slow), 1024, false, idle).await;
+        assert!(matches!(read, Read::Whole(all) if all == "xxxxxxxxxx"));
+        let silent = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"ab"))])
+            .chain(stream::pending());
+        let started = Instant::now();
+        let read = read_capped(reqwest::Body::wrap_stream(silent), 1024, false, idle).await;
+        assert!(matches!(read, Read::Stalled(prefix, _) if prefix == "ab"));
+        assert_eq!(started.elapsed(), idle);
+    }
+
+    #[test]
+    fn gathered_pieces_are_the_bytes_in_order() {
+        assert!(Gathered::default().into_bytes().is_empty());
+        let mut read = Gathered::default();
+        read.push(Bytes::from_static(b"abc"), 0);
+        assert!(
+            matches!(read, Gathered::One(_)),
+            "one piece is kept as it came"
+        );
+        read.push(Bytes::new(), 0);
+        for b in b"defgh".chunks(1) {
+            read.push(Bytes::copy_from_slice(b), 8);
+        }
+        assert_eq!(read.len(), 8);
+        assert_eq!(read.into_bytes(), &b"abcdefgh"[..]);
+    }
 }
