@@ -11,7 +11,7 @@ seconds=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sse_decoder chat_stream responses_stream chat_json responses_json error_envelope waf_classifier)
+  targets=(sse_decoder chat_stream responses_stream chat_json responses_json error_envelope waf_classifier inspect_path waf_headers proxy_config proxy_request retry_after request_lint check_input)
 fi
 export RUSTC_BOOTSTRAP=1
 python3 seed.py

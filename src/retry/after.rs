@@ -23,7 +23,20 @@ str_enum! {
 /// The wait the server asked for, and from which header. `retry-after-ms` wins over
 /// `retry-after`; unparseable or negative values are ignored; a date in the past is a zero
 /// wait.
-pub(super) fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, WaitReason)> {
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use reqwest_llm_guard::retry::{WaitReason, server_wait};
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("retry-after", "3".parse().unwrap());
+/// headers.insert("retry-after-ms", "250".parse().unwrap());
+/// assert_eq!(
+///     server_wait(&headers, SystemTime::now()),
+///     Some((Duration::from_millis(250), WaitReason::RetryAfterMs))
+/// );
+/// ```
+pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, WaitReason)> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -54,7 +67,7 @@ fn seconds(secs: f64) -> Duration {
 }
 
 /// `x-should-retry: true|false`, the server's own verdict (OpenAI sends it).
-pub(super) fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
+pub fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
     match headers.get("x-should-retry")?.to_str().ok()?.trim() {
         v if v.eq_ignore_ascii_case("true") => Some(true),
         v if v.eq_ignore_ascii_case("false") => Some(false),

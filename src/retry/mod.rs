@@ -61,7 +61,7 @@ mod after;
 mod budget;
 mod strategy;
 
-pub use after::WaitReason;
+pub use after::{WaitReason, server_wait, should_retry_header};
 pub use budget::RetryBudget;
 pub use strategy::{On429, OpenAiSdk, RefuseWalls};
 
