@@ -258,6 +258,7 @@ const VIOLATIONS: &[&str] = &[
     "stream_out_of_order",
     "event_after_terminal",
     "body_read_error",
+    "body_timeout",
     "body_stalled",
 ];
 const WAIT_REASONS: &[&str] = &["backoff", "retry_after", "retry_after_ms"];

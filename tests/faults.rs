@@ -40,9 +40,12 @@ async fn drain(response: reqwest::Response) -> (Vec<u8>, bool) {
     let mut failed = false;
     let mut stream = response.bytes_stream();
     while let Some(c) = stream.next().await {
-        match c {
-            Ok(b) => bytes.extend_from_slice(&b),
-            Err(_) => failed = true,
+        if let Ok(b) = c {
+            bytes.extend_from_slice(&b);
+        } else {
+            // A body may keep answering its error (reqwest's timeout does): one is enough.
+            failed = true;
+            break;
         }
     }
     (bytes, failed)
@@ -363,4 +366,36 @@ async fn a_gzip_body_that_lies_about_its_length_gets_a_verdict() {
     );
     let (_, failed) = drain(response).await;
     assert!(failed, "the caller sees the same failure");
+}
+
+#[tokio::test]
+async fn a_client_timeout_mid_stream_is_a_body_timeout_not_a_read_error() {
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    let first = chunk(b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"finish_reason\":null}]}\n\n");
+    // The rest is held back for good: the client's own timeout ends the read.
+    let (_keep, hold) = tokio::sync::oneshot::channel::<()>();
+    let addr = raw_server(
+        vec![[head.to_vec(), first].concat(), chunk(b"never")],
+        Some(hold),
+    )
+    .await;
+    let client = Guard::new().without_telemetry().without_retry().client(
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    );
+    let response = post(&client, &format!("http://{addr}/v1/chat/completions"))
+        .await
+        .unwrap();
+    let verdict = response
+        .extensions()
+        .get::<VerdictHandle>()
+        .cloned()
+        .unwrap();
+    let (_, failed) = drain(response).await;
+    assert!(failed);
+    let v = verdict.wait().await;
+    assert_eq!(v.violation, Some(Violation::BodyTimeout));
 }

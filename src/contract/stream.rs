@@ -164,12 +164,22 @@ impl StreamChecker {
 
     /// The connection failed mid-body: `body_read_error`, unless a violation came first or
     /// the stream had already carried its answer (then it is judged as if it had ended there).
-    pub fn interrupted(mut self) -> ContractVerdict {
+    pub fn interrupted(self) -> ContractVerdict {
+        self.interrupted_by(Violation::BodyReadError)
+    }
+
+    /// The client's timeout ran out mid-body: `body_timeout`, with the same exceptions as
+    /// [`interrupted`](Self::interrupted).
+    pub fn timed_out(self) -> ContractVerdict {
+        self.interrupted_by(Violation::BodyTimeout)
+    }
+
+    fn interrupted_by(mut self, violation: Violation) -> ContractVerdict {
         if self.answered() {
             self.end();
         } else if !matches!(self.machine, Machine::Off) {
             let end = self.decoder.bytes_seen();
-            self.report.fail_at(Violation::BodyReadError, Some(end));
+            self.report.fail_at(violation, Some(end));
         }
         self.verdict()
     }

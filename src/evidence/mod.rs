@@ -172,6 +172,9 @@ str_enum! {
         EventAfterTerminal => "event_after_terminal",
         /// The connection failed while the body was being read.
         BodyReadError => "body_read_error",
+        /// The client's own timeout ran out while the body was being read (reqwest's
+        /// `timeout` or `read_timeout`): told apart from a failing connection.
+        BodyTimeout => "body_timeout",
         /// The body stopped arriving (no byte for the inspect layer's idle timeout).
         BodyStalled => "body_stalled",
     }

@@ -85,6 +85,7 @@ impl Body for CheckedBody {
                     this.tap.finish(StreamChecker::finish);
                 }
             }
+            Some(Err(e)) if e.is_timeout() => this.tap.finish(StreamChecker::timed_out),
             Some(Err(_)) => this.tap.finish(StreamChecker::interrupted),
             None => this.tap.finish(StreamChecker::finish),
         }

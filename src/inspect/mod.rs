@@ -248,8 +248,13 @@ impl Inspect {
                     if let Some(wall) = waf::classify_headers(&parts.headers) {
                         parts.extensions.insert(wall);
                     }
+                    let violation = if error.is_timeout() {
+                        Violation::BodyTimeout
+                    } else {
+                        Violation::BodyReadError
+                    };
                     (
-                        ContractVerdict::failed(Violation::BodyReadError),
+                        ContractVerdict::failed(violation),
                         reqwest::Body::wrap(Replay::then_error(
                             prefix,
                             crate::redact::reqwest_error(error),

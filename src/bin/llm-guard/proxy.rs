@@ -593,9 +593,11 @@ async fn proxy(
                 e.hops,
                 Some(e.fallback_decision),
             );
-            let body = http::Response::<reqwest::Body>::from(response)
-                .into_body()
-                .map_err(|e| Box::new(e) as BoxError);
+            let body = FlushBeforeError::new(
+                http::Response::<reqwest::Body>::from(response)
+                    .into_body()
+                    .map_err(|e| Box::new(e) as BoxError),
+            );
             let mut out = hyper::Response::new(UnsyncBoxBody::new(body));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
@@ -716,5 +718,68 @@ mod tests {
         let r = error_response(StatusCode::BAD_GATEWAY, "connect", "m");
         assert_eq!(r.status(), 502);
         assert_eq!(r.headers()["content-type"], "application/json");
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Holds an error that comes right after a data frame back for one poll. hyper's HTTP/1
+    /// writer buffers the last frame and, told of the body's error on its next poll, closes the
+    /// connection without flushing it: the caller would lose the last bytes that did arrive.
+    /// Returning `Pending` once (with a wake) lets hyper flush them before it sees the error.
+    struct FlushBeforeError<B> {
+        #[pin]
+        inner: B,
+        held: Option<BoxError>,
+        after_data: bool,
+    }
+}
+
+impl<B> FlushBeforeError<B> {
+    fn new(inner: B) -> Self {
+        Self {
+            inner,
+            held: None,
+            after_data: false,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for FlushBeforeError<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Some(e) = this.held.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) if *this.after_data => {
+                *this.after_data = false;
+                *this.held = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.after_data = frame.is_data();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
