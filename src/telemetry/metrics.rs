@@ -440,6 +440,12 @@ fn record_genai(m: &Instruments, call: &CallRecord<'_>, operation: Operation) {
             super::attributes::truncated(model),
         ));
     }
+    // The surface first: every GenAI instrument carries it, so each dashboard panel can filter
+    // on it.
+    kv.push(KeyValue::new(
+        attr::API_SURFACE,
+        call.evidence.api_surface.as_str(),
+    ));
     if operation.is_inference() {
         if let Some(ttfc) = call.ttfc {
             m.ttfc.record(ttfc, &kv);
@@ -463,10 +469,6 @@ fn record_genai(m: &Instruments, call: &CallRecord<'_>, operation: Operation) {
     if let Some(e) = &call.error {
         kv.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
     }
-    kv.push(KeyValue::new(
-        attr::API_SURFACE,
-        call.evidence.api_surface.as_str(),
-    ));
     let duration = match &m.inference_duration {
         Some(inference) if operation.is_inference() => inference,
         _ => &m.duration,

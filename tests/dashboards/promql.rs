@@ -371,10 +371,10 @@ fn the_checker_rejects_an_unknown_label_or_value() {
             .check("sum without (surface) (rate(llm_guard_calls_total[5m]))")
             .is_err()
     );
-    // A real label, but not on this metric: token usage has no api_surface.
+    // A real label, but not on this metric: token usage has no waf_vendor.
     assert!(
         catalog
-            .check(r#"rate(gen_ai_client_token_usage_sum{api_surface="responses"}[5m])"#)
+            .check(r#"rate(gen_ai_client_token_usage_sum{waf_vendor="cloudflare"}[5m])"#)
             .is_err()
     );
     // A value the series never take: `retry` is a span value, not a finished call's.
