@@ -23,7 +23,7 @@ for t in "${targets[@]}"; do
   # No sanitizer: the crate forbids unsafe code, and ASan would slow the search threefold;
   # debug assertions (overflow checks) stay on.
   cargo fuzz run --sanitizer none "$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
-  execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
+  execs=$(grep -a -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
   crashes=$(ls "artifacts/$t" 2>/dev/null | grep -c '^crash-' || true)
   printf '%-18s %12s %8s %s\n' "$t" "${execs:-?}" "$crashes" "$(ls "corpus/$t" | wc -l) inputs"
   if [ "$status" -ne 0 ]; then
