@@ -761,3 +761,94 @@ async fn a_streaming_call_to_an_upstream_that_never_answers_fails_over_at_the_fi
         started.elapsed()
     );
 }
+
+// ---- Continuation: opt-in, only towards upstreams that declare prefill support.
+
+const TEXT2: &str = "data: {\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"SS\"},\"finish_reason\":null}]}\n\n";
+
+/// An upstream that continues from an assistant prefill, and says what it was sent.
+async fn continuing_upstream() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(format!("{ROLE}{TEXT2}{STOP}"), "text/event-stream"),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+fn continuing(failover: Failover) -> ClientWithMiddleware {
+    client(failover.with_continuation(reqwest::Client::new()))
+}
+
+#[tokio::test]
+async fn a_stream_cut_after_the_commit_is_continued_on_an_upstream_that_takes_a_prefill() {
+    let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
+    let b = continuing_upstream().await;
+    let client = continuing(Failover::new([
+        raw("a", a),
+        upstream("b", &b).with_prefill(true),
+    ]));
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(!failed, "the continued answer ends cleanly: {text}");
+    assert_eq!(
+        text,
+        format!("{ROLE}{TEXT}{ROLE}{TEXT2}{STOP}"),
+        "a's part, then b's"
+    );
+    assert_eq!(e.fallback_decision, FallbackDecision::None);
+    assert_eq!(
+        e.parse_check,
+        Some(reqwest_llm_guard::evidence::ParseCheck::Pass)
+    );
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!(e.hops, 1);
+    let sent = &b.received_requests().await.unwrap()[0];
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last,
+        serde_json::json!({"role": "assistant", "content": "PA"})
+    );
+    assert_eq!(body["stream"], true);
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_declare_prefill_never_gets_one() {
+    let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
+    let b = continuing_upstream().await;
+    let client = continuing(Failover::new([raw("a", a), upstream("b", &b)]));
+    let (_, failed, e) = stream_call(&client).await;
+    assert!(failed, "no continuation: the cut stays an error");
+    assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+    assert_eq!(seen(&b).await, 0);
+}
+
+#[tokio::test]
+async fn a_failed_continuation_surfaces_the_original_failure() {
+    let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
+    let b = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(error(400, "invalid_request_error", "prefill_not_supported"))
+        .mount(&b)
+        .await;
+    let client = continuing(Failover::new([
+        raw("a", a),
+        upstream("b", &b).with_prefill(true),
+    ]));
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(failed);
+    assert!(
+        !text.contains("prefill_not_supported"),
+        "b's own error never reaches the caller"
+    );
+    assert_eq!(
+        e.violation,
+        Some(reqwest_llm_guard::evidence::Violation::StreamTruncated),
+        "the original failure"
+    );
+    assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+    assert_eq!(seen(&b).await, 1);
+}

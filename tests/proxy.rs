@@ -699,3 +699,66 @@ async fn an_upstream_that_must_pass_the_drill_gets_traffic_only_after_it_did() {
     assert!(status.success());
     assert!(!err.contains("sk-drilled-0000"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_chat_stream_is_continued_where_the_config_allows_a_prefill() {
+    // `a` sends a role chunk and one token, then ends without a finish reason.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = socket.read(&mut buf).await;
+                let body = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"finish_reason\":null}]}\n\n";
+                let _ = socket
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    let b = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "data: {\"id\":\"d\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"SS\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+            "text/event-stream",
+        ))
+        .mount(&b)
+        .await;
+    let proxy = Proxy::start(
+        &format!(
+            "{}[failover]\ncontinuation = true\n",
+            config(&[
+                upstream("a", &format!("http://{a}"), ""),
+                upstream("b", &b.uri(), "prefill = true"),
+            ])
+        ),
+        &[],
+        &[],
+    );
+    let (status, _, body) = post(
+        &proxy,
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"PA\"") && body.ends_with("data: [DONE]\n\n"),
+        "{body}"
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&seen(&b).await[0].body).unwrap();
+    assert_eq!(
+        sent["messages"].as_array().unwrap().last().unwrap()["content"],
+        "PA"
+    );
+    let (status, _, _) = proxy.stop();
+    assert!(status.success());
+}

@@ -53,6 +53,8 @@ pub const REDIRECT_SERVER_ADDRESS: &str = "redirect.server_address";
 pub const FAILOVER_UPSTREAM: &str = "failover.upstream";
 /// Moves from one upstream to the next during the call (call span; 0 when the first stood).
 pub const FAILOVER_HOPS: &str = "failover.hops";
+/// The upstream that continued a Chat stream cut after its commit point (call span).
+pub const FAILOVER_CONTINUED_ON: &str = "failover.continued_on";
 /// Why the failover layer stopped where it did ([`FailoverStop`](crate::failover::FailoverStop)).
 pub const FAILOVER_STOP_REASON: &str = "failover.stop_reason";
 /// On a hop event: the upstream left.

@@ -88,12 +88,22 @@ pub struct FailoverRecord {
     pub hops: Vec<Hop>,
     /// Why it stopped where it did.
     pub stop: Option<FailoverStop>,
+    /// Set when a stream cut after its commit point was continued on another upstream.
+    continued_on: Arc<std::sync::OnceLock<Arc<str>>>,
 }
 
 impl FailoverRecord {
-    /// The upstream whose answer (or error) was handed back.
+    /// The upstream whose answer (or error) was handed back: the one that continued a cut
+    /// stream, when one did.
     pub fn served_by(&self) -> Option<&str> {
-        self.tried.last().map(|s| &**s)
+        self.continued_on()
+            .or_else(|| self.tried.last().map(|s| &**s))
+    }
+
+    /// The upstream that continued a stream cut after its commit point (known once the
+    /// continuation answered).
+    pub fn continued_on(&self) -> Option<&str> {
+        self.continued_on.get().map(|s| &**s)
     }
 }
 
@@ -142,6 +152,25 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The upstream a cut Chat stream would be continued on: the next eligible one, not tried,
+    /// not behind a walled host, whose breaker is not open, that declares prefill support.
+    fn continuation_target(
+        &self,
+        eligible: &[usize],
+        tried: &[usize],
+        walled_hosts: &[String],
+    ) -> Option<usize> {
+        eligible.iter().copied().find(|&i| {
+            let e = &self.entries[i];
+            e.upstream.prefill
+                && !tried.contains(&i)
+                && e.upstream
+                    .host()
+                    .is_none_or(|h| !walled_hosts.iter().any(|w| w == h))
+                && e.breaker.state() != super::BreakerState::Open
+        })
+    }
+
     /// An upstream that must pass the drill loses its promotion when its breaker opens.
     fn demote_if_open(&self, index: usize) {
         let entry = &self.entries[index];
@@ -213,6 +242,8 @@ struct Settings {
     commit: CommitPoint,
     first_token: Option<Duration>,
     idle: Option<Duration>,
+    /// Opt-in: the client continuations are sent with.
+    continuation: Option<reqwest::Client>,
 }
 
 /// Default limit for a stream's first byte (or first content), per attempt: 60 s.
@@ -236,6 +267,7 @@ impl Failover {
                 commit: CommitPoint::FirstByte,
                 first_token: Some(DEFAULT_FIRST_TOKEN_TIMEOUT),
                 idle: Some(DEFAULT_IDLE_TIMEOUT),
+                continuation: None,
             },
         )
     }
@@ -319,6 +351,18 @@ impl Failover {
     #[must_use]
     pub fn with_idle_timeout(self, limit: Duration) -> Self {
         self.edit(|s| s.idle = Some(limit))
+    }
+
+    /// Opt-in continuation of Chat streams: a stream cut after its commit point (truncated,
+    /// its connection failed or stalled) is continued on the next upstream that declares
+    /// prefill support ([`Upstream::with_prefill`]), sent with `client`: the text the caller
+    /// already has goes as an assistant prefill, and the answer continues the caller's stream.
+    /// An upstream that does not declare it never gets a prefill; a continuation that fails
+    /// surfaces the original failure, not its own. The continuation is sent outside the layers
+    /// (its own stream is checked), and is recorded as the call's last hop.
+    #[must_use]
+    pub fn with_continuation(self, client: reqwest::Client) -> Self {
+        self.edit(|s| s.continuation = Some(client))
     }
 
     /// No limits on a stream's first byte or the gaps between its frames.
@@ -681,8 +725,37 @@ impl Middleware for Failover {
                             waf.as_ref(),
                             retry.as_ref(),
                         );
-                        let body = Committed::new(read, stream.clone(), settings.idle);
-                        let response = crate::inspect::join(parts, reqwest::Body::wrap(body), url);
+                        let mut body = Committed::new(read, stream.clone(), settings.idle);
+                        let mut outer = None;
+                        if surface == ApiSurface::ChatCompletions
+                            && let Some(client) = &settings.continuation
+                            && let Some(target) =
+                                shared.continuation_target(&eligible, &tried, &walled_hosts)
+                        {
+                            let caller = VerdictHandle::new();
+                            body = body.with_continuation(
+                                super::continuation::Plan {
+                                    client: client.clone(),
+                                    target: shared.entries[target].upstream.clone(),
+                                    url: req.url().clone(),
+                                    headers: req.headers().clone(),
+                                    body: req
+                                        .body()
+                                        .and_then(reqwest::Body::as_bytes)
+                                        .map(bytes::Bytes::copy_from_slice)
+                                        .unwrap_or_default(),
+                                    continued_on: record.continued_on.clone(),
+                                },
+                                caller.clone(),
+                            );
+                            outer = Some(caller);
+                        }
+                        let mut response =
+                            crate::inspect::join(parts, reqwest::Body::wrap(body), url);
+                        if let Some(caller) = outer {
+                            // The call is judged by the whole answer, continued or not.
+                            response.extensions_mut().insert(caller);
+                        }
                         record.stop = Some(FailoverStop::Decided);
                         return finish(Ok(response), record, extensions);
                     }

@@ -39,6 +39,15 @@
 //! decision is `fallback` for the caller to act on. A non-streaming body is bounded by the
 //! inspect layer's body idle timeout (30 s by default).
 //!
+//! Opt-in ([`Failover::with_continuation`]): a Chat stream cut after its commit point (truncated,
+//! its connection failed, stalled or timed out; not an in-stream error, which is a refusal) is
+//! continued on the next eligible upstream that declares prefill support
+//! ([`Upstream::with_prefill`]): the text the caller already has goes as an assistant message,
+//! and that upstream's answer continues the caller's stream. An upstream that does not declare
+//! it never gets a prefill; a continuation that fails ends the caller's body with the original
+//! failure, not its own. The call is judged by the whole answer (`failover.continued_on` on the
+//! call span, the continuation counted as a hop).
+//!
 //! The answer's [`FailoverRecord`] (upstreams tried, hops with their reasons, why it stopped)
 //! is in the response's extensions; [`Evidence`](crate::Evidence) carries the upstream that
 //! answered and the hop count, the call span `failover.upstream`, `failover.hops`,
@@ -94,6 +103,7 @@
 //! [`Guard::with_failover`]: crate::Guard::with_failover
 
 mod breaker;
+mod continuation;
 mod layer;
 mod metrics;
 mod stream;

@@ -233,9 +233,14 @@ pub(crate) async fn read_to_commit(
     }
 }
 
+type Continuing = super::continuation::Pending;
+
 pin_project! {
     /// The caller's body after the commit point: the frames read, then the rest within the
-    /// idle limit; a stream whose verdict failed ends with an error, never cleanly.
+    /// idle limit; a stream whose verdict failed ends with an error, never cleanly. With a
+    /// continuation plan, a stream cut after the commit is continued on the plan's upstream
+    /// (its answer follows on the same body); the caller's verdict handle (`outer`) then
+    /// judges the whole answer, and a failed continuation surfaces the original failure.
     pub(crate) struct Committed {
         prefix: VecDeque<Bytes>,
         #[pin]
@@ -245,6 +250,13 @@ pin_project! {
         #[pin]
         timer: Option<tokio::time::Sleep>,
         done: bool,
+        plan: Option<super::continuation::Plan>,
+        partial: super::continuation::Partial,
+        outer: Option<VerdictHandle>,
+        continuing: Option<Continuing>,
+        // The first stream's failure, while a continuation runs or after it failed.
+        original: Option<ContractVerdict>,
+        first_chunk: bool,
     }
 }
 
@@ -257,8 +269,33 @@ impl Committed {
             idle,
             timer: None,
             done: false,
+            plan: None,
+            partial: super::continuation::Partial::default(),
+            outer: None,
+            continuing: None,
+            original: None,
+            first_chunk: false,
         }
     }
+
+    /// Continues a cut stream with `plan`; the caller's call is judged through `outer`.
+    pub(crate) fn with_continuation(
+        mut self,
+        plan: super::continuation::Plan,
+        outer: VerdictHandle,
+    ) -> Self {
+        self.plan = Some(plan);
+        self.outer = Some(outer);
+        self
+    }
+}
+
+/// What a failure after the commit point leads to.
+enum Next {
+    /// A continuation was started: poll it.
+    Continue,
+    /// The body ends with this error.
+    Fail(BoxError),
 }
 
 impl Body for Committed {
@@ -270,43 +307,127 @@ impl Body for Committed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        if *this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(bytes) = this.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(bytes))));
-        }
-        let Some(rest) = this.rest.as_mut().as_pin_mut() else {
-            return Poll::Ready(end(this.verdict, this.done));
-        };
-        if let Some(idle) = *this.idle {
-            if this.timer.is_none() {
-                this.timer.set(Some(tokio::time::sleep(idle)));
+        loop {
+            if *this.done {
+                return Poll::Ready(None);
             }
-            if let Some(timer) = this.timer.as_mut().as_pin_mut()
-                && timer.poll(cx).is_ready()
-            {
-                // Stalled after the commit point: a failure the caller must see.
-                *this.done = true;
-                this.verdict
-                    .complete(ContractVerdict::failed(Violation::BodyStalled));
-                this.rest.set(None);
-                return Poll::Ready(Some(Err(Box::new(StreamFailed {
-                    violation: Violation::BodyStalled,
-                }))));
+            if let Some(bytes) = this.prefix.pop_front() {
+                deliver(this.partial, this.outer.as_ref(), this.first_chunk, &bytes);
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-        }
-        let frame = ready!(rest.poll_frame(cx));
-        this.timer.set(None);
-        match frame {
-            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
-            Some(Err(e)) => {
-                *this.done = true;
-                Poll::Ready(Some(Err(Box::new(e))))
+            if let Some(continuing) = this.continuing.as_mut() {
+                let started = ready!(super::continuation::poll(continuing, cx));
+                *this.continuing = None;
+                if let Some((body, verdict)) = started {
+                    this.rest.set(Some(body));
+                    *this.verdict = verdict;
+                    this.timer.set(None);
+                    continue;
+                }
+                return Poll::Ready(fail_original(
+                    this.original.take(),
+                    this.outer.as_ref(),
+                    this.done,
+                ));
             }
-            None => {
-                this.rest.set(None);
-                Poll::Ready(end(this.verdict, this.done))
+            let Some(rest) = this.rest.as_mut().as_pin_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(idle) = *this.idle {
+                if this.timer.is_none() {
+                    this.timer.set(Some(tokio::time::sleep(idle)));
+                }
+                if let Some(timer) = this.timer.as_mut().as_pin_mut()
+                    && timer.poll(cx).is_ready()
+                {
+                    // Stalled after the commit point: a failure the caller must see.
+                    this.verdict
+                        .complete(ContractVerdict::failed(Violation::BodyStalled));
+                    this.rest.set(None);
+                    this.timer.set(None);
+                    let failed = this.verdict.get();
+                    match after_failure(
+                        this.plan.as_ref(),
+                        this.partial,
+                        this.original,
+                        failed,
+                        this.continuing,
+                    ) {
+                        Next::Continue => continue,
+                        Next::Fail(e) => {
+                            *this.done = true;
+                            complete_outer(this.outer.as_ref(), this.original.take());
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+            }
+            let frame = ready!(rest.poll_frame(cx));
+            this.timer.set(None);
+            match frame {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        deliver(this.partial, this.outer.as_ref(), this.first_chunk, data);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Some(Err(e)) => {
+                    this.rest.set(None);
+                    let failed = this.verdict.get();
+                    match after_failure(
+                        this.plan.as_ref(),
+                        this.partial,
+                        this.original,
+                        failed,
+                        this.continuing,
+                    ) {
+                        Next::Continue => {}
+                        Next::Fail(_) if this.original.is_some() && this.plan.is_some() => {
+                            return Poll::Ready(fail_original(
+                                this.original.take(),
+                                this.outer.as_ref(),
+                                this.done,
+                            ));
+                        }
+                        Next::Fail(_) => {
+                            *this.done = true;
+                            complete_outer(this.outer.as_ref(), this.verdict.get());
+                            return Poll::Ready(Some(Err(Box::new(e))));
+                        }
+                    }
+                }
+                None => {
+                    this.rest.set(None);
+                    let verdict = this.verdict.get();
+                    if verdict
+                        .as_ref()
+                        .is_none_or(|v| v.parse_check != ParseCheck::Fail)
+                    {
+                        // A clean end: the answer (continued or not) kept its contract.
+                        *this.done = true;
+                        if let Some(v) = verdict {
+                            complete_outer(
+                                this.outer.as_ref(),
+                                Some(super::continuation::merged(&v)),
+                            );
+                        }
+                        return Poll::Ready(None);
+                    }
+                    match after_failure(
+                        this.plan.as_ref(),
+                        this.partial,
+                        this.original,
+                        verdict,
+                        this.continuing,
+                    ) {
+                        Next::Continue => {}
+                        Next::Fail(e) => {
+                            *this.done = true;
+                            complete_outer(this.outer.as_ref(), this.original.take());
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
             }
         }
     }
@@ -316,14 +437,72 @@ impl Body for Committed {
     }
 }
 
-/// The body's end: clean only when the stream kept its contract.
-fn end(verdict: &VerdictHandle, done: &mut bool) -> Option<Result<Frame<Bytes>, BoxError>> {
+/// Bytes handed to the caller: the text so far grows, and the first one marks the time to
+/// first chunk on the caller's own verdict handle.
+fn deliver(
+    partial: &mut super::continuation::Partial,
+    outer: Option<&VerdictHandle>,
+    first_chunk: &mut bool,
+    data: &[u8],
+) {
+    if let Some(outer) = outer {
+        partial.feed(data);
+        if !std::mem::replace(first_chunk, true) {
+            outer.mark_first_chunk();
+        }
+    }
+}
+
+/// After a failure: a continuation when one is planned, not tried yet, and the failure was a
+/// cut; else the error the body ends with (the original failure's, after a failed
+/// continuation).
+fn after_failure(
+    plan: Option<&super::continuation::Plan>,
+    partial: &super::continuation::Partial,
+    original: &mut Option<ContractVerdict>,
+    failed: Option<ContractVerdict>,
+    continuing: &mut Option<Continuing>,
+) -> Next {
+    if let Some(first) = original.as_ref() {
+        // The continuation itself failed: the original failure stands.
+        return Next::Fail(Box::new(StreamFailed {
+            violation: first.violation.unwrap_or(Violation::StreamTruncated),
+        }));
+    }
+    let violation = failed.as_ref().and_then(|v| v.violation);
+    *original = failed.or_else(|| Some(ContractVerdict::failed(Violation::BodyReadError)));
+    if let (Some(plan), Some(text)) = (plan, partial.text())
+        && super::continuation::continuable(violation)
+        && let Some(future) = super::continuation::start(plan, text)
+    {
+        *continuing = Some(future);
+        return Next::Continue;
+    }
+    Next::Fail(Box::new(StreamFailed {
+        violation: violation.unwrap_or(Violation::BodyReadError),
+    }))
+}
+
+/// The original failure, after a continuation that could not take over (as the `Poll::Ready`
+/// payload it is used as).
+#[allow(clippy::unnecessary_wraps)]
+fn fail_original(
+    original: Option<ContractVerdict>,
+    outer: Option<&VerdictHandle>,
+    done: &mut bool,
+) -> Option<Result<Frame<Bytes>, BoxError>> {
     *done = true;
-    match verdict.get() {
-        Some(v) if v.parse_check == ParseCheck::Fail => Some(Err(Box::new(StreamFailed {
-            violation: v.violation.unwrap_or(Violation::StreamTruncated),
-        }))),
-        _ => None,
+    let violation = original
+        .as_ref()
+        .and_then(|v| v.violation)
+        .unwrap_or(Violation::StreamTruncated);
+    complete_outer(outer, original);
+    Some(Err(Box::new(StreamFailed { violation })))
+}
+
+fn complete_outer(outer: Option<&VerdictHandle>, verdict: Option<ContractVerdict>) {
+    if let (Some(outer), Some(v)) = (outer, verdict) {
+        outer.complete(v);
     }
 }
 

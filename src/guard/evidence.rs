@@ -123,10 +123,11 @@ impl CallFacts<'_> {
             waf: self.waf.cloned(),
             retry_count: self.retry.map_or(0, RetryRecord::retries),
             retry_stop_reason: self.retry.and_then(RetryRecord::stop_reason),
-            upstream: self.failover.and_then(|f| f.tried.last().cloned()),
-            hops: self
-                .failover
-                .map_or(0, |f| u32::try_from(f.hops.len()).unwrap_or(u32::MAX)),
+            upstream: self.failover.and_then(|f| f.served_by().map(Arc::from)),
+            hops: self.failover.map_or(0, |f| {
+                u32::try_from(f.hops.len() + usize::from(f.continued_on().is_some()))
+                    .unwrap_or(u32::MAX)
+            }),
             failover_stop: self.failover.and_then(|f| f.stop),
             fallback_decision,
         }

@@ -152,6 +152,9 @@ impl CallEnd {
             if let Some(stop) = failover.stop {
                 kv.push(KeyValue::new(attr::FAILOVER_STOP_REASON, stop.as_str()));
             }
+            if let Some(on) = failover.continued_on() {
+                kv.push(KeyValue::new(attr::FAILOVER_CONTINUED_ON, on.to_owned()));
+            }
             for hop in &failover.hops {
                 span.add_event(
                     attr::EVENT_FAILOVER_HOP,

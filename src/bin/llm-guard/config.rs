@@ -108,6 +108,8 @@ pub(crate) struct FailoverConfig {
     pub(crate) first_token_timeout: Duration,
     /// The most a stream may stay silent between frames (default 60 s).
     pub(crate) idle_timeout: Duration,
+    /// Continue a Chat stream cut after its commit on an upstream with `prefill = true`.
+    pub(crate) continuation: bool,
 }
 
 impl Default for FailoverConfig {
@@ -117,6 +119,7 @@ impl Default for FailoverConfig {
             commit: CommitPoint::FirstByte,
             first_token_timeout: DEFAULT_FIRST_TOKEN_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            continuation: false,
         }
     }
 }
@@ -233,6 +236,7 @@ struct RawFailover {
     end_buffer_bytes: Option<Value>,
     first_token_timeout: Option<Value>,
     idle_timeout: Option<Value>,
+    continuation: Option<Value>,
 }
 
 /// The 1-based line of a byte offset.
@@ -629,6 +633,7 @@ fn failover(value: Value) -> Result<FailoverConfig, ConfigError> {
     if let Some(v) = raw.idle_timeout {
         out.idle_timeout = duration(v, "failover.idle_timeout")?;
     }
+    out.continuation = boolean(raw.continuation, "failover.continuation", false)?;
     Ok(out)
 }
 

@@ -65,6 +65,7 @@
 //! commit = "first_byte"              # or "first_content", or "end" (with end_buffer_bytes)
 //! first_token_timeout = "60s"
 //! idle_timeout = "60s"
+//! continuation = false               # true: continue a cut Chat stream where prefill = true
 //! ```
 //!
 //! Every field but `name` and `base_url` is optional; unknown fields are refused. A file that
@@ -152,6 +153,7 @@ pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
     commit = "first_byte"              # or "first_content", or "end" (with end_buffer_bytes)
     first_token_timeout = "60s"
     idle_timeout = "60s"
+    continuation = false               # true: continue a cut Chat stream where prefill = true
 
 Every field but `name` and `base_url` is optional; unknown fields are refused, and so is any
 key in the file. A file that cannot be used stops the command before it listens, with exit
@@ -285,12 +287,24 @@ async fn otel_from_env() -> Result<Option<OtlpGuard>, String> {
 /// The configuration's failover layer (a handle to its breakers and promotions).
 fn failover(config: &Config) -> Failover {
     let f = &config.failover;
-    Failover::new(config.upstreams.iter().map(|u| u.upstream.clone()))
+    let failover = Failover::new(config.upstreams.iter().map(|u| u.upstream.clone()))
         .with_max_hops(f.max_hops)
         .with_breaker(&config.breaker)
         .with_commit_point(f.commit)
         .with_first_token_timeout(f.first_token_timeout)
-        .with_idle_timeout(f.idle_timeout)
+        .with_idle_timeout(f.idle_timeout);
+    if f.continuation {
+        // Continuations go straight to the chosen upstream (their stream is checked there);
+        // like the proxy's own client: no overall timeout, redirects handed back.
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        failover.with_continuation(client)
+    } else {
+        failover
+    }
 }
 
 /// How long a failed (or demoted) upstream waits before the drill is tried again.
