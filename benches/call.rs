@@ -3,7 +3,7 @@
 //! the whole guard stack. Criterion's numbers, then 5,000 calls per variant, interleaved round
 //! robin, with median and p99 as ratios to bare reqwest.
 //!
-//! `cargo bench --bench call`
+//! `cargo bench --features mock --bench call`
 
 use std::hint::black_box;
 use std::sync::Arc;

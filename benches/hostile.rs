@@ -13,7 +13,7 @@
 //! `text/event-stream`. Criterion's numbers, then medians of interleaved runs with the ratio of
 //! one-byte chunks to one chunk.
 //!
-//! `cargo bench --bench hostile`
+//! `cargo bench --features mock --bench hostile`
 
 use std::fmt::Write as _;
 use std::hint::black_box;

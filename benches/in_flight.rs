@@ -3,7 +3,7 @@
 //! against the whole guard stack. Criterion's throughput (calls/s), then rounds interleaved
 //! between the variants with the median throughput and its ratio.
 //!
-//! `cargo bench --bench in_flight`
+//! `cargo bench --features mock --bench in_flight`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! gateway's included; it makes its Chat chunks as it sends them, in constant memory, and the
 //! bare reqwest line shows what the gateway and reqwest alone cost.
 //!
-//! `cargo bench --bench memory`
+//! `cargo bench --features mock --bench memory`
 
 use std::sync::Arc;
 use std::time::Instant;

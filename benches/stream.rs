@@ -5,7 +5,7 @@
 //! 10-chunk stream, whose first chunk the mock gateway does not hold back behind the next ones
 //! (it writes a long stream in batches, so the first chunk of 1,000 arrives with many others).
 //!
-//! `cargo bench --bench stream`
+//! `cargo bench --features mock --bench stream`
 
 use std::hint::black_box;
 use std::sync::Arc;
