@@ -26,7 +26,7 @@ use opentelemetry_otlp::{MetricExporter, SpanExporter};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::contract::{ContractVerdict, ErrorShape};
 use crate::evidence::{
@@ -143,19 +143,14 @@ pub struct Record {
     /// A fresh id for this run.
     pub run_id: String,
     /// `chat_completions` or `responses`.
-    #[serde(serialize_with = "as_text")]
     pub api_surface: ApiSurface,
     /// What was sent: the happy path and the invalid request.
-    #[serde(serialize_with = "as_text")]
     pub request_profile: RequestProfile,
     /// The happy path's status class (`transport_error` when no response arrived).
-    #[serde(serialize_with = "as_text")]
     pub status_class: StatusClass,
     /// The happy path's contract check.
-    #[serde(serialize_with = "as_text")]
     pub parse_check: ParseCheck,
     /// `promote`, `hold` or `rollback`.
-    #[serde(serialize_with = "as_text")]
     pub fallback_decision: DrillDecision,
     /// Retries the happy path needed.
     pub retry_count: u32,
@@ -183,10 +178,8 @@ pub struct Record {
     /// The model the happy path asked for.
     pub model: String,
     /// The vendor of the wall that answered the happy path, if one did.
-    #[serde(serialize_with = "as_optional_text")]
     pub waf_vendor: Option<WafVendor>,
     /// `block`, `challenge`, `suspected` or `rate_limit`.
-    #[serde(serialize_with = "as_optional_text")]
     pub waf_kind: Option<WafKind>,
     /// The wall's reference for the vendor's support (Cloudflare Ray ID, Akamai Reference #, …).
     pub waf_reference: Option<String>,
@@ -199,24 +192,6 @@ pub struct Record {
     pub test_timestamp_utc: String,
     /// `fallback_decision == promote`, nothing logged, bodies redacted.
     pub pass: bool,
-}
-
-fn as_text<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
-}
-
-#[expect(
-    clippy::ref_option,
-    reason = "serde's `serialize_with` hands over a reference to the field"
-)]
-fn as_optional_text<T: fmt::Display, S: Serializer>(
-    value: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
 }
 
 fn text_or_empty<T: fmt::Display>(value: Option<T>) -> String {

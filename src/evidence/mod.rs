@@ -38,6 +38,13 @@ macro_rules! str_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        /// As its stable string form, the same as on spans and metrics.
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
     };
 }
 pub(crate) use str_enum;

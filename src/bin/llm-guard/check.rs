@@ -17,7 +17,7 @@ use reqwest_llm_guard::evidence::{
 use reqwest_llm_guard::inspect::DEFAULT_MAX_BODY_BYTES;
 use reqwest_llm_guard::sse::{Decoder, Frame};
 use reqwest_llm_guard::waf;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::Surface;
 use crate::saved::{self, Saved, Unusable};
@@ -106,7 +106,8 @@ fn read(args: &CheckArgs) -> Result<Saved, String> {
 }
 
 /// Where the surface came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 enum SurfaceSource {
     /// `--surface`.
     Given,
@@ -174,32 +175,22 @@ fn guess_surface(body: &[u8]) -> Option<ApiSurface> {
 /// and `null` in JSON.
 #[derive(Debug, Serialize)]
 struct Judgement {
-    #[serde(serialize_with = "as_text")]
     api_surface: ApiSurface,
     /// `given` (--surface), `guessed` (from the body) or `assumed` (nothing said).
-    #[serde(serialize_with = "as_text")]
     api_surface_source: SurfaceSource,
     /// Heads in the input (the last is judged); 0 for a body given alone.
     heads: usize,
     http_status: u16,
-    #[serde(serialize_with = "as_text")]
     status_class: StatusClass,
-    #[serde(serialize_with = "as_text")]
     parse_check: ParseCheck,
-    #[serde(serialize_with = "as_optional_text")]
     violation: Option<Violation>,
     violation_offset: Option<u64>,
-    #[serde(serialize_with = "as_optional_text")]
     skip_reason: Option<SkipReason>,
-    #[serde(serialize_with = "as_texts")]
     warnings: Vec<Warning>,
-    #[serde(serialize_with = "as_optional_text")]
     waf_vendor: Option<WafVendor>,
-    #[serde(serialize_with = "as_optional_text")]
     waf_kind: Option<WafKind>,
     waf_reference: Option<String>,
     waf_location: Option<String>,
-    #[serde(serialize_with = "as_optional_text")]
     error_shape: Option<ErrorShape>,
     error_type: Option<String>,
     error_code: Option<String>,
@@ -212,30 +203,7 @@ struct Judgement {
     finish_reasons: Vec<String>,
     /// SSE events read (0 for a body that is not a stream).
     events: u64,
-    #[serde(serialize_with = "as_text")]
     fallback_decision: FallbackDecision,
-}
-
-fn as_text<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
-}
-
-#[expect(
-    clippy::ref_option,
-    reason = "serde's `serialize_with` hands over a reference to the field"
-)]
-fn as_optional_text<T: fmt::Display, S: Serializer>(
-    value: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
-}
-
-fn as_texts<T: fmt::Display, S: Serializer>(values: &[T], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(values.iter().map(ToString::to_string))
 }
 
 fn text_or_empty(value: Option<impl fmt::Display>) -> String {
