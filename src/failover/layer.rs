@@ -410,49 +410,56 @@ impl Failover {
     }
 }
 
-/// The ids a request continues from: `previous_response_id`, a `conversation`, or the
-/// response named in a `GET`/`POST …/responses/{id}` path.
-fn state_refs(req: &Request) -> (Option<String>, bool) {
-    #[derive(serde::Deserialize)]
-    struct Refs<'a> {
-        #[serde(borrow, default)]
-        previous_response_id: Option<&'a str>,
-        #[serde(default)]
-        conversation: Option<serde::de::IgnoredAny>,
-    }
-    let path = req.url().path();
-    if let Some(at) = path.rfind("/responses/") {
-        let id = path[at + "/responses/".len()..]
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        if !id.is_empty() {
-            return (Some(id.to_owned()), false);
-        }
-    }
-    let Some(body) = req.body().and_then(reqwest::Body::as_bytes) else {
-        return (None, false);
-    };
-    match serde_json::from_slice::<Refs<'_>>(body) {
-        Ok(r) => (
-            r.previous_response_id.map(str::to_owned),
-            r.conversation.is_some(),
-        ),
-        Err(_) => (None, false),
-    }
+/// What the layer needs of a request, read in one pass over its body: whether it asks for a
+/// stream, and the state it continues (`previous_response_id`, a `conversation`, or the
+/// response named in a `GET`/`POST …/responses/{id}` path).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Peek {
+    stream: bool,
+    state_id: Option<String>,
+    conversation: bool,
 }
 
-/// Whether the request's body asks for a stream (`"stream": true`).
-fn asks_to_stream(req: &Request) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Stream {
-        #[serde(default)]
-        stream: bool,
+impl Peek {
+    fn of(req: &Request, surface: ApiSurface) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Fields<'a> {
+            #[serde(default)]
+            stream: bool,
+            // `Cow`: an id with an escape in it cannot be borrowed.
+            #[serde(borrow, default)]
+            previous_response_id: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            conversation: Option<serde::de::IgnoredAny>,
+        }
+        let fields = req
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .and_then(|b| serde_json::from_slice::<Fields<'_>>(b).ok());
+        let mut peek = Self {
+            stream: fields.as_ref().is_some_and(|f| f.stream),
+            ..Self::default()
+        };
+        if surface != ApiSurface::Responses {
+            return peek;
+        }
+        let path = req.url().path();
+        if let Some(at) = path.rfind("/responses/") {
+            let id = path[at + "/responses/".len()..]
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            if !id.is_empty() {
+                peek.state_id = Some(id.to_owned());
+                return peek;
+            }
+        }
+        if let Some(f) = fields {
+            peek.state_id = f.previous_response_id.map(std::borrow::Cow::into_owned);
+            peek.conversation = f.conversation.is_some();
+        }
+        peek
     }
-    req.body()
-        .and_then(reqwest::Body::as_bytes)
-        .and_then(|b| serde_json::from_slice::<Stream>(b).ok())
-        .is_some_and(|s| s.stream)
 }
 
 /// The request with `model` replaced; `None` when the body is not a JSON object.
@@ -603,12 +610,12 @@ impl Middleware for Failover {
             .get::<EvidenceHandle>()
             .and_then(EvidenceHandle::policy)
             .unwrap_or_else(|| Arc::new(DecisionTable::default()));
-        let wants_stream = shared.settings.first_token.is_some() && asks_to_stream(&req);
-        let (state_id, conversation) = if surface == ApiSurface::Responses {
-            state_refs(&req)
-        } else {
-            (None, false)
-        };
+        let Peek {
+            stream,
+            state_id,
+            conversation,
+        } = Peek::of(&req, surface);
+        let wants_stream = stream && shared.settings.first_token.is_some();
         let mut eligible: Vec<usize> = (0..shared.entries.len())
             .filter(|&i| shared.entries[i].upstream.serves(surface))
             .filter(|&i| shared.entries[i].promoted())
@@ -931,4 +938,54 @@ fn finish(
         r.extensions_mut().insert(record);
         r
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str, body: &str) -> Request {
+        let mut r = Request::new(
+            method.parse().unwrap(),
+            format!("http://h{path}").parse().unwrap(),
+        );
+        *r.body_mut() = Some(reqwest::Body::from(body.to_owned()));
+        r
+    }
+
+    #[test]
+    fn one_pass_reads_the_stream_flag_and_the_state_continued() {
+        let chat = request(
+            "POST",
+            "/v1/chat/completions",
+            r#"{"stream":true,"previous_response_id":"resp_x"}"#,
+        );
+        assert_eq!(
+            Peek::of(&chat, ApiSurface::ChatCompletions),
+            Peek {
+                stream: true,
+                state_id: None,
+                conversation: false
+            },
+            "state is a Responses matter"
+        );
+        let escaped = request(
+            "POST",
+            "/v1/responses",
+            r#"{"previous_response_id":"resp_\u0061b","conversation":{"id":"c"}}"#,
+        );
+        assert_eq!(
+            Peek::of(&escaped, ApiSurface::Responses),
+            Peek {
+                stream: false,
+                state_id: Some("resp_ab".into()),
+                conversation: true
+            }
+        );
+        let get = request("GET", "/v1/responses/resp_9/input_items", "");
+        assert_eq!(
+            Peek::of(&get, ApiSurface::Responses).state_id.as_deref(),
+            Some("resp_9")
+        );
+    }
 }
