@@ -762,3 +762,58 @@ async fn a_cut_chat_stream_is_continued_where_the_config_allows_a_prefill() {
     let (status, _, _) = proxy.stop();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_whose_drill_fails_gets_no_caller_traffic() {
+    // `new` answers 500: its drill cannot pass, so callers are served by `known`.
+    let new = MockGateway::start_with(Scenario::ServerError, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let known = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&known)
+        .await;
+    let proxy = Proxy::start(
+        &config(&[
+            upstream(
+                "new",
+                &new.url(),
+                "api_key_env = \"DRILLED_KEY\"\ndrill = true",
+            ),
+            upstream("known", &known.uri(), ""),
+        ]),
+        &[("DRILLED_KEY", "sk-drilled-0000")],
+        &[],
+    );
+    let started = Instant::now();
+    while !proxy
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("drill did not pass for new")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no drill record: {}",
+            proxy.stderr.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drill_requests = new.requests();
+    let (status, headers, _) = post(&proxy, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-llm-guard-upstream"), "known");
+    assert_eq!(
+        header(&headers, "x-llm-guard-hops"),
+        "0",
+        "passed over, not failed over"
+    );
+    assert_eq!(
+        new.requests(),
+        drill_requests,
+        "no caller request reached it"
+    );
+    let (status, _, _) = proxy.stop();
+    assert!(status.success());
+}
