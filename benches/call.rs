@@ -1,6 +1,7 @@
-//! `call`: one non-streaming Chat call with a ~2 KB answer against the mock gateway on
-//! loopback, body read to the end, through bare reqwest, reqwest-retry + reqwest-tracing, and
-//! the whole guard stack. Criterion's numbers, then 5,000 calls per variant, interleaved round
+//! `call`: one non-streaming Chat call with a ~2 KB answer against the mock gateway (in its own
+//! process) on loopback, body read to the end, through bare reqwest, reqwest-retry +
+//! reqwest-tracing, the whole guard stack, and the whole stack with the failover layer
+//! configured (two upstreams, no call failing over). Criterion's numbers, then 5,000 calls per variant, interleaved round
 //! robin, with median and p99 as ratios to bare reqwest.
 //!
 //! `cargo bench --features mock --bench call`
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use reqwest_llm_guard::failover::CommitPoint;
 
 #[allow(dead_code)]
 mod common;
@@ -25,6 +27,7 @@ async fn call(client: &Client, url: &str) -> usize {
 }
 
 fn main() {
+    common::serve_if_gateway();
     common::print_machine();
     let steal = common::Steal::start();
     let (rt, gateway) = common::runtime_with_gateway();
@@ -35,12 +38,19 @@ fn main() {
         ("bare_reqwest", Client::Bare(reqwest::Client::new())),
         ("retry_tracing", today_telemetry.client()),
         ("guard_full_stack", guard_telemetry.client()),
+        (
+            "guard_failover",
+            guard_telemetry.client_with_failover(gateway.url(), CommitPoint::default()),
+        ),
     ]);
     // Warm up: connections, pools, lazily built state.
     on_worker(&rt, {
         let (variants, url) = (variants.clone(), url.clone());
         async move {
-            for (_, client) in variants.iter() {
+            for (name, client) in variants.iter() {
+                if !common::warm("call", name) {
+                    continue;
+                }
                 for _ in 0..200 {
                     let len = call(client, &url).await;
                     assert!(len > 2048, "a ~2 KB answer, got {len} bytes");
@@ -74,7 +84,7 @@ fn main() {
     c.final_summary();
     if std::env::args().any(|a| a.starts_with("--profile-time")) {
         // Profiling one benchmark (`-- --profile-time N`): no other measurement.
-        println!("profiled: {} requests served", gateway.requests());
+        println!("profiled: {} requests served", gateway.stop());
         return;
     }
 
@@ -87,41 +97,52 @@ fn main() {
                 .iter()
                 .map(|_| Vec::with_capacity(INTERLEAVED_CALLS))
                 .collect();
+            let mut cpu = vec![Duration::ZERO; variants.len()];
             for _ in 0..INTERLEAVED_CALLS {
-                for ((_, client), times) in variants.iter().zip(&mut samples) {
+                for (((_, client), times), cpu) in variants.iter().zip(&mut samples).zip(&mut cpu) {
+                    let cpu_before = common::cpu_time();
                     let start = Instant::now();
                     black_box(call(client, &url).await);
                     times.push(start.elapsed());
+                    *cpu += common::cpu_time().saturating_sub(cpu_before);
                 }
             }
-            samples
+            (samples, cpu)
         }
     });
+    let (samples, cpu) = samples;
+    // This process's CPU time per call (the gateway's process is not counted; the exporters'
+    // threads are, whenever they ran).
+    let calls = u32::try_from(INTERLEAVED_CALLS).unwrap_or(u32::MAX);
+    let cpu: Vec<Duration> = cpu.into_iter().map(|c| c / calls).collect();
     let samples: Vec<Samples> = samples.into_iter().map(Samples::new).collect();
     let (bare_median, bare_p99) = (samples[0].median(), samples[0].percentile(99));
+    let cpu_bare = cpu[0];
     println!(
         "\ncall: {INTERLEAVED_CALLS} sequential calls per variant, interleaved round robin (2 KB answer, body read)"
     );
     println!(
-        "{:<18} {:>11} {:>11} {:>14} {:>11}",
-        "variant", "median µs", "p99 µs", "median ratio", "p99 ratio"
+        "{:<18} {:>11} {:>11} {:>14} {:>11} {:>13} {:>11}",
+        "variant", "median µs", "p99 µs", "median ratio", "p99 ratio", "CPU µs/call", "CPU ratio"
     );
-    for ((name, _), s) in variants.iter().zip(&samples) {
+    for (((name, _), s), cpu) in variants.iter().zip(&samples).zip(&cpu) {
         println!(
-            "{:<18} {:>11.1} {:>11.1} {:>13.3}x {:>10.3}x",
+            "{:<18} {:>11.1} {:>11.1} {:>13.3}x {:>10.3}x {:>13.1} {:>10.3}x",
             name,
             us(s.median()),
             us(s.percentile(99)),
             ratio(s.median(), bare_median),
             ratio(s.percentile(99), bare_p99),
+            us(*cpu),
+            ratio(*cpu, cpu_bare),
         );
     }
     // Spans dropped by a full batch queue would make a variant look cheaper than it is.
     println!(
-        "spans exported during the interleaved calls: retry_tracing {} (1 per call expected: {INTERLEAVED_CALLS}), guard_full_stack {} (2 per call: {})",
+        "spans exported during the interleaved calls: retry_tracing {} (1 per call expected: {INTERLEAVED_CALLS}), guard_full_stack + guard_failover {} (2 per call: {})",
         today_telemetry.exported() - spans_before.0,
         guard_telemetry.exported() - spans_before.1,
-        2 * INTERLEAVED_CALLS
+        2 * 2 * INTERLEAVED_CALLS
     );
     steal.report();
 }

@@ -1,6 +1,8 @@
 //! `in_flight`: 1,000 calls in flight at once through one client (1,000 tasks spawned, all
 //! joined), each a non-streaming Chat call with a ~2 KB answer read to the end, bare reqwest
-//! against the whole guard stack. Criterion's throughput (calls/s), then rounds interleaved
+//! against the whole guard stack, without and with the failover layer configured. The mock
+//! gateway runs in its own process on one thread; besides throughput, the bench reports this
+//! process's CPU time per call (what the calls cost the service's machine). Criterion's throughput (calls/s), then rounds interleaved
 //! between the variants with the median throughput and its ratio.
 //!
 //! `cargo bench --features mock --bench in_flight`
@@ -9,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use reqwest_llm_guard::failover::CommitPoint;
 
 #[allow(dead_code)]
 mod common;
 
-use common::{CHAT, Client, GuardTelemetry, Samples, ratio};
+use common::{CHAT, Client, GuardTelemetry, Samples, ratio, us};
 
 const HEADERS: &[(&str, &str)] = &[("x-mock-content-bytes", "2048")];
 const IN_FLIGHT: u32 = 1_000;
@@ -43,6 +46,7 @@ fn per_second(d: Duration) -> f64 {
 }
 
 fn main() {
+    common::serve_if_gateway();
     common::print_machine();
     let steal = common::Steal::start();
     let (rt, gateway) = common::runtime_with_gateway();
@@ -54,6 +58,10 @@ fn main() {
             Arc::new(Client::Bare(reqwest::Client::new())),
         ),
         ("guard_full_stack", Arc::new(guard_telemetry.client())),
+        (
+            "guard_failover",
+            Arc::new(guard_telemetry.client_with_failover(gateway.url(), CommitPoint::default())),
+        ),
     ];
     // Warm up: the first round opens the connections the later ones reuse.
     rt.block_on(async {
@@ -88,42 +96,56 @@ fn main() {
     c.final_summary();
     if std::env::args().any(|a| a.starts_with("--profile-time")) {
         // Profiling one benchmark (`-- --profile-time N`): no other measurement.
-        println!("profiled: {} requests served", gateway.requests());
+        println!("profiled: {} requests served", gateway.stop());
         return;
     }
 
     let spans_before = guard_telemetry.exported();
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
+    let mut times: Vec<Vec<Duration>> = variants.iter().map(|_| Vec::new()).collect();
+    let mut cpu = vec![Duration::ZERO; variants.len()];
     rt.block_on(async {
         for _ in 0..ROUNDS {
             for (i, (_, client)) in variants.iter().enumerate() {
+                let cpu_before = common::cpu_time();
                 times[i].push(round(client, &url).await);
+                cpu[i] += common::cpu_time().saturating_sub(cpu_before);
             }
         }
     });
+    // Per call: this process's CPU time (client, runtime, exporters), not the gateway's.
+    let calls = u32::try_from(ROUNDS).unwrap_or(u32::MAX) * IN_FLIGHT;
+    let cpu: Vec<Duration> = cpu.into_iter().map(|c| c / calls).collect();
     let times: Vec<Samples> = times.into_iter().map(Samples::new).collect();
     println!(
         "\nin_flight: {IN_FLIGHT} calls at once through one client, {ROUNDS} rounds per variant, interleaved"
     );
     println!(
-        "{:<18} {:>14} {:>14} {:>16} {:>14}",
-        "variant", "round ms", "calls/s", "worst round ms", "vs bare"
+        "{:<18} {:>10} {:>10} {:>16} {:>9} {:>16} {:>12}",
+        "variant",
+        "round ms",
+        "calls/s",
+        "worst round ms",
+        "vs bare",
+        "CPU µs per call",
+        "CPU vs bare"
     );
     for (i, (name, _)) in variants.iter().enumerate() {
         println!(
-            "{:<18} {:>14.1} {:>14.0} {:>16.1} {:>13.3}x",
+            "{:<18} {:>10.1} {:>10.0} {:>16.1} {:>8.3}x {:>16.1} {:>11.3}x",
             name,
             times[i].median().as_secs_f64() * 1e3,
             per_second(times[i].median()),
             times[i].percentile(100).as_secs_f64() * 1e3,
             ratio(times[0].median(), times[i].median()),
+            us(cpu[i]),
+            ratio(cpu[i], cpu[0]),
         );
     }
     // Spans dropped by a full batch queue would make the stack look cheaper than it is.
     println!(
-        "spans exported during the interleaved rounds: guard_full_stack {} (2 per call: {})",
+        "spans exported during the interleaved rounds: guard_full_stack + guard_failover {} (2 per call: {})",
         guard_telemetry.exported() - spans_before,
-        2 * ROUNDS * IN_FLIGHT as usize
+        2 * 2 * ROUNDS * IN_FLIGHT as usize
     );
     steal.report();
 }

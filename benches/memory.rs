@@ -1,12 +1,15 @@
 //! `memory`: peak heap growth while a ~10 MB and then a ~100 MB Chat stream goes through the
-//! whole guard stack (read with `bytes_stream()`, each chunk dropped), against bare reqwest on
-//! the same in-process mock gateway. Checking a stream on the way through must cost a constant
-//! amount of memory, not one proportional to the stream's length: the bench panics if the
-//! 100 MB stream grows the heap by more than 4 MiB, or by more than 1 MiB over the 10 MB one.
+//! whole guard stack (read with `bytes_stream()`, each chunk dropped), without and with the
+//! failover layer, against bare reqwest. Checking a stream on the way through must cost a
+//! constant amount of memory, not one proportional to the stream's length: the bench panics if
+//! the 100 MB stream grows the heap by more than 1 MiB, or by more than 256 KiB over the 10 MB
+//! one.
 //!
-//! Every allocation of the process is counted (the `peak_alloc` global allocator), the mock
-//! gateway's included; it makes its Chat chunks as it sends them, in constant memory, and the
-//! bare reqwest line shows what the gateway and reqwest alone cost.
+//! Then 10,000 streams held open at once through one client (each has sent its first events
+//! and stays silent: the mock's `stream_stall`): the heap they hold, per stream.
+//!
+//! Every allocation of this process is counted (the `peak_alloc` global allocator); the mock
+//! gateway runs in a process of its own, so none of its memory is.
 //!
 //! `cargo bench --features mock --bench memory`
 
@@ -20,6 +23,7 @@ use peak_alloc::PeakAlloc;
 mod common;
 
 use common::{CHAT_STREAM, Client, GuardTelemetry, on_worker};
+use reqwest_llm_guard::failover::CommitPoint;
 
 #[global_allocator]
 static HEAP: PeakAlloc = PeakAlloc;
@@ -78,7 +82,71 @@ fn kib(n: usize) -> f64 {
     f64::from(n) / 1024.0
 }
 
+/// Streams held open at once.
+const OPEN_STREAMS: usize = 10_000;
+/// Streams being opened at once (connection and first events), so the gateway's accept queue
+/// never overflows.
+const OPENING: usize = 200;
+
+/// Opens `OPEN_STREAMS` stalled streams through `client` (made inside the measurement), reads
+/// each one's first chunk, and holds them all: the heap held per stream while they are open,
+/// and the peak per stream while they were being opened.
+fn open_streams(rt: &tokio::runtime::Runtime, client: Client, url: &Arc<str>) -> (usize, usize) {
+    let base = HEAP.current_usage();
+    HEAP.reset_peak_usage();
+    let (client, url) = (Arc::new(client), url.clone());
+    let (held, peak) = on_worker(rt, async move {
+        let opening = Arc::new(tokio::sync::Semaphore::new(OPENING));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<()>(OPEN_STREAMS);
+        let tasks: Vec<_> = (0..OPEN_STREAMS)
+            .map(|_| {
+                let (client, url, opening, release, opened) = (
+                    client.clone(),
+                    url.clone(),
+                    opening.clone(),
+                    release.clone(),
+                    opened_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let permit = opening.acquire_owned().await.expect("semaphore");
+                    let released = release.notified();
+                    let response = client
+                        .post(
+                            &url,
+                            &[
+                                ("x-mock-scenario", "stream_stall"),
+                                ("x-mock-cut-after", "1"),
+                            ],
+                            CHAT_STREAM,
+                        )
+                        .await;
+                    let mut body = response.bytes_stream();
+                    let first = body.next().await.expect("a first chunk").expect("chunk");
+                    assert!(!first.is_empty());
+                    drop(permit);
+                    opened.send(()).await.expect("the bench waits");
+                    released.await;
+                    drop(body);
+                })
+            })
+            .collect();
+        for _ in 0..OPEN_STREAMS {
+            opened_rx.recv().await.expect("every stream opens");
+        }
+        let held = HEAP.current_usage().saturating_sub(base);
+        let peak = HEAP.peak_usage().saturating_sub(base);
+        release.notify_waiters();
+        for task in tasks {
+            task.await.expect("stream task");
+        }
+        (held, peak)
+    });
+    (held / OPEN_STREAMS, peak / OPEN_STREAMS)
+}
+
 fn main() {
+    common::serve_if_gateway();
     common::print_machine();
     let steal = common::Steal::start();
     let (rt, gateway) = common::runtime_with_gateway();
@@ -86,9 +154,10 @@ fn main() {
     let guard_telemetry = GuardTelemetry::new();
     let client = |variant: &str| match variant {
         "bare_reqwest" => Client::Bare(reqwest::Client::new()),
-        _ => guard_telemetry.client(),
+        "guard_full_stack" => guard_telemetry.client(),
+        _ => guard_telemetry.client_with_failover(gateway.url(), CommitPoint::default()),
     };
-    let variants = ["bare_reqwest", "guard_full_stack"];
+    let variants = ["bare_reqwest", "guard_full_stack", "guard_failover"];
     // Warm up (lazily built state: the runtime's, the SDK's attribute sets), and measure one
     // chunk's size.
     let (one, two) = on_worker(&rt, {
@@ -132,37 +201,61 @@ fn main() {
             .find(|(name, t, _)| *name == variant && *t == target)
             .map_or(0, |g| g.2)
     };
-    let guard = |target| of("guard_full_stack", target);
-    for target in [SMALL, LARGE] {
+    for name in &variants[1..] {
+        for target in [SMALL, LARGE] {
+            println!(
+                "{name}: {:>3} MB: growth minus bare reqwest's {:+.1} KiB",
+                target / 1_000_000,
+                kib(of(name, target)) - kib(of("bare_reqwest", target))
+            );
+        }
+        let (small, large) = (of(name, SMALL), of(name, LARGE));
         println!(
-            "{:>3} MB: the guard's growth minus bare reqwest's {:+.1} KiB",
-            target / 1_000_000,
-            kib(guard(target)) - kib(of("bare_reqwest", target))
+            "{name}: 100 MB growth {:.1} KiB, 10 MB growth {:.1} KiB, difference {:+.1} KiB",
+            kib(large),
+            kib(small),
+            (kib(large) - kib(small))
+        );
+        assert!(
+            large <= 1_000_000,
+            "a 100 MB stream grew the heap by {:.1} KiB through {name} (limit 1 MB)",
+            kib(large)
+        );
+        assert!(
+            large <= small + MIB / 4,
+            "the heap grew with the stream's length through {name}: {:.1} KiB at 100 MB, {:.1} KiB at 10 MB",
+            kib(large),
+            kib(small)
         );
     }
-    let (small, large) = (guard(SMALL), guard(LARGE));
-    println!(
-        "guard_full_stack: 100 MB growth {:.1} KiB, 10 MB growth {:.1} KiB, difference {:+.1} KiB",
-        kib(large),
-        kib(small),
-        (kib(large) - kib(small))
-    );
-    println!(
-        "spans exported: guard_full_stack {}; mock requests {}",
-        guard_telemetry.exported(),
-        gateway.requests()
-    );
-    assert!(
-        large <= 4 * MIB,
-        "a 100 MB stream grew the heap by {:.1} KiB through the guard (limit 4 MiB)",
-        kib(large)
-    );
-    assert!(
-        large <= small + MIB,
-        "the heap grew with the stream's length: {:.1} KiB at 100 MB, {:.1} KiB at 10 MB",
-        kib(large),
-        kib(small)
-    );
     println!("memory: OK, constant");
+
+    println!(
+        "\nmemory: {OPEN_STREAMS} streams held open at once through one client (each past its first events)"
+    );
+    let mut per_stream = Vec::new();
+    for name in variants {
+        let (held, peak) = open_streams(&rt, client(name), &url);
+        println!(
+            "{name:<18} held per open stream {:>7.2} KiB (peak while opening {:>7.2} KiB)",
+            kib(held),
+            kib(peak)
+        );
+        per_stream.push(held);
+    }
+    for (name, held) in variants.iter().zip(&per_stream).skip(1) {
+        println!(
+            "{name}: its own share per open stream {:+.2} KiB ({:+.1} MiB for {OPEN_STREAMS})",
+            kib(*held) - kib(per_stream[0]),
+            (kib(*held) - kib(per_stream[0]))
+                * f64::from(u32::try_from(OPEN_STREAMS).unwrap_or(u32::MAX))
+                / 1024.0
+        );
+    }
+    println!(
+        "spans exported: {}; mock requests {}",
+        guard_telemetry.exported(),
+        gateway.stop()
+    );
     steal.report();
 }

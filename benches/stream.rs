@@ -1,9 +1,14 @@
-//! `stream`: a streaming Chat call of 1,000 content chunks from the mock gateway on loopback,
-//! read with `bytes_stream()` to the end, bare reqwest against the whole guard stack (whose
-//! inspect layer checks every chunk on the way through). Criterion on the total time, then
-//! time to first chunk and total time, interleaved, with medians and ratios; the same for a
-//! 10-chunk stream, whose first chunk the mock gateway does not hold back behind the next ones
-//! (it writes a long stream in batches, so the first chunk of 1,000 arrives with many others).
+//! `stream`: a streaming Chat call of 1,000 content chunks from the mock gateway (in its own
+//! process) on loopback, read with `bytes_stream()` to the end: bare reqwest against the whole
+//! guard stack (whose inspect layer checks every event on the way through), without the
+//! failover layer and with it at each commit point. Criterion on the total time, then, with
+//! the variants taking turns: time to the first chunk, time to the first content delta, and
+//! total time, as medians and ratios to bare reqwest.
+//!
+//! Then the same for a 10-chunk stream whose events the gateway sends 1 ms apart
+//! (`x-mock-delay-ms`): its first event (the role chunk) and its first content delta arrive on
+//! their own, so the time the stack adds before the caller sees them is measured alone (a fast
+//! 1,000-chunk stream arrives in batches, the first chunk with many others).
 //!
 //! `cargo bench --features mock --bench stream`
 
@@ -13,71 +18,113 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use futures_util::StreamExt as _;
+use reqwest_llm_guard::failover::CommitPoint;
 
 #[allow(dead_code)]
 mod common;
 
 use common::{CHAT_STREAM, Client, GuardTelemetry, Samples, on_worker, ratio, us};
 
-const CHUNKS: &str = "1000";
-/// A short stream, for time to first chunk without the mock gateway batching its writes.
-const SHORT: &str = "10";
-const INTERLEAVED_CALLS: usize = 400;
+const CHUNKS: &[(&str, &str)] = &[("x-mock-chunks", "1000")];
+/// A short stream, its events 1 ms apart.
+const PACED: &[(&str, &str)] = &[("x-mock-chunks", "10"), ("x-mock-delay-ms", "1")];
+const INTERLEAVED_CALLS: usize = 300;
+const PACED_CALLS: usize = 150;
+/// What every content delta of the mock's Chat stream carries (its role chunk has `""`).
+const CONTENT: &[u8] = br#""content":"PASS "#;
 
-/// Time to the first `bytes_stream()` item, total time, bytes read.
-async fn stream(client: &Client, url: &str, chunks: &str) -> (Duration, Duration, usize) {
-    let start = Instant::now();
-    let response = client
-        .post(url, &[("x-mock-chunks", chunks)], CHAT_STREAM)
-        .await;
-    let mut body = response.bytes_stream();
-    let first = body.next().await.expect("a first chunk").expect("chunk");
-    let first_at = start.elapsed();
-    let mut len = first.len();
-    while let Some(chunk) = body.next().await {
-        len += chunk.expect("chunk").len();
-    }
-    (first_at, start.elapsed(), len)
+/// One streamed call, timed.
+struct Timed {
+    first_chunk: Duration,
+    first_content: Duration,
+    total: Duration,
+    bytes: usize,
 }
 
-/// Time to first chunk and total time of streams of `chunks` chunks, the variants taking turns.
+async fn stream(client: &Client, url: &str, headers: &[(&'static str, &str)]) -> Timed {
+    let start = Instant::now();
+    let response = client.post(url, headers, CHAT_STREAM).await;
+    let mut body = response.bytes_stream();
+    let (mut first_chunk, mut first_content) = (None, None);
+    let mut bytes = 0;
+    // The end of the previous chunk, so a marker split between two chunks is still found.
+    let mut carry: Vec<u8> = Vec::with_capacity(2 * CONTENT.len());
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("chunk");
+        first_chunk.get_or_insert_with(|| start.elapsed());
+        if first_content.is_none() {
+            carry.extend_from_slice(&chunk[..chunk.len().min(CONTENT.len())]);
+            if memchr::memmem::find(&carry, CONTENT).is_some()
+                || memchr::memmem::find(&chunk, CONTENT).is_some()
+            {
+                first_content = Some(start.elapsed());
+            }
+            carry.clear();
+            carry.extend_from_slice(&chunk[chunk.len().saturating_sub(CONTENT.len())..]);
+        }
+        bytes += chunk.len();
+    }
+    Timed {
+        first_chunk: first_chunk.expect("a first chunk"),
+        first_content: first_content.expect("a content delta"),
+        total: start.elapsed(),
+        bytes,
+    }
+}
+
+type Variants = Arc<Vec<(&'static str, Client)>>;
+
+/// The variants taking turns, `calls` streams each; a table of medians.
 fn interleaved(
     rt: &tokio::runtime::Runtime,
-    variants: &Arc<[(&'static str, Client); 2]>,
+    variants: &Variants,
     url: &Arc<str>,
-    chunks: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    calls: usize,
 ) {
-    let (first, total) = on_worker(rt, {
+    let runs = on_worker(rt, {
         let (variants, url) = (variants.clone(), url.clone());
         async move {
-            let mut first: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
-            let mut total: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
-            for _ in 0..INTERLEAVED_CALLS {
+            let mut runs: Vec<Vec<Timed>> = variants.iter().map(|_| Vec::new()).collect();
+            for _ in 0..calls {
                 for (i, (_, client)) in variants.iter().enumerate() {
-                    let (f, t, _) = stream(client, &url, chunks).await;
-                    first[i].push(f);
-                    total[i].push(t);
+                    runs[i].push(stream(client, &url, headers).await);
                 }
             }
-            (first, total)
+            runs
         }
     });
-    let first: Vec<Samples> = first.into_iter().map(Samples::new).collect();
-    let total: Vec<Samples> = total.into_iter().map(Samples::new).collect();
-    println!(
-        "\nstream: {chunks} chunks, {INTERLEAVED_CALLS} calls per variant, interleaved round robin"
+    let column = |f: fn(&Timed) -> Duration| -> Vec<Samples> {
+        runs.iter()
+            .map(|r| Samples::new(r.iter().map(f).collect()))
+            .collect()
+    };
+    let (first, content, total) = (
+        column(|t| t.first_chunk),
+        column(|t| t.first_content),
+        column(|t| t.total),
     );
+    println!("\nstream: {headers:?}, {calls} calls per variant, interleaved round robin");
     println!(
-        "{:<18} {:>16} {:>14} {:>16} {:>12} {:>13}",
-        "variant", "first chunk µs", "p99 first µs", "first - bare µs", "total µs", "total ratio"
+        "{:<24} {:>13} {:>12} {:>15} {:>13} {:>13} {:>11} {:>8}",
+        "variant",
+        "1st chunk µs",
+        "- bare µs",
+        "1st content µs",
+        "- bare's µs",
+        "p99 1st µs",
+        "total µs",
+        "total"
     );
     for (i, (name, _)) in variants.iter().enumerate() {
         println!(
-            "{:<18} {:>16.1} {:>14.1} {:>16.1} {:>12.1} {:>12.3}x",
+            "{:<24} {:>13.1} {:>12.1} {:>15.1} {:>13.1} {:>13.1} {:>11.1} {:>7.3}x",
             name,
             us(first[i].median()),
-            us(first[i].percentile(99)),
             us(first[i].median()) - us(first[0].median()),
+            us(content[i].median()),
+            us(content[i].median()) - us(content[0].median()),
+            us(first[i].percentile(99)),
             us(total[i].median()),
             ratio(total[i].median(), total[0].median()),
         );
@@ -85,22 +132,36 @@ fn interleaved(
 }
 
 fn main() {
+    common::serve_if_gateway();
     common::print_machine();
     let steal = common::Steal::start();
     let (rt, gateway) = common::runtime_with_gateway();
     let url: Arc<str> = format!("{}/v1/chat/completions", gateway.url()).into();
     let guard_telemetry = GuardTelemetry::new();
-    let variants = Arc::new([
+    let failover = |commit| guard_telemetry.client_with_failover(gateway.url(), commit);
+    let variants: Variants = Arc::new(vec![
         ("bare_reqwest", Client::Bare(reqwest::Client::new())),
         ("guard_full_stack", guard_telemetry.client()),
+        ("failover_first_byte", failover(CommitPoint::FirstByte)),
+        (
+            "failover_first_content",
+            failover(CommitPoint::FirstContent),
+        ),
+        (
+            "failover_end_1mib",
+            failover(CommitPoint::End { max_bytes: 1 << 20 }),
+        ),
     ]);
     let bytes = on_worker(&rt, {
         let (variants, url) = (variants.clone(), url.clone());
         async move {
             let mut bytes = 0;
-            for (_, client) in variants.iter() {
+            for (name, client) in variants.iter() {
+                if !common::warm("stream", name) {
+                    continue;
+                }
                 for _ in 0..30 {
-                    bytes = stream(client, &url, CHUNKS).await.2;
+                    bytes = stream(client, &url, CHUNKS).await.bytes;
                 }
             }
             bytes
@@ -109,9 +170,9 @@ fn main() {
     println!("stream: 1,000 content chunks, {bytes} bytes per call");
 
     let mut c = Criterion::default()
-        .sample_size(30)
+        .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(6))
+        .measurement_time(Duration::from_secs(5))
         .configure_from_args();
     let mut group = c.benchmark_group("stream");
     for (i, (name, _)) in variants.iter().enumerate() {
@@ -122,7 +183,7 @@ fn main() {
                     let client = &variants[i].1;
                     let start = Instant::now();
                     for _ in 0..iters {
-                        black_box(stream(client, &url, CHUNKS).await);
+                        black_box(stream(client, &url, CHUNKS).await.bytes);
                     }
                     start.elapsed()
                 })
@@ -133,19 +194,19 @@ fn main() {
     c.final_summary();
     if std::env::args().any(|a| a.starts_with("--profile-time")) {
         // Profiling one benchmark (`-- --profile-time N`): no other measurement.
-        println!("profiled: {} requests served", gateway.requests());
+        println!("profiled: {} requests served", gateway.stop());
         return;
     }
 
     let spans_before = guard_telemetry.exported();
-    for chunks in [CHUNKS, SHORT] {
-        interleaved(&rt, &variants, &url, chunks);
-    }
+    interleaved(&rt, &variants, &url, CHUNKS, INTERLEAVED_CALLS);
+    interleaved(&rt, &variants, &url, PACED, PACED_CALLS);
     // Spans dropped by a full batch queue would make the stack look cheaper than it is.
+    let guarded = variants.len() - 1;
     println!(
-        "\nspans exported during the interleaved calls: guard_full_stack {} (2 per call: {})",
+        "\nspans exported during the interleaved calls: {} (2 per guarded call: {})",
         guard_telemetry.exported() - spans_before,
-        2 * 2 * INTERLEAVED_CALLS
+        2 * guarded * (INTERLEAVED_CALLS + PACED_CALLS)
     );
     steal.report();
 }

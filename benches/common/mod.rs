@@ -1,5 +1,5 @@
-//! What the benchmarks share: a runtime with the mock gateway in it, the clients compared, no-op
-//! exporters, and the statistics printed beside criterion's.
+//! What the benchmarks share: a runtime, the mock gateway in a process of its own, the clients
+//! compared, no-op exporters, and the statistics printed beside criterion's.
 //!
 //! The clients compared, each reused for every call of its variant:
 //!
@@ -8,7 +8,10 @@
 //!   `TracingMiddleware` (reqwest-tracing, its spans bridged to OpenTelemetry by the
 //!   `tracing-opentelemetry` layer of a global `tracing` subscriber) and
 //!   `RetryTransientMiddleware` (exponential backoff, 2 retries);
-//! - `guard`: this crate's whole stack ([`Guard`]) with its own tracer and meter providers.
+//! - `guard`: this crate's whole stack ([`Guard`]) with its own tracer and meter providers,
+//!   with or without the failover layer (two upstreams, no call failing over).
+//!
+//! The mock gateway runs in a process of its own ([`Gateway`]).
 //!
 //! Every provider exports through a batch span processor (or a periodic metric reader) to a sink
 //! that drops what it is given, so the cost measured is making and recording the telemetry, not
@@ -26,6 +29,7 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use reqwest_llm_guard::Guard;
+use reqwest_llm_guard::failover::{CommitPoint, Failover, Upstream};
 use reqwest_llm_guard::mock::MockGateway;
 use reqwest_llm_guard::telemetry::Telemetry;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
@@ -204,6 +208,24 @@ impl GuardTelemetry {
         )
     }
 
+    /// The whole stack with the failover layer configured: two upstreams, both this
+    /// gateway (`base` is its URL), so no call fails over; streams commit at `commit`.
+    pub(crate) fn client_with_failover(&self, base: &str, commit: CommitPoint) -> Client {
+        let telemetry = Telemetry::new()
+            .with_tracer_provider(&self.tracer_provider)
+            .with_meter_provider(&self.meter_provider);
+        let upstream = |name: &str| Upstream::new(name, &format!("{base}/v1")).expect("base URL");
+        let failover = Failover::new([upstream("primary"), upstream("backup")])
+            .with_meter_provider(&self.meter_provider)
+            .with_commit_point(commit);
+        Client::Layered(
+            Guard::new()
+                .with_telemetry(telemetry)
+                .with_failover(failover)
+                .client(reqwest::Client::new()),
+        )
+    }
+
     /// Flushes, then says how many spans reached the sink.
     pub(crate) fn exported(&self) -> u64 {
         let _ = self.tracer_provider.force_flush();
@@ -211,14 +233,119 @@ impl GuardTelemetry {
     }
 }
 
-/// A multi-thread runtime (one worker per core) with the mock gateway running in it.
-pub(crate) fn runtime_with_gateway() -> (tokio::runtime::Runtime, MockGateway) {
+/// The environment variable that makes a bench binary the mock gateway of its parent.
+const GATEWAY_CHILD: &str = "LLM_GUARD_BENCH_GATEWAY";
+
+/// The mock gateway in a process of its own: the bench's own binary, started again with
+/// [`GATEWAY_CHILD`] set. Its work (parsing requests, making answers, writing them) is then
+/// outside the measured process and its runtime, as a remote gateway's would be; the two
+/// processes share only the machine's cores and loopback.
+pub(crate) struct Gateway {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Gateway {
+    /// The gateway's base URL (`http://127.0.0.1:PORT`).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the gateway; the number of requests it served.
+    pub(crate) fn stop(mut self) -> u64 {
+        use std::io::BufRead as _;
+        drop(self.child.stdin.take());
+        let mut line = String::new();
+        if let Some(out) = self.child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let _ = self.child.wait();
+        line.trim()
+            .strip_prefix("served ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Call first in a bench's `main`: in the gateway's process (see [`Gateway`]) this serves the
+/// mock gateway on one thread until the parent closes its standard input, then exits.
+pub(crate) fn serve_if_gateway() {
+    use std::io::{Read as _, Write as _};
+    if std::env::var_os(GATEWAY_CHILD).is_none() {
+        return;
+    }
+    // One thread, as one core of a remote machine: the bench's process keeps the other.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("gateway runtime");
+    let gateway = rt.block_on(MockGateway::start()).expect("mock gateway");
+    println!("listening {}", gateway.url());
+    std::io::stdout().flush().expect("stdout");
+    let served = rt.block_on(async {
+        // The parent's end of standard input closes when it stops (or dies).
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await;
+        gateway.requests()
+    });
+    println!("served {served}");
+    std::process::exit(0);
+}
+
+/// Starts the mock gateway in a child process (see [`Gateway`]).
+pub(crate) fn gateway() -> Gateway {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().expect("this bench's path"))
+        .env(GATEWAY_CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the gateway process");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("gateway stdout");
+    let mut reader = std::io::BufReader::new(stdout);
+    reader.read_line(&mut line).expect("the gateway's address");
+    let url = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("the gateway said {line:?}"))
+        .to_owned();
+    child.stdout = Some(reader.into_inner());
+    Gateway { child, url }
+}
+
+/// The bench's runtime: multi-thread, one worker per core, as a service's; with the mock
+/// gateway in its own process.
+pub(crate) fn runtime_with_gateway() -> (tokio::runtime::Runtime, Gateway) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let gateway = rt.block_on(MockGateway::start()).expect("mock gateway");
-    (rt, gateway)
+    (rt, gateway())
+}
+
+/// When criterion profiles one benchmark (`--profile-time N` with a `group/name` filter): its
+/// filter, so the bench warms up that variant alone and the profile holds nothing else.
+pub(crate) fn profiled_filter() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a.starts_with("--profile-time")) {
+        return None;
+    }
+    args.into_iter()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && a.contains('/'))
+}
+
+/// Whether the variant `group/name` is to be warmed up (all are, unless one is profiled).
+pub(crate) fn warm(group: &str, name: &str) -> bool {
+    profiled_filter().is_none_or(|f| f == format!("{group}/{name}"))
 }
 
 /// Runs `work` as a task on the runtime's workers (where a service's own code runs), not on
@@ -228,6 +355,16 @@ pub(crate) fn on_worker<T: Send + 'static>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> T {
     rt.block_on(async { tokio::spawn(work).await.expect("bench task") })
+}
+
+/// CPU time this process has used so far, all its threads (the exporters' among them): what
+/// the calls cost the service's machine, whatever the gateway's process did meanwhile.
+pub(crate) fn cpu_time() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// Sorted samples, for percentiles.
