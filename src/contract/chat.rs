@@ -1,6 +1,11 @@
 //! The Chat Completions contract: `chat.completion` objects and `chat.completion.chunk` streams.
 
-use super::view::{self, ChatChunk, ChatCompletion, Choice};
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+
+use super::template::{self, Template};
+use super::view::{self, ChatChunk, ChatCompletion, Choice, Choices, ChunkChoice, Delta};
 use super::{ApiError, Report, TokenUsage, set_once};
 use crate::evidence::{Violation, Warning};
 use crate::sse::Event;
@@ -131,6 +136,83 @@ pub(super) struct ChatStream {
     /// Per choice index (bounded): a finish reason was seen; the first tool-call index seen.
     choices: Vec<ChoiceState>,
     finish_seen: bool,
+    /// The last plain chunk, for the fast path ([`template`]).
+    template: Option<(Template, PlainChunk)>,
+}
+
+/// A chunk with one choice, no tool calls, no usage and no error, as its view read it: what a
+/// chunk that matches its template is, without parsing it again.
+#[derive(Debug)]
+struct PlainChunk {
+    id: Option<String>,
+    object: Option<String>,
+    created: bool,
+    model: Option<String>,
+    service_tier: Option<String>,
+    system_fingerprint: Option<String>,
+    index: Option<u64>,
+    delta: bool,
+    finish_reason: Option<Option<String>>,
+}
+
+impl PlainChunk {
+    /// The chunk kept if `chunk` is plain.
+    fn of(chunk: &ChatChunk<'_>) -> Option<Self> {
+        if chunk.error.is_some() || chunk.usage.is_some() {
+            return None;
+        }
+        let mut choices = chunk.choices.as_ref()?.iter();
+        let (choice, None) = (choices.next()?, choices.next()) else {
+            return None;
+        };
+        if choice
+            .delta
+            .as_ref()
+            .is_some_and(|d| d.tool_calls.is_some())
+        {
+            return None;
+        }
+        let owned = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_owned);
+        Some(Self {
+            id: owned(&chunk.id),
+            object: owned(&chunk.object),
+            created: chunk.created.is_some(),
+            model: owned(&chunk.model),
+            service_tier: owned(&chunk.service_tier),
+            system_fingerprint: owned(&chunk.system_fingerprint),
+            index: choice.index,
+            delta: choice.delta.is_some(),
+            finish_reason: choice
+                .finish_reason
+                .as_ref()
+                .map(|r| r.as_deref().map(str::to_owned)),
+        })
+    }
+
+    /// The view serde_json gives of any chunk that matches this one's template.
+    fn view(&self) -> ChatChunk<'_> {
+        fn borrowed(s: Option<&String>) -> Option<Cow<'_, str>> {
+            s.map(|s| Cow::Borrowed(s.as_str()))
+        }
+        ChatChunk {
+            id: borrowed(self.id.as_ref()),
+            object: borrowed(self.object.as_ref()),
+            created: self.created.then_some(IgnoredAny),
+            model: borrowed(self.model.as_ref()),
+            choices: Some(Choices::one(ChunkChoice {
+                index: self.index,
+                delta: self.delta.then_some(Delta { tool_calls: None }),
+                finish_reason: self
+                    .finish_reason
+                    .as_ref()
+                    .map(|r| r.as_deref().map(Cow::Borrowed)),
+            })),
+            usage: None,
+            error: None,
+            service_tier: borrowed(self.service_tier.as_ref()),
+            system_fingerprint: borrowed(self.system_fingerprint.as_ref()),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -170,10 +252,29 @@ impl ChatStream {
             }
             return;
         }
+        // The fast path: the same chunk as the last plain one but for the text it carries.
+        if let Some((template, plain)) = self.template.take() {
+            let matched = event.is_complete() && template.matches(data).is_some();
+            if matched {
+                self.chunks += 1;
+                self.check_chunk(&plain.view(), report);
+            }
+            self.template = Some((template, plain));
+            if matched {
+                return;
+            }
+        }
         let Some(chunk) = view::parse::<ChatChunk<'_>>(data, None, report, at) else {
             return;
         };
         self.chunks += 1;
+        if event.is_complete()
+            && data.len() <= template::MAX_TEMPLATE_BYTES
+            && let Some(plain) = PlainChunk::of(&chunk)
+            && let Some(template) = Template::of(data, template::Shape::ChatChunk)
+        {
+            self.template = Some((template, plain));
+        }
         if let Some(raw) = chunk.error.filter(|e| e.get() != "null") {
             // OpenRouter: an error inside an otherwise ordinary chunk.
             report.fail_at(Violation::ErrorInStream, at);

@@ -38,6 +38,7 @@ mod chat;
 mod error;
 mod responses;
 mod stream;
+mod template;
 mod view;
 
 pub(crate) use capture::Capture;

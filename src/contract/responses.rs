@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 
+use super::template::{self, Template};
 use super::view::{self, Response, ResponseHead, StreamEvent};
 use super::{ApiError, Report, set_once};
 use crate::evidence::{Violation, Warning};
@@ -224,6 +225,49 @@ pub(super) struct ResponsesStream {
     open_parts: Vec<(u64, u64, bool)>,
     overflow: bool,
     function_call: bool,
+    /// The last plain delta event, for the fast path ([`template`]).
+    template: Option<(Template, PlainEvent)>,
+}
+
+/// A delta event (a part's or an item's) with no `item`, `response` or `name`, as its view
+/// read it: what an event that matches its template is, but for its sequence number.
+#[derive(Debug)]
+struct PlainEvent {
+    kind: String,
+    output_index: Option<u64>,
+    content_index: Option<u64>,
+    summary_index: Option<u64>,
+}
+
+impl PlainEvent {
+    fn of(ev: &StreamEvent<'_>) -> Option<Self> {
+        let kind = ev.kind.as_deref()?;
+        let plain = ev.item.is_none()
+            && ev.response.is_none()
+            && ev.name.is_none()
+            && matches!(kind_of(kind), Kind::PartEvent | Kind::ItemEvent);
+        plain.then(|| Self {
+            kind: kind.to_owned(),
+            output_index: ev.output_index,
+            content_index: ev.content_index,
+            summary_index: ev.summary_index,
+        })
+    }
+
+    /// The view serde_json gives of an event that matches this one's template, whose integer
+    /// slot (if the template has one) holds `sequence_number`.
+    fn view(&self, sequence_number: Option<u64>) -> StreamEvent<'_> {
+        StreamEvent {
+            kind: Some(Cow::Borrowed(&self.kind)),
+            sequence_number,
+            output_index: self.output_index,
+            content_index: self.content_index,
+            summary_index: self.summary_index,
+            item: None,
+            response: None,
+            name: None,
+        }
+    }
 }
 
 impl ResponsesStream {
@@ -251,9 +295,40 @@ impl ResponsesStream {
             report.fail_at(Violation::EventAfterTerminal, at);
             return;
         }
+        // The fast path: the same delta event as the last plain one but for its text and
+        // sequence number.
+        if let Some(kept) = self.template.take() {
+            let slot = event.is_complete().then(|| kept.0.matches(data)).flatten();
+            if let Some(sequence_number) = slot {
+                self.on_parsed(&kept.1.view(sequence_number), event, at, report);
+            }
+            self.template = Some(kept);
+            if slot.is_some() {
+                return;
+            }
+        }
         let Some(ev) = view::parse::<StreamEvent<'_>>(data, None, report, at) else {
             return;
         };
+        if event.is_complete()
+            && data.len() <= template::MAX_TEMPLATE_BYTES
+            && let Some(plain) = PlainEvent::of(&ev)
+            && let Some(template) = Template::of(data, template::Shape::ResponsesEvent)
+        {
+            self.template = Some((template, plain));
+        }
+        self.on_parsed(&ev, event, at, report);
+    }
+
+    /// The checks of one parsed event.
+    fn on_parsed(
+        &mut self,
+        ev: &StreamEvent<'_>,
+        event: &Event<'_>,
+        at: Option<u64>,
+        report: &mut Report,
+    ) {
+        let data = event.data();
         let kind_name: Option<Cow<'_, str>> = ev
             .kind
             .clone()
@@ -292,8 +367,8 @@ impl ResponsesStream {
                     report.set_api_error(e);
                 }
             }
-            Kind::Terminal => self.on_terminal(&ev, at, report),
-            Kind::ItemAdded => self.on_item_added(&ev, at, report),
+            Kind::Terminal => self.on_terminal(ev, at, report),
+            Kind::ItemAdded => self.on_item_added(ev, at, report),
             Kind::ItemDone => {
                 if self.require_item(ev.output_index, at, report) {
                     let i = ev.output_index.unwrap_or_default();
@@ -303,14 +378,14 @@ impl ResponsesStream {
             }
             Kind::PartAdded => {
                 if self.require_item(ev.output_index, at, report)
-                    && let Some(part) = part_key(&ev)
+                    && let Some(part) = part_key(ev)
                 {
                     self.track_part(part);
                 }
             }
             Kind::PartDone => {
                 if self.require_item(ev.output_index, at, report)
-                    && let Some(part) = part_key(&ev)
+                    && let Some(part) = part_key(ev)
                 {
                     let before = self.open_parts.len();
                     self.open_parts.retain(|p| *p != part);
@@ -322,7 +397,7 @@ impl ResponsesStream {
             Kind::PartEvent => {
                 if self.require_item(ev.output_index, at, report)
                     && !self.overflow
-                    && let Some(part) = part_key(&ev)
+                    && let Some(part) = part_key(ev)
                     && !self.open_parts.contains(&part)
                 {
                     report.warn_at(Warning::MissingContentPart, at);

@@ -366,6 +366,14 @@ impl<T> Choices<T> {
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
         self.first.iter().chain(&self.rest)
     }
+
+    /// One element, as the array `[item]` reads.
+    pub(super) fn one(item: T) -> Self {
+        Self {
+            first: Some(item),
+            rest: Vec::new(),
+        }
+    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Choices<T> {
