@@ -117,5 +117,5 @@ pub use layer::{
     DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Failover,
     FailoverRecord, FailoverStop, Hop, HopReason,
 };
-pub use stream::CommitPoint;
+pub use stream::{CommitPoint, FIRST_CONTENT_MAX_HELD};
 pub use upstream::{Credential, InvalidBaseUrl, Upstream};
