@@ -187,16 +187,21 @@ impl Shared {
     }
 }
 
-/// Response ids this layer saw minted, and by which upstream: bounded, oldest forgotten first.
+/// The longest response id remembered: providers mint ids of well under 100 characters, and
+/// one from a hostile upstream must not make the map's bound a matter of its length.
+pub(crate) const MAX_AFFINITY_ID_BYTES: usize = 256;
+
+/// Response ids this layer saw minted, and by which upstream: bounded in count (oldest
+/// forgotten first) and in length, so at most `capacity` × ~350 bytes.
 struct Affinity {
     capacity: usize,
-    by_id: HashMap<Box<str>, usize>,
-    order: VecDeque<Box<str>>,
+    by_id: HashMap<Arc<str>, usize>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl Affinity {
     fn remember(&mut self, id: &str, upstream: usize) {
-        if self.capacity == 0 || self.by_id.contains_key(id) {
+        if self.capacity == 0 || id.len() > MAX_AFFINITY_ID_BYTES || self.by_id.contains_key(id) {
             return;
         }
         if self.order.len() >= self.capacity
@@ -204,8 +209,10 @@ impl Affinity {
         {
             self.by_id.remove(&old);
         }
-        self.by_id.insert(id.into(), upstream);
-        self.order.push_back(id.into());
+        // One copy of the id, shared by the map and the order.
+        let id: Arc<str> = id.into();
+        self.by_id.insert(id.clone(), upstream);
+        self.order.push_back(id);
     }
 
     fn owner(&self, id: &str) -> Option<usize> {
@@ -328,7 +335,9 @@ impl Failover {
         self.edit(|s| s.breaker = config.clone())
     }
 
-    /// Remember at most this many response ids for state affinity (default 10,000).
+    /// Remember at most this many response ids for state affinity (default 10,000; the oldest
+    /// is forgotten first). An id longer than 256 bytes is not remembered, so the memory kept
+    /// is at most about 350 bytes an id (3.5 MB at the default; ~1.4 MB for ids of 60 bytes).
     #[must_use]
     pub fn with_affinity_capacity(self, capacity: usize) -> Self {
         self.edit(|s| s.affinity_capacity = capacity)
@@ -943,6 +952,34 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn affinity_is_bounded_in_count_and_in_id_length() {
+        let mut a = Affinity {
+            capacity: 3,
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+        };
+        for (i, id) in ["resp_a", "resp_b", "resp_c", "resp_d"]
+            .into_iter()
+            .enumerate()
+        {
+            a.remember(id, i);
+        }
+        // The oldest is forgotten first.
+        assert_eq!(a.owner("resp_a"), None);
+        assert_eq!(a.owner("resp_d"), Some(3));
+        assert_eq!((a.by_id.len(), a.order.len()), (3, 3));
+        // Seen again: not moved, not counted twice.
+        a.remember("resp_b", 9);
+        assert_eq!(a.owner("resp_b"), Some(1));
+        assert_eq!(a.order.len(), 3);
+        // An id longer than any provider mints is not kept.
+        let long = "r".repeat(MAX_AFFINITY_ID_BYTES + 1);
+        a.remember(&long, 0);
+        assert_eq!(a.owner(&long), None);
+        assert_eq!(a.owner("resp_b"), Some(1));
+    }
 
     fn request(method: &str, path: &str, body: &str) -> Request {
         let mut r = Request::new(
