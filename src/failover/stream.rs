@@ -128,12 +128,18 @@ fn seen(event: &sse::Event<'_>) -> Seen {
 /// error (`error`, `response.failed`) and has no `\u` escape (which could spell one) cannot be
 /// one, and is not parsed: holding a stream to its end no longer parses every event twice.
 fn seen_error(event: &sse::Event<'_>) -> Seen {
-    use memchr::memmem::find;
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    // Built once: a finder made per call cost more than the search.
+    static MARKERS: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
+        [
+            Finder::new(b"error"),
+            Finder::new(b"failed"),
+            Finder::new(b"\\u"),
+        ]
+    });
     let data = event.data();
-    let may = event.event_type() == Some("error")
-        || find(data, b"error").is_some()
-        || find(data, b"failed").is_some()
-        || find(data, b"\\u").is_some();
+    let may = event.event_type() == Some("error") || MARKERS.iter().any(|m| m.find(data).is_some());
     match may.then(|| seen(event)) {
         Some(Seen::Error) => Seen::Error,
         _ => Seen::Nothing,
