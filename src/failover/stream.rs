@@ -383,51 +383,59 @@ impl Body for Committed {
             let Some(rest) = this.rest.as_mut().as_pin_mut() else {
                 return Poll::Ready(None);
             };
-            if let Some(idle) = *this.idle {
-                // One timer for the whole body, moved only when it fires: a frame just notes
-                // its time (a timer set anew for every frame was ~500 instructions a frame).
-                let last = *this
-                    .last_frame
-                    .get_or_insert_with(tokio::time::Instant::now);
-                let deadline = idle_deadline(last, idle);
-                if this.timer.is_none() {
-                    this.timer.set(Some(tokio::time::sleep_until(deadline)));
-                }
-                if let Some(mut timer) = this.timer.as_mut().as_pin_mut()
-                    && timer.as_mut().poll(cx).is_ready()
-                    && {
-                        // Fired: stalled only if no frame came since it was set.
-                        if deadline > tokio::time::Instant::now() {
-                            timer.as_mut().reset(deadline);
-                            timer.poll(cx).is_ready()
-                        } else {
-                            true
+            // The body first: a frame that is ready is handed on without touching the timer
+            // (the idle limit is only looked at while the body is waiting).
+            let frame = match rest.poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if let Some(idle) = *this.idle {
+                        // One timer for the whole body, moved only when it fires: a frame
+                        // just notes its time (a timer set anew for every frame was ~500
+                        // instructions a frame).
+                        let last = *this
+                            .last_frame
+                            .get_or_insert_with(tokio::time::Instant::now);
+                        let deadline = idle_deadline(last, idle);
+                        if this.timer.is_none() {
+                            this.timer.set(Some(tokio::time::sleep_until(deadline)));
+                        }
+                        if let Some(mut timer) = this.timer.as_mut().as_pin_mut()
+                            && timer.as_mut().poll(cx).is_ready()
+                            && {
+                                // Fired: stalled only if no frame came since it was set.
+                                if deadline > tokio::time::Instant::now() {
+                                    timer.as_mut().reset(deadline);
+                                    timer.poll(cx).is_ready()
+                                } else {
+                                    true
+                                }
+                            }
+                        {
+                            // Stalled after the commit point: a failure the caller must see.
+                            this.verdict
+                                .complete(ContractVerdict::failed(Violation::BodyStalled));
+                            this.rest.set(None);
+                            this.timer.set(None);
+                            let failed = this.verdict.get();
+                            match after_failure(
+                                this.plan.as_ref(),
+                                this.partial,
+                                this.original,
+                                failed,
+                                this.continuing,
+                            ) {
+                                Next::Continue => continue,
+                                Next::Fail(e) => {
+                                    *this.done = true;
+                                    complete_outer(this.outer.as_ref(), this.original.take());
+                                    return Poll::Ready(Some(Err(e)));
+                                }
+                            }
                         }
                     }
-                {
-                    // Stalled after the commit point: a failure the caller must see.
-                    this.verdict
-                        .complete(ContractVerdict::failed(Violation::BodyStalled));
-                    this.rest.set(None);
-                    this.timer.set(None);
-                    let failed = this.verdict.get();
-                    match after_failure(
-                        this.plan.as_ref(),
-                        this.partial,
-                        this.original,
-                        failed,
-                        this.continuing,
-                    ) {
-                        Next::Continue => continue,
-                        Next::Fail(e) => {
-                            *this.done = true;
-                            complete_outer(this.outer.as_ref(), this.original.take());
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    }
+                    return Poll::Pending;
                 }
-            }
-            let frame = ready!(rest.poll_frame(cx));
+            };
             if this.idle.is_some() {
                 *this.last_frame = Some(tokio::time::Instant::now());
             }
