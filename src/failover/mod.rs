@@ -19,8 +19,9 @@
 //! upstream behind the same host. A request goes only to upstreams that serve its surface (no
 //! Chat ↔ Responses translation), and one that continues server-side state
 //! (`previous_response_id`, a `conversation`, `GET /responses/{id}`) only to the upstream that
-//! minted it (the layer remembers the last 10,000 response ids it saw): if that one fails, the
-//! call holds there (`failover.stop_reason=state_affinity`).
+//! minted it (the layer remembers the last 10,000 response ids it saw, each of at most 256
+//! bytes: [`Failover::with_affinity_capacity`]): if that one fails, the call holds there
+//! (`failover.stop_reason=state_affinity`).
 //!
 //! An upstream built [`with_drill_required`](Upstream::with_drill_required) gets caller traffic
 //! only once the evidence drill has passed against it ([`Failover::promote`]), and again after
