@@ -249,7 +249,7 @@
 //! | retried | 429 only ([`retry::On429`]); preset [`Retry::openai_sdk`](retry::Retry::openai_sdk): 408, 409, 429, 5xx, transport errors |
 //! | retries, backoff | 2, full-jitter exponential 0.5 s → 8 s, never under 100 ms ([`Retry::with_min_backoff`](retry::Retry::with_min_backoff)) |
 //! | time to response headers, per attempt | no limit but the client's ([`Retry::with_time_to_headers`](retry::Retry::with_time_to_headers): past it, no retry) |
-//! | failover ([`failover::Failover`], off unless added) | 2 hops, streams committed at their first byte, 60 s to a stream's first byte and between its frames, a breaker per upstream: 5 failures in a row or 50% of ≥ 20 calls in 60 s, open 30 s doubling to 300 s ± 10% |
+//! | failover ([`failover::Failover`], off unless added) | 2 hops, streams committed at their first byte (at most 1 MiB held waiting for a first content, [`failover::FIRST_CONTENT_MAX_HELD`]), 60 s to a stream's first byte and between its frames, a breaker per upstream: 5 failures in a row or 50% of ≥ 20 calls in 60 s, open 30 s doubling to 300 s ± 10%, the last 10,000 response ids (of at most 256 bytes) remembered for state affinity |
 //! | largest server-requested wait (`retry-after`, `retry-after-ms`) | 60 s; longer: no retry, `fallback` |
 //! | retry deadline | 60 s from the call's start (tokio's clock); the attempt in flight is never cut |
 //! | retry budget | 10 retries/s reserve plus 20% of calls, over a 10 s window, shared by clones |

@@ -38,6 +38,8 @@ use reqwest_tracing::TracingMiddleware;
 use retry_policies::policies::ExponentialBackoff;
 use tracing_subscriber::layer::SubscriberExt as _;
 
+pub(crate) mod in_flight;
+
 /// A non-streaming Chat request (the answer's size comes from `x-mock-content-bytes`).
 pub(crate) const CHAT: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say PASS"}]}"#;
