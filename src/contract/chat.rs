@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::de::IgnoredAny;
 
-use super::template::{self, Template};
+use super::template::{Kept, Shape};
 use super::view::{self, ChatChunk, ChatCompletion, Choice, Choices, ChunkChoice, Delta};
 use super::{ApiError, Report, TokenUsage, set_once};
 use crate::evidence::{Violation, Warning};
@@ -137,7 +137,7 @@ pub(super) struct ChatStream {
     choices: Vec<ChoiceState>,
     finish_seen: bool,
     /// The last plain chunk, for the fast path ([`template`]).
-    template: Option<(Template, PlainChunk)>,
+    template: Option<Kept<PlainChunk>>,
 }
 
 /// A chunk with one choice, no tool calls, no usage and no error, as its view read it: what a
@@ -253,13 +253,13 @@ impl ChatStream {
             return;
         }
         // The fast path: the same chunk as the last plain one but for the text it carries.
-        if let Some((template, plain)) = self.template.take() {
-            let matched = event.is_complete() && template.matches(data).is_some();
+        if let Some(kept) = self.template.take() {
+            let matched = kept.matches(event).is_some();
             if matched {
                 self.chunks += 1;
-                self.check_chunk(&plain.view(), report);
+                self.check_chunk(&kept.plain.view(), report);
             }
-            self.template = Some((template, plain));
+            self.template = Some(kept);
             if matched {
                 return;
             }
@@ -268,12 +268,8 @@ impl ChatStream {
             return;
         };
         self.chunks += 1;
-        if event.is_complete()
-            && data.len() <= template::MAX_TEMPLATE_BYTES
-            && let Some(plain) = PlainChunk::of(&chunk)
-            && let Some(template) = Template::of(data, template::Shape::ChatChunk)
-        {
-            self.template = Some((template, plain));
+        if let Some(kept) = Kept::of(event, Shape::ChatChunk, || PlainChunk::of(&chunk)) {
+            self.template = Some(kept);
         }
         if let Some(raw) = chunk.error.filter(|e| e.get() != "null") {
             // OpenRouter: an error inside an otherwise ordinary chunk.

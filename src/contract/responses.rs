@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use super::template::{self, Template};
+use super::template::{Kept, Shape};
 use super::view::{self, Response, ResponseHead, StreamEvent};
 use super::{ApiError, Report, set_once};
 use crate::evidence::{Violation, Warning};
@@ -226,7 +226,7 @@ pub(super) struct ResponsesStream {
     overflow: bool,
     function_call: bool,
     /// The last plain delta event, for the fast path ([`template`]).
-    template: Option<(Template, PlainEvent)>,
+    template: Option<Kept<PlainEvent>>,
 }
 
 /// A delta event (a part's or an item's) with no `item`, `response` or `name`, as its view
@@ -298,9 +298,9 @@ impl ResponsesStream {
         // The fast path: the same delta event as the last plain one but for its text and
         // sequence number.
         if let Some(kept) = self.template.take() {
-            let slot = event.is_complete().then(|| kept.0.matches(data)).flatten();
+            let slot = kept.matches(event);
             if let Some(sequence_number) = slot {
-                self.on_parsed(&kept.1.view(sequence_number), event, at, report);
+                self.on_parsed(&kept.plain.view(sequence_number), event, at, report);
             }
             self.template = Some(kept);
             if slot.is_some() {
@@ -310,12 +310,8 @@ impl ResponsesStream {
         let Some(ev) = view::parse::<StreamEvent<'_>>(data, None, report, at) else {
             return;
         };
-        if event.is_complete()
-            && data.len() <= template::MAX_TEMPLATE_BYTES
-            && let Some(plain) = PlainEvent::of(&ev)
-            && let Some(template) = Template::of(data, template::Shape::ResponsesEvent)
-        {
-            self.template = Some((template, plain));
+        if let Some(kept) = Kept::of(event, Shape::ResponsesEvent, || PlainEvent::of(&ev)) {
+            self.template = Some(kept);
         }
         self.on_parsed(&ev, event, at, report);
     }

@@ -20,8 +20,10 @@
 
 use memchr::memchr2;
 
+use crate::sse::Event;
+
 /// The largest event a template is made of: content chunks are a few hundred bytes.
-pub(super) const MAX_TEMPLATE_BYTES: usize = 4096;
+const MAX_TEMPLATE_BYTES: usize = 4096;
 
 /// Nesting past this depth makes no template (events that deep are not content chunks).
 const MAX_DEPTH: usize = 16;
@@ -59,6 +61,43 @@ const RESPONSES_READ: &[&[u8]] = &[
     b"response",
     b"name",
 ];
+
+/// A template and what its event's view read (`P`), kept by a stream's checker for the next
+/// events.
+#[derive(Debug)]
+pub(super) struct Kept<P> {
+    template: Template,
+    /// What the view read, to check a matching event with.
+    pub(super) plain: P,
+}
+
+impl<P> Kept<P> {
+    /// Kept of `event`, parsed into a view that `plain` takes what it needs from: only a whole
+    /// event (not one the body ended inside), at most [`MAX_TEMPLATE_BYTES`], whose view
+    /// `plain` accepts and which has holes.
+    pub(super) fn of(
+        event: &Event<'_>,
+        shape: Shape,
+        plain: impl FnOnce() -> Option<P>,
+    ) -> Option<Self> {
+        if !event.is_complete() || event.data().len() > MAX_TEMPLATE_BYTES {
+            return None;
+        }
+        let plain = plain()?;
+        Some(Self {
+            template: Template::of(event.data(), shape)?,
+            plain,
+        })
+    }
+
+    /// [`Template::matches`] for a whole event.
+    pub(super) fn matches(&self, event: &Event<'_>) -> Option<Option<u64>> {
+        if !event.is_complete() {
+            return None;
+        }
+        self.template.matches(event.data())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hole {
