@@ -187,6 +187,17 @@ str_enum! {
     }
 }
 
+impl Violation {
+    /// Whether the body was cut off while it was being read (the connection failed, the
+    /// client's timeout ran out, or no byte came for the idle limit), not refused or malformed.
+    pub(crate) fn is_cut_off(self) -> bool {
+        matches!(
+            self,
+            Self::BodyReadError | Self::BodyTimeout | Self::BodyStalled
+        )
+    }
+}
+
 str_enum! {
     /// A tolerated deviation from the spec, counted in `contract.warnings` (compat mode).
     ///

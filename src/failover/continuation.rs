@@ -95,15 +95,7 @@ impl Partial {
 
 /// Whether a stream that failed this way may be continued: it was cut, not refused.
 pub(crate) fn continuable(violation: Option<Violation>) -> bool {
-    matches!(
-        violation,
-        Some(
-            Violation::StreamTruncated
-                | Violation::BodyReadError
-                | Violation::BodyStalled
-                | Violation::BodyTimeout
-        ) | None
-    )
+    violation.is_none_or(|v| v == Violation::StreamTruncated || v.is_cut_off())
 }
 
 /// The request that continues `partial` on the plan's upstream.

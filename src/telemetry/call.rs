@@ -367,11 +367,7 @@ impl Middleware for Telemetry {
 /// Whether a stream's verdict came at its end, so the moment it came is its last chunk's: not
 /// when the caller dropped it or the connection broke off.
 fn stream_ran_to_its_end(v: &ContractVerdict) -> bool {
-    v.skip_reason != Some(SkipReason::Cancelled)
-        && !matches!(
-            v.violation,
-            Some(Violation::BodyReadError | Violation::BodyStalled)
-        )
+    v.skip_reason != Some(SkipReason::Cancelled) && !v.violation.is_some_and(Violation::is_cut_off)
 }
 
 /// Opens the call span with what the request says, and records the request lint on it.
@@ -440,4 +436,27 @@ fn start_span(
     let cx = parent.with_span(span);
     findings::record(shared, &cx, &facts.findings, Phase::Request);
     (cx, facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_cut_off_in_any_way_did_not_run_to_its_end() {
+        for cut in [
+            Violation::BodyReadError,
+            Violation::BodyTimeout,
+            Violation::BodyStalled,
+        ] {
+            assert!(
+                !stream_ran_to_its_end(&ContractVerdict::failed(cut)),
+                "{cut}"
+            );
+        }
+        assert!(stream_ran_to_its_end(&ContractVerdict::passed()));
+        assert!(stream_ran_to_its_end(&ContractVerdict::failed(
+            Violation::StreamTruncated
+        )));
+    }
 }
