@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::de::IgnoredAny;
 
-use super::template::{Kept, Shape};
+use super::template::{Shape, Templates};
 use super::view::{self, ChatChunk, ChatCompletion, Choice, Choices, ChunkChoice, Delta};
 use super::{ApiError, Report, TokenUsage, set_once};
 use crate::evidence::{Violation, Warning};
@@ -137,7 +137,7 @@ pub(super) struct ChatStream {
     choices: Vec<ChoiceState>,
     finish_seen: bool,
     /// The last plain chunk, for the fast path ([`template`]).
-    template: Option<Kept<PlainChunk>>,
+    template: Templates<PlainChunk>,
 }
 
 /// A chunk with one choice, no tool calls, no usage and no error, as its view read it: what a
@@ -253,13 +253,13 @@ impl ChatStream {
             return;
         }
         // The fast path: the same chunk as the last plain one but for the text it carries.
-        if let Some(kept) = self.template.take() {
+        if let Some(mut kept) = self.template.take() {
             let matched = kept.matches(event).is_some();
             if matched {
                 self.chunks += 1;
                 self.check_chunk(&kept.plain.view(), report);
             }
-            self.template = Some(kept);
+            self.template.put(kept);
             if matched {
                 return;
             }
@@ -268,9 +268,8 @@ impl ChatStream {
             return;
         };
         self.chunks += 1;
-        if let Some(kept) = Kept::of(event, Shape::ChatChunk, || PlainChunk::of(&chunk)) {
-            self.template = Some(kept);
-        }
+        self.template
+            .offer(event, Shape::ChatChunk, || PlainChunk::of(&chunk));
         if let Some(raw) = chunk.error.filter(|e| e.get() != "null") {
             // OpenRouter: an error inside an otherwise ordinary chunk.
             report.fail_at(Violation::ErrorInStream, at);

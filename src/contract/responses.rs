@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use super::template::{Kept, Shape};
+use super::template::{Shape, Templates};
 use super::view::{self, Response, ResponseHead, StreamEvent};
 use super::{ApiError, Report, set_once};
 use crate::evidence::{Violation, Warning};
@@ -226,7 +226,7 @@ pub(super) struct ResponsesStream {
     overflow: bool,
     function_call: bool,
     /// The last plain delta event, for the fast path ([`template`]).
-    template: Option<Kept<PlainEvent>>,
+    template: Templates<PlainEvent>,
 }
 
 /// A delta event (a part's or an item's) with no `item`, `response` or `name`, as its view
@@ -297,12 +297,12 @@ impl ResponsesStream {
         }
         // The fast path: the same delta event as the last plain one but for its text and
         // sequence number.
-        if let Some(kept) = self.template.take() {
+        if let Some(mut kept) = self.template.take() {
             let slot = kept.matches(event);
             if let Some(sequence_number) = slot {
                 self.on_parsed(&kept.plain.view(sequence_number), event, at, report);
             }
-            self.template = Some(kept);
+            self.template.put(kept);
             if slot.is_some() {
                 return;
             }
@@ -310,9 +310,8 @@ impl ResponsesStream {
         let Some(ev) = view::parse::<StreamEvent<'_>>(data, None, report, at) else {
             return;
         };
-        if let Some(kept) = Kept::of(event, Shape::ResponsesEvent, || PlainEvent::of(&ev)) {
-            self.template = Some(kept);
-        }
+        self.template
+            .offer(event, Shape::ResponsesEvent, || PlainEvent::of(&ev));
         self.on_parsed(&ev, event, at, report);
     }
 

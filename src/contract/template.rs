@@ -62,6 +62,64 @@ const RESPONSES_READ: &[&[u8]] = &[
     b"name",
 ];
 
+/// Templates made in a row that no event matched, past which a stream makes no more: its
+/// events differ each time in what the view reads (Chat chunks with `logprobs`, say), and a
+/// template would only add a walk and a copy to every event's parse.
+const MAX_FRUITLESS: u8 = 4;
+
+/// A stream checker's template: the one kept (taken out while it is used, then put back), and
+/// how many were made in a row for nothing.
+#[derive(Debug)]
+pub(super) struct Templates<P> {
+    kept: Option<Kept<P>>,
+    fruitless: u8,
+}
+
+impl<P> Default for Templates<P> {
+    fn default() -> Self {
+        Self {
+            kept: None,
+            fruitless: 0,
+        }
+    }
+}
+
+impl<P> Templates<P> {
+    /// The kept template, if any; [`put`](Self::put) it back after use.
+    pub(super) fn take(&mut self) -> Option<Kept<P>> {
+        self.kept.take()
+    }
+
+    pub(super) fn put(&mut self, kept: Kept<P>) {
+        self.kept = Some(kept);
+    }
+
+    /// After `event` missed the kept template and was parsed: keep a template of it instead
+    /// (see [`Kept::of`]), unless the stream's templates keep coming to nothing.
+    pub(super) fn offer(
+        &mut self,
+        event: &Event<'_>,
+        shape: Shape,
+        plain: impl FnOnce() -> Option<P>,
+    ) {
+        if self.fruitless >= MAX_FRUITLESS {
+            return;
+        }
+        let Some(new) = Kept::of(event, shape, plain) else {
+            return;
+        };
+        match self.kept.replace(new) {
+            Some(old) if !old.hit => {
+                self.fruitless += 1;
+                if self.fruitless >= MAX_FRUITLESS {
+                    self.kept = None;
+                }
+            }
+            _ => self.fruitless = 0,
+        }
+    }
+}
+
 /// A template and what its event's view read (`P`), kept by a stream's checker for the next
 /// events.
 #[derive(Debug)]
@@ -69,6 +127,8 @@ pub(super) struct Kept<P> {
     template: Template,
     /// What the view read, to check a matching event with.
     pub(super) plain: P,
+    /// Whether an event matched it.
+    hit: bool,
 }
 
 impl<P> Kept<P> {
@@ -87,15 +147,18 @@ impl<P> Kept<P> {
         Some(Self {
             template: Template::of(event.data(), shape)?,
             plain,
+            hit: false,
         })
     }
 
     /// [`Template::matches`] for a whole event.
-    pub(super) fn matches(&self, event: &Event<'_>) -> Option<Option<u64>> {
+    pub(super) fn matches(&mut self, event: &Event<'_>) -> Option<Option<u64>> {
         if !event.is_complete() {
             return None;
         }
-        self.template.matches(event.data())
+        let slot = self.template.matches(event.data());
+        self.hit |= slot.is_some();
+        slot
     }
 }
 
@@ -594,6 +657,51 @@ pub(super) mod tests {
             );
             assert_eq!(t.matches(other.as_bytes()), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_stream_whose_templates_never_match_stops_making_them() {
+        let mut templates = Templates::<()>::default();
+        let mut made = 0;
+        for i in 0..10 {
+            // Each chunk differs from the last in its id, which the view reads.
+            let data = CHUNK.replace("chatcmpl-1", &format!("chatcmpl-{i}"));
+            let body = format!("data: {data}\n\n");
+            crate::sse::Decoder::new().feed(body.as_bytes(), &mut |frame| {
+                if let crate::sse::Frame::Event(event) = frame {
+                    if let Some(mut kept) = templates.take() {
+                        assert_eq!(kept.matches(&event), None);
+                        templates.put(kept);
+                    }
+                    templates.offer(&event, Shape::ChatChunk, || Some(()));
+                    made += usize::from(templates.kept.is_some());
+                }
+            });
+        }
+        assert_eq!(templates.fruitless, MAX_FRUITLESS);
+        assert!(templates.kept.is_none());
+        assert_eq!(made, usize::from(MAX_FRUITLESS));
+        // A template that matches keeps the stream's count at nothing.
+        let mut templates = Templates::<()>::default();
+        for text in ["a", "b", "c", "d", "e", "f"] {
+            let data = CHUNK.replace("Hel", text);
+            let body = format!("data: {data}\n\ndata: {data}\n\n");
+            crate::sse::Decoder::new().feed(body.as_bytes(), &mut |frame| {
+                if let crate::sse::Frame::Event(event) = frame {
+                    let kept = templates.take();
+                    let hit = kept.map(|mut k| {
+                        let hit = k.matches(&event).is_some();
+                        templates.put(k);
+                        hit
+                    });
+                    if hit != Some(true) {
+                        templates.offer(&event, Shape::ChatChunk, || Some(()));
+                    }
+                }
+            });
+        }
+        assert_eq!(templates.fruitless, 0);
+        assert!(templates.kept.is_some());
     }
 
     #[test]
