@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use bytes::Bytes;
 
 use super::upstream::Upstream;
-use crate::contract::ContractVerdict;
 use crate::evidence::{ApiSurface, Violation};
 use crate::inspect::{Inspect, VerdictHandle};
 use crate::sse;
@@ -166,10 +165,4 @@ pub(crate) fn poll(
         .unwrap_or_else(PoisonError::into_inner)
         .as_mut()
         .poll(cx)
-}
-
-/// The verdict the caller's call is judged by when a continuation completed the answer: the
-/// continuation's, since its end is the answer's end.
-pub(crate) fn merged(continuation: &ContractVerdict) -> ContractVerdict {
-    continuation.clone()
 }

@@ -709,7 +709,7 @@ impl Middleware for Failover {
                 cancelled: false,
                 failover: None,
             };
-            let decision = facts.decide(&*policy).fallback_decision;
+            let decision = facts.decision(&*policy);
             if let Some(v) = &verdict
                 && status.is_some_and(|s| s.is_success())
                 && let Some(id) = &v.facts.response_id
@@ -897,7 +897,7 @@ fn watch_stream(
             cancelled: v.skip_reason == Some(crate::evidence::SkipReason::Cancelled),
             failover: None,
         };
-        let decision = facts.decide(&*policy).fallback_decision;
+        let decision = facts.decision(&*policy);
         if let Some(p) = permit.take() {
             // A stream the caller dropped says nothing of the upstream.
             p.record(if facts.cancelled {

@@ -562,12 +562,10 @@ impl Body for Committed {
                     {
                         // A clean end: the answer (continued or not) kept its contract.
                         *this.done = true;
-                        if let Some(v) = verdict {
-                            complete_outer(
-                                this.outer.as_ref(),
-                                Some(super::continuation::merged(&v)),
-                            );
-                        }
+                        // The caller's call is judged by the last stream's verdict (the
+                        // continuation's, when one completed the answer: its end is the
+                        // answer's end).
+                        complete_outer(this.outer.as_ref(), verdict);
                         return Poll::Ready(None);
                     }
                     match after_failure(

@@ -101,6 +101,12 @@ impl CallFacts<'_> {
         outcome
     }
 
+    /// The decision alone, as [`decide`](Self::decide) takes it (for the failover layer,
+    /// which needs nothing else of the evidence).
+    pub(crate) fn decision(&self, policy: &dyn DecisionPolicy) -> FallbackDecision {
+        evidence::decide(policy, &self.outcome())
+    }
+
     /// The evidence, decided by `policy`: the one step every call's decision goes through.
     pub(crate) fn decide(&self, policy: &dyn DecisionPolicy) -> Evidence {
         let outcome = self.outcome();

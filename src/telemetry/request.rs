@@ -12,12 +12,9 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::attributes::{Operation, provider_for_host};
+use super::attributes::{MAX_ID_CHARS, Operation, provider_for_host};
 use crate::evidence::ApiSurface;
 use crate::lint::{self, Asked, AskedSummary, Finding, ModelFamily};
-
-/// Identifiers and parameters taken from a request are cut at this many characters.
-const MAX_ID_CHARS: usize = 128;
 
 /// What the call span records about the request.
 #[derive(Debug, Clone)]

@@ -99,8 +99,6 @@ use reqwest_llm_guard::retry::{OpenAiSdk, Retry};
 use reqwest_llm_guard::telemetry::otlp::{self, OtlpGuard};
 use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
 use reqwest_middleware::ClientWithMiddleware;
-use reqwest_retry::Jitter;
-use retry_policies::policies::ExponentialBackoff;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -390,11 +388,8 @@ fn client(
     let failover = failover.clone();
     let r = &config.retry;
     // The retry layer's default backoff, with the file's number of retries.
-    let policy = ExponentialBackoff::builder()
-        .retry_bounds(Duration::from_millis(500), Duration::from_secs(8))
-        .jitter(Jitter::Full)
-        .base(2)
-        .build_with_max_retries(r.max_retries);
+    let mut policy = reqwest_llm_guard::retry::default_policy();
+    policy.max_n_retries = Some(r.max_retries);
     let mut retry = Retry::new().with_policy(policy).with_deadline(r.deadline);
     if let Some(limit) = r.time_to_headers {
         retry = retry.with_time_to_headers(limit);
