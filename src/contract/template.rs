@@ -659,6 +659,59 @@ pub(super) mod tests {
         }
     }
 
+    /// The field names a derived view reads, as serde gives them to a deserializer.
+    fn fields_of<'de, T: serde::Deserialize<'de>>() -> Vec<&'static str> {
+        struct Recorder(&'static [&'static str]);
+        impl<'de> serde::Deserializer<'de> for &mut Recorder {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = fields;
+                Err(serde::de::Error::custom("recorded"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut recorder = Recorder(&[]);
+        let _ = T::deserialize(&mut recorder);
+        let mut fields = recorder.0.to_vec();
+        fields.sort_unstable();
+        fields
+    }
+
+    fn sorted(names: &[&'static [u8]]) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = names
+            .iter()
+            .map(|n| std::str::from_utf8(n).expect("ASCII"))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The walker's lists of what the views read are the views' own fields: a field added to
+    /// a view (and read by a check) must not become a hole.
+    #[test]
+    fn the_walker_knows_every_field_the_views_read() {
+        use crate::contract::view::{ChatChunk, Delta, StreamEvent};
+        assert_eq!(sorted(CHAT_READ), fields_of::<ChatChunk<'_>>());
+        assert_eq!(sorted(RESPONSES_READ), fields_of::<StreamEvent<'_>>());
+        // In a choice's delta, only `tool_calls` is read (see `child`).
+        assert_eq!(fields_of::<Delta<'_>>(), vec!["tool_calls"]);
+    }
+
     #[test]
     fn a_stream_whose_templates_never_match_stops_making_them() {
         let mut templates = Templates::<()>::default();
