@@ -112,17 +112,7 @@ fn request(plan: &Plan, partial: &str) -> Option<reqwest::Request> {
         .url_for(&plan.url, ApiSurface::ChatCompletions)?;
     let mut headers = plan.headers.clone();
     headers.remove(http::header::CONTENT_LENGTH);
-    if let Some(key) = plan
-        .target
-        .credential
-        .as_ref()
-        .and_then(super::Credential::resolve)
-        && let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {key}"))
-    {
-        value.set_sensitive(true);
-        headers.remove("api-key");
-        headers.insert(http::header::AUTHORIZATION, value);
-    }
+    plan.target.authorize(&mut headers);
     plan.client
         .post(url)
         .headers(headers)

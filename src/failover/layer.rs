@@ -915,16 +915,7 @@ fn prepare(req: &mut Request, upstream: &Upstream, surface: ApiSurface) {
     if let Some(url) = upstream.url_for(req.url(), surface) {
         *req.url_mut() = url;
     }
-    if let Some(key) = upstream
-        .credential
-        .as_ref()
-        .and_then(super::Credential::resolve)
-        && let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {key}"))
-    {
-        value.set_sensitive(true);
-        req.headers_mut().remove("api-key");
-        req.headers_mut().insert(http::header::AUTHORIZATION, value);
-    }
+    upstream.authorize(req.headers_mut());
     if let Some(model) = &upstream.model
         && let Some(body) = req.body().and_then(reqwest::Body::as_bytes)
         && let Some(rewritten) = with_model(body, model)

@@ -207,6 +207,18 @@ impl Upstream {
         }
     }
 
+    /// Puts this upstream's key on `headers` as `Authorization: Bearer …` (marked sensitive,
+    /// replacing any `api-key`); without a key of its own, the caller's headers stay.
+    pub(crate) fn authorize(&self, headers: &mut http::HeaderMap) {
+        if let Some(key) = self.credential.as_ref().and_then(Credential::resolve)
+            && let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {key}"))
+        {
+            value.set_sensitive(true);
+            headers.remove("api-key");
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+    }
+
     /// The URL of this upstream for a request to `original`: the base URL, then the surface's
     /// own path (`/chat/completions`, `/responses/…`), then the original query unless the base
     /// URL has one.
