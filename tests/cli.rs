@@ -1,8 +1,11 @@
 //! `llm-guard` as a user runs it.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::process::{Command, Output};
 
+use common::proxy::llm_guard;
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
 
 const KEY: &str = "sk-CANARY-cli-9d1e";
@@ -32,17 +35,6 @@ const FIELDS: &[&str] = &[
     "test_timestamp_utc",
     "pass",
 ];
-
-/// The command, with no OTLP export unless a test asks for one.
-fn llm_guard() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_llm-guard"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OTEL_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
 
 fn smoke(args: &[&str]) -> Output {
     llm_guard()

@@ -1,8 +1,11 @@
 //! The failover layer through the whole stack, against real HTTP upstreams on loopback: what
 //! the caller gets, and exactly how many requests each upstream saw.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{ROLE, STOP, TEXT, chat_ok, responses_ok};
 use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision};
 use reqwest_llm_guard::failover::{
     BreakerConfig, BreakerState, Credential, Failover, FailoverStop, HopReason, Upstream,
@@ -14,24 +17,9 @@ use retry_policies::policies::ExponentialBackoff;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const CHAT_OK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"PASS","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-
-fn chat_ok() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_raw(CHAT_OK, "application/json")
-}
-
 fn error(status: u16, kind: &str, code: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_raw(
         format!(r#"{{"error":{{"message":"m","type":"{kind}","param":null,"code":"{code}"}}}}"#),
-        "application/json",
-    )
-}
-
-fn responses_ok(id: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_raw(
-        format!(
-            r#"{{"id":"{id}","object":"response","created_at":1,"status":"completed","model":"gpt-5","output":[{{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"PASS","annotations":[]}}]}}],"usage":{{"input_tokens":3,"output_tokens":1,"total_tokens":4}}}}"#
-        ),
         "application/json",
     )
 }
@@ -82,17 +70,24 @@ async fn seen(server: &MockServer) -> usize {
     server.received_requests().await.unwrap().len()
 }
 
+/// An upstream with one answer on /v1/chat/completions.
+async fn serving(answer: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// `a` answers `first`, `b` a chat completion.
+async fn a_then_b(first: ResponseTemplate) -> (MockServer, MockServer) {
+    (serving(first).await, serving(chat_ok()).await)
+}
+
 #[tokio::test]
 async fn a_5xx_moves_to_the_next_upstream_and_says_so() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let (a, b) = a_then_b(ResponseTemplate::new(503)).await;
     let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
     let (status, e) = chat(&client, &a).await;
     assert_eq!(status, 200);
@@ -108,15 +103,7 @@ async fn a_5xx_moves_to_the_next_upstream_and_says_so() {
 
 #[tokio::test]
 async fn a_request_error_holds_and_is_never_masked_by_a_hop() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(error(400, "invalid_request_error", "invalid_value"))
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let (a, b) = a_then_b(error(400, "invalid_request_error", "invalid_value")).await;
     let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
     let (status, e) = chat(&client, &a).await;
     assert_eq!(status, 400);
@@ -127,24 +114,15 @@ async fn a_request_error_holds_and_is_never_masked_by_a_hop() {
 
 #[tokio::test]
 async fn a_wall_holds() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(403)
-                .set_body_raw(
-                    "<html><head><title>Just a moment...</title></head><body>\
-                     <script src=\"/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1\"></script></body></html>",
-                    "text/html",
-                )
-                .insert_header("cf-mitigated", "challenge")
-                .insert_header("server", "cloudflare"),
+    let wall = ResponseTemplate::new(403)
+        .set_body_raw(
+            "<html><head><title>Just a moment...</title></head><body>\
+             <script src=\"/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1\"></script></body></html>",
+            "text/html",
         )
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+        .insert_header("cf-mitigated", "challenge")
+        .insert_header("server", "cloudflare");
+    let (a, b) = a_then_b(wall).await;
     let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
     let (_, e) = chat(&client, &a).await;
     assert_eq!(e.fallback_decision, FallbackDecision::Hold);
@@ -155,26 +133,15 @@ async fn a_wall_holds() {
 #[tokio::test]
 async fn context_length_moves_to_a_larger_window_first() {
     let (small, same, large) = (
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-    );
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(error(
+        serving(error(
             400,
             "invalid_request_error",
             "context_length_exceeded",
         ))
-        .mount(&small)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&same)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&large)
-        .await;
+        .await,
+        serving(chat_ok()).await,
+        serving(chat_ok()).await,
+    );
     let client = client(Failover::new([
         upstream("small", &small).with_context_window(8_000),
         upstream("same", &same).with_context_window(8_000),
@@ -191,15 +158,7 @@ async fn context_length_moves_to_a_larger_window_first() {
 
 #[tokio::test]
 async fn insufficient_quota_moves_on_without_a_retry() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(error(429, "insufficient_quota", "insufficient_quota"))
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let (a, b) = a_then_b(error(429, "insufficient_quota", "insufficient_quota")).await;
     let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
     let (status, e) = chat(&client, &a).await;
     assert_eq!(status, 200);
@@ -209,15 +168,7 @@ async fn insufficient_quota_moves_on_without_a_retry() {
 
 #[tokio::test]
 async fn a_persistent_429_is_retried_within_bounds_then_moves_on() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(error(429, "requests", "rate_limit_exceeded"))
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let (a, b) = a_then_b(error(429, "requests", "rate_limit_exceeded")).await;
     let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
     let (status, e) = chat(&client, &a).await;
     assert_eq!(status, 200);
@@ -232,16 +183,10 @@ async fn a_persistent_429_is_retried_within_bounds_then_moves_on() {
 #[tokio::test]
 async fn hops_are_bounded_and_the_last_failure_is_handed_back() {
     let servers = [
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
+        serving(ResponseTemplate::new(500)).await,
+        serving(ResponseTemplate::new(500)).await,
+        serving(ResponseTemplate::new(500)).await,
     ];
-    for s in &servers {
-        Mock::given(path("/v1/chat/completions"))
-            .respond_with(ResponseTemplate::new(500))
-            .mount(s)
-            .await;
-    }
     let client = client(
         Failover::new([
             upstream("a", &servers[0]),
@@ -271,11 +216,7 @@ async fn a_refused_connection_moves_on() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let b = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let b = serving(chat_ok()).await;
     let client = client(Failover::new([
         Upstream::new("down", &format!("http://{closed}/v1")).unwrap(),
         upstream("b", &b),
@@ -392,15 +333,7 @@ async fn an_upstreams_key_replaces_the_callers_and_the_model_is_overridden() {
 // loopback I/O (the breaker's own timing is tested on the paused clock in its unit tests).
 #[tokio::test]
 async fn a_failing_upstreams_breaker_opens_and_calls_skip_it_until_it_recovers() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let (a, b) = a_then_b(ResponseTemplate::new(500)).await;
     let failover = Failover::new([upstream("a", &a), upstream("b", &b)]).with_breaker(
         &BreakerConfig::default()
             .with_consecutive_failures(3)
@@ -438,15 +371,7 @@ async fn a_failing_upstreams_breaker_opens_and_calls_skip_it_until_it_recovers()
 
 #[tokio::test]
 async fn the_hops_are_on_the_record() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let (a, b) = a_then_b(ResponseTemplate::new(503)).await;
     let client = client(Failover::new([upstream("a", &a), upstream("b", &b)]));
     let response = client
         .post(format!("{}/v1/chat/completions", a.uri()))
@@ -466,9 +391,6 @@ async fn the_hops_are_on_the_record() {
 
 // ---- Streams: before the commit point any failure fails over; after it, never a clean end.
 
-const ROLE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
-const TEXT: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"finish_reason\":null}]}\n\n";
-const STOP: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
 const GROQ_ERROR: &str = "event: error\ndata: {\"error\":{\"message\":\"m\",\"type\":\"server_error\",\"code\":null}}\n\n";
 
 /// How a raw upstream ends its stream after the chunks.
@@ -516,15 +438,10 @@ async fn raw_stream(chunks: &'static [&'static str], end: End) -> std::net::Sock
 }
 
 async fn good_stream() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_raw(format!("{ROLE}{TEXT}{STOP}"), "text/event-stream"),
-        )
-        .mount(&server)
-        .await;
-    server
+    serving(
+        ResponseTemplate::new(200).set_body_raw(format!("{ROLE}{TEXT}{STOP}"), "text/event-stream"),
+    )
+    .await
 }
 
 fn raw(name: &str, addr: std::net::SocketAddr) -> Upstream {
@@ -657,15 +574,7 @@ async fn a_stream_that_stalls_after_the_commit_ends_in_an_error() {
 
 #[tokio::test]
 async fn a_silent_route_is_left_at_the_time_to_headers_limit_and_not_retried() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok().set_delay(Duration::from_secs(5)))
-        .mount(&a)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat_ok())
-        .mount(&b)
-        .await;
+    let (a, b) = a_then_b(chat_ok().set_delay(Duration::from_secs(5))).await;
     let client = Guard::new()
         .without_telemetry()
         .with_retry(
@@ -694,13 +603,7 @@ async fn a_silent_route_is_left_at_the_time_to_headers_limit_and_not_retried() {
 
 #[tokio::test]
 async fn an_upstream_that_must_pass_the_drill_gets_traffic_only_once_promoted() {
-    let (a, b) = (MockServer::start().await, MockServer::start().await);
-    for s in [&a, &b] {
-        Mock::given(path("/v1/chat/completions"))
-            .respond_with(chat_ok())
-            .mount(s)
-            .await;
-    }
+    let (a, b) = (serving(chat_ok()).await, serving(chat_ok()).await);
     let failover = Failover::new([
         upstream("new", &a).with_drill_required(true),
         upstream("known", &b),
@@ -768,15 +671,11 @@ const TEXT2: &str = "data: {\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\
 
 /// An upstream that continues from an assistant prefill, and says what it was sent.
 async fn continuing_upstream() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_raw(format!("{ROLE}{TEXT2}{STOP}"), "text/event-stream"),
-        )
-        .mount(&server)
-        .await;
-    server
+    serving(
+        ResponseTemplate::new(200)
+            .set_body_raw(format!("{ROLE}{TEXT2}{STOP}"), "text/event-stream"),
+    )
+    .await
 }
 
 fn continuing(failover: Failover) -> ClientWithMiddleware {
@@ -829,11 +728,7 @@ async fn an_upstream_that_does_not_declare_prefill_never_gets_one() {
 #[tokio::test]
 async fn a_failed_continuation_surfaces_the_original_failure() {
     let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
-    let b = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(error(400, "invalid_request_error", "prefill_not_supported"))
-        .mount(&b)
-        .await;
+    let b = serving(error(400, "invalid_request_error", "prefill_not_supported")).await;
     let client = continuing(Failover::new([
         raw("a", a),
         upstream("b", &b).with_prefill(true),

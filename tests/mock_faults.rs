@@ -3,8 +3,11 @@
 //! (the whole answer, or a clean error where no answer exists: never a cut answer passed off
 //! as a success), the evidence, and exactly how many requests each upstream saw.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{SURFACES, json, path, request_body};
 use futures_util::StreamExt as _;
 use reqwest_llm_guard::evidence::{
     ApiSurface, FallbackDecision as D, ParseCheck, TransportErrorKind, Violation,
@@ -19,8 +22,6 @@ use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_retry::{RetryPolicy, RetryableStrategy};
 use retry_policies::policies::ExponentialBackoff;
-
-const SURFACES: [ApiSurface; 2] = [ApiSurface::ChatCompletions, ApiSurface::Responses];
 
 /// The faulty primary and the healthy secondary, fresh for each case so the counts are its own.
 struct Upstreams {
@@ -115,29 +116,6 @@ impl Got {
             (_, false) => json(&self.body)["choices"][0]["finish_reason"] == "stop",
         };
         self.status == Some(200) && !self.failed && last_word
-    }
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_default()
-}
-
-/// A plain request of this surface: `messages` for Chat, `input` for Responses.
-fn request_body(surface: ApiSurface, stream: bool) -> String {
-    match surface {
-        ApiSurface::Responses => {
-            format!(r#"{{"model":"gpt-5","input":"hi","stream":{stream}}}"#)
-        }
-        _ => format!(
-            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#
-        ),
-    }
-}
-
-fn path(surface: ApiSurface) -> &'static str {
-    match surface {
-        ApiSurface::Responses => "/v1/responses",
-        _ => "/v1/chat/completions",
     }
 }
 

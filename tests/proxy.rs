@@ -3,12 +3,15 @@
 //! each upstream.
 #![cfg(feature = "cli")]
 
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+mod common;
+
+use std::io::Read as _;
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::proxy::{Proxy, config_file, llm_guard};
+use common::{CHAT_OK, ROLE, STOP, TEXT, chat_ok, responses_ok};
 use futures_util::StreamExt as _;
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
 use wiremock::matchers::{method, path};
@@ -18,157 +21,9 @@ const CALLER_KEY: &str = "sk-CALLER-proxy-7c2a";
 const UPSTREAM_KEY: &str = "sk-UPSTREAM-proxy-41fe";
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
-const CHAT_OK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"PASS","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-
-fn chat_ok() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_raw(CHAT_OK, "application/json")
-}
-
-fn responses_ok(id: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_raw(
-        format!(
-            r#"{{"id":"{id}","object":"response","created_at":1,"status":"completed","model":"gpt-5","output":[{{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"PASS","annotations":[]}}]}}],"usage":{{"input_tokens":3,"output_tokens":1,"total_tokens":4}}}}"#
-        ),
-        "application/json",
-    )
-}
 
 async fn seen(server: &MockServer) -> Vec<wiremock::Request> {
     server.received_requests().await.unwrap_or_default()
-}
-
-/// A configuration file of its own in the target's temporary directory.
-fn config_file(text: &str) -> std::path::PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "proxy-{}-{}.toml",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The command, with no OTLP export and none of the test keys unless a test sets them.
-fn llm_guard() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_llm-guard"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OTEL_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-/// Collects a pipe's text on a thread; with `ready`, sends the listening URL when it appears.
-fn collect(
-    pipe: impl std::io::Read + Send + 'static,
-    ready: Option<mpsc::Sender<String>>,
-) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    let thread = std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Some(tx) = &ready
-                && let Some(rest) = line.split("listening on ").nth(1)
-            {
-                let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
-            }
-            let mut t = sink.lock().unwrap();
-            t.push_str(&line);
-            t.push('\n');
-        }
-    });
-    (text, thread)
-}
-
-/// A running proxy.
-struct Proxy {
-    child: Child,
-    url: String,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(config: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
-        let file = config_file(config);
-        let mut child = llm_guard()
-            .arg("proxy")
-            .arg("--config")
-            .arg(&file)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("llm-guard runs");
-        let (tx, rx) = mpsc::channel();
-        let (stdout, a) = collect(child.stdout.take().unwrap(), Some(tx));
-        let (stderr, b) = collect(child.stderr.take().unwrap(), None);
-        let Ok(url) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = (a.join(), b.join());
-            panic!(
-                "the proxy did not start: {}{}",
-                stdout.lock().unwrap(),
-                stderr.lock().unwrap()
-            );
-        };
-        Self {
-            child,
-            url,
-            stdout,
-            stderr,
-            threads: vec![a, b],
-        }
-    }
-
-    /// Ctrl-C, as a person stops it.
-    fn interrupt(&self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-    }
-
-    /// Ctrl-C, then its exit status and everything it printed.
-    fn stop(self) -> (ExitStatus, String, String) {
-        self.interrupt();
-        self.exited()
-    }
-
-    /// Its exit status and everything it printed, once it has stopped.
-    fn exited(mut self) -> (ExitStatus, String, String) {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if started.elapsed() > Duration::from_secs(40) {
-                let _ = self.child.kill();
-                panic!("the proxy did not stop on Ctrl-C");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        let out = self.stdout.lock().unwrap().clone();
-        let err = self.stderr.lock().unwrap().clone();
-        (status, out, err)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn upstream(name: &str, base: &str, extra: &str) -> String {
@@ -415,10 +270,6 @@ async fn held_stream(release: Arc<tokio::sync::Notify>) -> std::net::SocketAddr 
     });
     addr
 }
-
-const ROLE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
-const TEXT: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"finish_reason\":null}]}\n\n";
-const STOP: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_passes_through_as_it_arrives() {

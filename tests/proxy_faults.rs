@@ -14,18 +14,16 @@
 //! once, each with its own gateways and proxy.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::future::Future;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use common::proxy::Proxy;
+use common::{SURFACES, json, path, request_body};
 use futures_util::StreamExt as _;
 use reqwest_llm_guard::evidence::ApiSurface;
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
-
-const SURFACES: [ApiSurface; 2] = [ApiSurface::ChatCompletions, ApiSurface::Responses];
 
 /// Both surfaces, streaming and not.
 const CASES: [(ApiSurface, bool); 4] = [
@@ -47,91 +45,6 @@ const LIMIT: &str = "500ms";
 
 /// An upper bound only: the call did not wait out a fault that lasts 10 s or forever.
 const NOT_THE_FAULTS_DELAY: Duration = Duration::from_secs(5);
-
-// ---- The proxy as a child process (as tests/proxy.rs starts it).
-
-/// A configuration file of its own in the target's temporary directory.
-fn config_file(text: &str) -> std::path::PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "proxy-faults-{}-{}.toml",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Collects a pipe's text on a thread; with `ready`, sends the listening URL when it appears.
-fn collect(
-    pipe: impl std::io::Read + Send + 'static,
-    ready: Option<mpsc::Sender<String>>,
-) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Some(tx) = &ready
-                && let Some(rest) = line.split("listening on ").nth(1)
-            {
-                let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
-            }
-            let mut t = sink.lock().unwrap();
-            t.push_str(&line);
-            t.push('\n');
-        }
-    });
-    text
-}
-
-/// A running proxy, killed when dropped.
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Proxy {
-    /// Starts the binary on `config` (no OTLP export) and waits for its listening line.
-    fn start(config: &str) -> Self {
-        let file = config_file(config);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_llm-guard"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("OTEL_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command
-            .arg("proxy")
-            .arg("--config")
-            .arg(&file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("llm-guard runs");
-        let (tx, rx) = mpsc::channel();
-        let stdout = collect(child.stdout.take().unwrap(), Some(tx));
-        let stderr = collect(child.stderr.take().unwrap(), None);
-        let Ok(url) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the proxy did not start:\n{config}\n{}{}",
-                stdout.lock().unwrap(),
-                stderr.lock().unwrap()
-            );
-        };
-        Self { child, url }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn upstream(name: &str, gateway: &MockGateway, extra: &str) -> String {
     format!(
@@ -192,7 +105,7 @@ impl Stack {
 
 /// Starts the proxy off the async workers (it waits on a pipe for its listening line).
 async fn proxy(config: String) -> Proxy {
-    tokio::task::spawn_blocking(move || Proxy::start(&config))
+    tokio::task::spawn_blocking(move || Proxy::start(&config, &[], &[]))
         .await
         .unwrap()
 }
@@ -282,34 +195,11 @@ impl Got {
     }
 }
 
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_default()
-}
-
 fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
-}
-
-/// A plain request of this surface: `messages` for Chat, `input` for Responses.
-fn request_body(surface: ApiSurface, stream: bool) -> String {
-    match surface {
-        ApiSurface::Responses => {
-            format!(r#"{{"model":"gpt-5","input":"hi","stream":{stream}}}"#)
-        }
-        _ => format!(
-            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#
-        ),
-    }
-}
-
-fn path(surface: ApiSurface) -> &'static str {
-    match surface {
-        ApiSurface::Responses => "/v1/responses",
-        _ => "/v1/chat/completions",
-    }
 }
 
 /// Sends `body` through the proxy and reads the answer chunk by chunk to its end, or to the

@@ -34,6 +34,13 @@ fn quick() -> ExponentialBackoff {
         .build_with_max_retries(2)
 }
 
+/// The retry layer with [`quick`] backoff and no floor.
+fn fast() -> Retry {
+    Retry::new()
+        .with_policy(quick())
+        .with_min_backoff(Duration::ZERO)
+}
+
 fn rate_limited() -> ResponseTemplate {
     ResponseTemplate::new(429).set_body_raw(RATE_LIMITED, "application/json")
 }
@@ -51,6 +58,23 @@ fn record(response: &reqwest::Response) -> RetryRecord {
     response.extensions().get::<RetryRecord>().unwrap().clone()
 }
 
+/// A server that answers `first` once, then [`ok`]: each exactly once.
+async fn once_then_ok(first: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path(CHAT))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path(CHAT))
+        .respond_with(ok())
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
+}
+
 async fn post(client: &ClientWithMiddleware, server: &MockServer) -> reqwest::Response {
     client
         .post(format!("{}{CHAT}", server.uri()))
@@ -62,27 +86,8 @@ async fn post(client: &ClientWithMiddleware, server: &MockServer) -> reqwest::Re
 
 #[tokio::test]
 async fn a_429_then_200_takes_two_attempts_and_stands() {
-    let server = MockServer::start().await;
-    Mock::given(path(CHAT))
-        .respond_with(rate_limited())
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(CHAT))
-        .respond_with(ok())
-        .expect(1)
-        .mount(&server)
-        .await;
-    let response = post(
-        &stack(
-            Retry::new()
-                .with_policy(quick())
-                .with_min_backoff(Duration::ZERO),
-        ),
-        &server,
-    )
-    .await;
+    let server = once_then_ok(rate_limited()).await;
+    let response = post(&stack(fast()), &server).await;
     assert_eq!(response.status(), 200);
     assert_eq!(decision(&response), FallbackDecision::None);
     let record = record(&response);
@@ -97,18 +102,7 @@ async fn a_429_then_200_takes_two_attempts_and_stands() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_on_tokios_clock() {
-    let server = MockServer::start().await;
-    Mock::given(path(CHAT))
-        .respond_with(rate_limited().insert_header("retry-after", "2"))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(CHAT))
-        .respond_with(ok())
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = once_then_ok(rate_limited().insert_header("retry-after", "2")).await;
     let started = tokio::time::Instant::now();
     let response = post(&stack(Retry::new()), &server).await;
     assert!(
@@ -126,22 +120,12 @@ async fn retry_after_is_honoured_on_tokios_clock() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_ms_wins_over_retry_after() {
-    let server = MockServer::start().await;
-    Mock::given(path(CHAT))
-        .respond_with(
-            rate_limited()
-                .insert_header("retry-after-ms", "1500")
-                .insert_header("retry-after", "30"),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(CHAT))
-        .respond_with(ok())
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = once_then_ok(
+        rate_limited()
+            .insert_header("retry-after-ms", "1500")
+            .insert_header("retry-after", "30"),
+    )
+    .await;
     let response = post(&stack(Retry::new()), &server).await;
     assert_eq!(
         record(&response).attempts[0].retry_after,
@@ -174,15 +158,7 @@ async fn x_should_retry_false_is_honoured() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(
-        &stack(
-            Retry::new()
-                .with_policy(quick())
-                .with_min_backoff(Duration::ZERO),
-        ),
-        &server,
-    )
-    .await;
+    let response = post(&stack(fast()), &server).await;
     assert_eq!(
         record(&response).stop_reason(),
         Some(StopReason::ShouldRetryFalse)
@@ -192,31 +168,13 @@ async fn x_should_retry_false_is_honoured() {
 
 #[tokio::test]
 async fn x_should_retry_true_retries_what_the_strategy_would_not() {
-    let server = MockServer::start().await;
-    Mock::given(path(CHAT))
-        .respond_with(
-            ResponseTemplate::new(500)
-                .set_body_raw(RATE_LIMITED, "application/json")
-                .insert_header("x-should-retry", "true"),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(CHAT))
-        .respond_with(ok())
-        .expect(1)
-        .mount(&server)
-        .await;
-    let response = post(
-        &stack(
-            Retry::new()
-                .with_policy(quick())
-                .with_min_backoff(Duration::ZERO),
-        ),
-        &server,
+    let server = once_then_ok(
+        ResponseTemplate::new(500)
+            .set_body_raw(RATE_LIMITED, "application/json")
+            .insert_header("x-should-retry", "true"),
     )
     .await;
+    let response = post(&stack(fast()), &server).await;
     assert_eq!(response.status(), 200);
     assert_eq!(record(&response).retries(), 1);
 }
@@ -238,15 +196,7 @@ async fn waf_challenge_on_429_is_never_retried() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(
-        &stack(
-            Retry::new()
-                .with_policy(quick())
-                .with_min_backoff(Duration::ZERO),
-        ),
-        &server,
-    )
-    .await;
+    let response = post(&stack(fast()), &server).await;
     let wall = response.extensions().get::<WafVerdict>().cloned().unwrap();
     assert_eq!(
         (wall.vendor, wall.kind),
@@ -280,10 +230,7 @@ async fn a_json_403_is_never_retried_even_by_a_strategy_that_asks() {
         .expect(1)
         .mount(&server)
         .await;
-    let retry = Retry::new()
-        .with_policy(quick())
-        .with_min_backoff(Duration::ZERO)
-        .with_strategy(RetryEverything);
+    let retry = fast().with_strategy(RetryEverything);
     let response = post(&stack(retry), &server).await;
     assert!(
         response.extensions().get::<WafVerdict>().is_none(),
@@ -315,15 +262,7 @@ async fn retries_run_out_and_the_429_is_returned_as_it_came() {
         .expect(3)
         .mount(&server)
         .await;
-    let response = post(
-        &stack(
-            Retry::new()
-                .with_policy(quick())
-                .with_min_backoff(Duration::ZERO),
-        ),
-        &server,
-    )
-    .await;
+    let response = post(&stack(fast()), &server).await;
     assert_eq!(response.status(), 429);
     let record = record(&response);
     assert_eq!(record.retries(), 2);
@@ -360,12 +299,7 @@ async fn a_custom_strategy_is_obeyed() {
         .expect(1)
         .mount(&server)
         .await;
-    let client = stack(
-        Retry::new()
-            .with_policy(quick())
-            .with_min_backoff(Duration::ZERO)
-            .with_strategy(On503),
-    );
+    let client = stack(fast().with_strategy(On503));
     let response = post(&client, &server).await;
     assert_eq!(response.status(), 200);
     assert_eq!(record(&response).retries(), 2);
@@ -385,18 +319,7 @@ async fn a_custom_strategy_is_obeyed() {
 
 #[tokio::test]
 async fn the_openai_sdk_preset_retries_5xx() {
-    let server = MockServer::start().await;
-    Mock::given(path(CHAT))
-        .respond_with(ResponseTemplate::new(502))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(CHAT))
-        .respond_with(ok())
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = once_then_ok(ResponseTemplate::new(502)).await;
     let response = post(
         &stack(
             Retry::openai_sdk()
@@ -414,15 +337,7 @@ async fn the_openai_sdk_preset_retries_5xx() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(
-        &stack(
-            Retry::new()
-                .with_policy(quick())
-                .with_min_backoff(Duration::ZERO),
-        ),
-        &server,
-    )
-    .await;
+    let response = post(&stack(fast()), &server).await;
     assert_eq!(response.status(), 502);
 }
 
@@ -461,12 +376,7 @@ async fn a_shared_budget_bounds_a_429_storm() {
         .mount(&server)
         .await;
     let budget = Arc::new(RetryBudget::new(Duration::from_secs(10), 1, 0.2));
-    let client = stack(
-        Retry::new()
-            .with_policy(quick())
-            .with_min_backoff(Duration::ZERO)
-            .with_budget(budget.clone()),
-    );
+    let client = stack(fast().with_budget(budget.clone()));
     let exhausted = Arc::new(AtomicU32::new(0));
     let calls: Vec<_> = (0..CALLS)
         .map(|_| {
@@ -520,24 +430,14 @@ const CLOUDFLARE_1015: &str = "<!DOCTYPE html><html lang=\"en-US\"><head><title>
 
 #[tokio::test(start_paused = true)]
 async fn an_edge_rate_limit_is_retried_after_its_retry_after() {
-    let server = MockServer::start().await;
-    Mock::given(path(CHAT))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .set_body_raw(CLOUDFLARE_1015, "text/html; charset=UTF-8")
-                .insert_header("server", "cloudflare")
-                .insert_header("cf-ray", "8f1e2d3c4b5a6978-AMS")
-                .insert_header("retry-after", "3"),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(CHAT))
-        .respond_with(ok())
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = once_then_ok(
+        ResponseTemplate::new(429)
+            .set_body_raw(CLOUDFLARE_1015, "text/html; charset=UTF-8")
+            .insert_header("server", "cloudflare")
+            .insert_header("cf-ray", "8f1e2d3c4b5a6978-AMS")
+            .insert_header("retry-after", "3"),
+    )
+    .await;
     let started = tokio::time::Instant::now();
     let response = post(&stack(Retry::new()), &server).await;
     assert!(
@@ -571,15 +471,7 @@ async fn insufficient_quota_is_not_retried_and_falls_back() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = post(
-        &stack(
-            Retry::new()
-                .with_policy(quick())
-                .with_min_backoff(Duration::ZERO),
-        ),
-        &server,
-    )
-    .await;
+    let response = post(&stack(fast()), &server).await;
     assert_eq!(response.status(), 429);
     assert_eq!(
         record(&response).stop_reason(),

@@ -1,13 +1,20 @@
-//! Reading the recorded fixtures in ../shared/fixtures (never copied into this repo).
+//! Shared test scaffolding: reading the recorded fixtures in ../shared/fixtures (never copied
+//! into this repo), canned upstream answers and requests, raw HTTP on loopback, and (with the
+//! `cli` feature) the `llm-guard` binary as a child process.
 #![allow(
     dead_code,
     unreachable_pub,
     clippy::case_sensitive_file_extension_comparisons
 )]
 
+#[cfg(feature = "cli")]
+pub mod proxy;
+
 use std::path::PathBuf;
 
+use reqwest_llm_guard::evidence::ApiSurface;
 use serde_json::Value;
+use wiremock::ResponseTemplate;
 
 /// The fixtures folder, or `None` (with a note) when it is absent outside CI. Under `CI=true` a
 /// missing folder fails the test: CI must never pass by skipping the conformance suite.
@@ -154,6 +161,55 @@ pub fn all_files() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+// ---- Canned upstream answers.
+
+pub const CHAT_OK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"PASS","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+
+pub fn chat_ok() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(CHAT_OK, "application/json")
+}
+
+pub fn responses_ok(id: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(
+        format!(
+            r#"{{"id":"{id}","object":"response","created_at":1,"status":"completed","model":"gpt-5","output":[{{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"PASS","annotations":[]}}]}}],"usage":{{"input_tokens":3,"output_tokens":1,"total_tokens":4}}}}"#
+        ),
+        "application/json",
+    )
+}
+
+/// A chat stream's first event (the role), a content event and the last (stop, then `[DONE]`).
+pub const ROLE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+pub const TEXT: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"PA\"},\"finish_reason\":null}]}\n\n";
+pub const STOP: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+// ---- Requests of either surface.
+
+pub const SURFACES: [ApiSurface; 2] = [ApiSurface::ChatCompletions, ApiSurface::Responses];
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_default()
+}
+
+/// A plain request of this surface: `messages` for Chat, `input` for Responses.
+pub fn request_body(surface: ApiSurface, stream: bool) -> String {
+    match surface {
+        ApiSurface::Responses => {
+            format!(r#"{{"model":"gpt-5","input":"hi","stream":{stream}}}"#)
+        }
+        _ => format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#
+        ),
+    }
+}
+
+pub fn path(surface: ApiSurface) -> &'static str {
+    match surface {
+        ApiSurface::Responses => "/v1/responses",
+        _ => "/v1/chat/completions",
+    }
 }
 
 // ---- Raw HTTP on loopback, for what wiremock cannot do: hold a stream back, cut a connection.
