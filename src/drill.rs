@@ -865,6 +865,7 @@ mod tests {
             api_error,
             waf,
             retry_count: 0,
+            upstream_retry_count: 0,
             retry_stop_reason: None,
             upstream: None,
             hops: 0,

@@ -1,19 +1,22 @@
 //! The values the layers pass to each other in the request's and the response's extensions.
 //!
-//! This is the protocol between the layers, in one table (writer → reader). The public types
-//! are documented where they live; the private markers are defined here.
+//! This is the protocol between the layers, in one table (writer → reader). Every value flows
+//! inwards (an outer layer writes it for the layers below) or outwards on the response; what a
+//! layer below learns about the call it appends to the call's own log in the `CallScope`,
+//! which the layer that started the call reads when the call ends. The public types are
+//! documented where they live; the private ones are defined here.
 //!
 //! | type | where | written by | read by |
 //! |---|---|---|---|
 //! | [`ApiSurface`](crate::evidence::ApiSurface) | request, response | the caller (optional), else the first layer that classifies the request | every layer, [`Evidence`](crate::Evidence) |
 //! | [`ModelFamily`](crate::lint::ModelFamily) | request | the caller (optional) | the call layer's lint |
 //! | [`EvidenceHandle`](crate::EvidenceHandle) | request, response | the caller (optional, for errors), else the call layer | the caller, [`Evidence`](crate::Evidence) |
-//! | `CallActive` | request | the call layer, while the call runs | a nested call layer (passes through) |
-//! | `CallContext` | request | the call layer | the attempt layer (parent span, settings) |
+//! | `CallScope` | request | the outermost layer of the crate (the call layer in a [`Guard`](crate::Guard)), once; removed by it when the call ends | every layer below: start, deadline, budget, policy; each appends to its log (legs, attempts, the failover record) |
+//! | `CallContext` | request | the call layer (or a lone attempt layer, for itself) | the attempt layer (parent span, settings, the slot for the attempt left open) |
 //! | `CaptureContent` | request | the call layer, content capture on | the inspect layer |
-//! | [`CurrentAttempt`](crate::retry::CurrentAttempt) | request | the retry layer, per attempt | the attempt layer; a nested retry layer (passes through) |
-//! | `PendingAttempt` | request | the attempt layer | the attempt layer (next attempt), the call layer (last one) |
-//! | [`RetryRecord`](crate::retry::RetryRecord) | request, response | the retry layer | the call layer, [`Evidence`](crate::Evidence) |
+//! | [`CurrentAttempt`](crate::retry::CurrentAttempt) | request | the retry layer, per attempt | the attempt layer; a nested or re-run retry layer (passes through) |
+//! | [`RetryRecord`] | request (while retrying), response | the retry layer | the attempt layer (why the last attempt was retried), [`Evidence`](crate::Evidence) without a call layer |
+//! | [`FailoverRecord`] | response | the failover layer | [`Evidence`](crate::Evidence) without a call layer |
 //! | [`WafVerdict`](crate::evidence::WafVerdict) | response | the inspect layer | the retry layer (never retries it), the call layer |
 //! | [`ContractVerdict`](crate::contract::ContractVerdict) | response | the inspect layer (checked body) | the call and attempt layers, [`Evidence`](crate::Evidence) |
 //! | [`VerdictHandle`](crate::inspect::VerdictHandle) | response | the inspect layer (stream) | the call layer (ends the span with the stream) |
@@ -24,10 +27,214 @@
 //! [`ContractVerdict`]: crate::contract::ContractVerdict
 //! [`VerdictHandle`]: crate::inspect::VerdictHandle
 
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use http::Extensions;
+use tokio::time::Instant;
+
+use crate::evidence::DecisionPolicy;
+use crate::failover::FailoverRecord;
+use crate::retry::{RetryBudget, RetryRecord};
+
 /// Content capture is on, cutting text at this many characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CaptureContent(pub(crate) usize);
 
-/// A call layer is running this call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CallActive;
+/// The call: written once, when the call starts, by the outermost layer of this crate it goes
+/// through (the call layer in a [`Guard`](crate::Guard)); read by every layer below. A layer
+/// that finds none starts one with its own settings, so each layer also works alone.
+///
+/// What the layers below learn about the call (each hop's target, each hop's attempts, the
+/// failover layer's record) they append to its [`CallLog`]: data the call owns, read when the
+/// call ends. No layer inserts a record for a layer above it, and none removes another's.
+#[derive(Clone)]
+pub(crate) struct CallScope(Arc<Scope>);
+
+pub(crate) struct Scope {
+    /// When the call started, on tokio's clock (the deadline's) and the system's (a retry
+    /// policy's).
+    pub(crate) started: Instant,
+    pub(crate) started_at: SystemTime,
+    /// The deadline and the budget of every retry and every hop.
+    pub(crate) bounds: CallBounds,
+    /// The one policy every decision of the call is made with.
+    pub(crate) policy: Arc<dyn DecisionPolicy>,
+    log: Mutex<CallLog>,
+}
+
+/// The bounds of one call, every retry and every hop included.
+#[derive(Debug, Clone)]
+pub(crate) struct CallBounds {
+    /// No retry starts, no wait runs and no hop is made past it (from the call's start).
+    pub(crate) deadline: Option<Duration>,
+    /// Every call deposits once; every retry and every hop withdraws.
+    pub(crate) budget: Option<Arc<RetryBudget>>,
+}
+
+impl CallBounds {
+    /// The default call settings: a 60 s deadline and a budget of its own.
+    pub(crate) fn default_new() -> Self {
+        Self {
+            deadline: Some(DEFAULT_DEADLINE),
+            budget: Some(Arc::new(RetryBudget::default())),
+        }
+    }
+}
+
+/// The default deadline of a call, every retry and hop included: 60 s.
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What happened in one call, below the layer that started it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CallLog {
+    /// One leg per target the call went to (one, without failover), in order.
+    pub(crate) legs: Vec<Leg>,
+    /// The failover layer's record, when it ran.
+    pub(crate) failover: Option<FailoverRecord>,
+}
+
+/// The call's time on one target: which, where its attempts went, and what they got.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Leg {
+    /// The failover layer's name for the target.
+    pub(crate) upstream: Option<Arc<str>>,
+    /// Where its attempts were sent, when not the URL the caller wrote.
+    pub(crate) url: Option<reqwest::Url>,
+    /// The retry layer's record of its attempts.
+    pub(crate) retry: Option<RetryRecord>,
+}
+
+impl CallLog {
+    /// Retries made on every leg.
+    pub(crate) fn retries(&self) -> u32 {
+        self.legs
+            .iter()
+            .filter_map(|l| l.retry.as_ref())
+            .map(RetryRecord::retries)
+            .fold(0u32, u32::saturating_add)
+    }
+
+    /// The last leg: the target that answered (or failed last).
+    pub(crate) fn last(&self) -> Option<&Leg> {
+        self.legs.last()
+    }
+
+    /// A log of the records a response carries, for evidence read without a call layer.
+    pub(crate) fn of_records(
+        retry: Option<&RetryRecord>,
+        failover: Option<&FailoverRecord>,
+    ) -> Self {
+        Self {
+            legs: vec![Leg {
+                upstream: failover.and_then(|f| f.served_by().map(Arc::from)),
+                url: None,
+                retry: retry.cloned(),
+            }],
+            failover: failover.cloned(),
+        }
+    }
+}
+
+impl CallScope {
+    /// The call's scope: the one a layer above started, else a new one with these settings
+    /// (`true` when this layer started it, and so deposits in the budget and owns the call).
+    pub(crate) fn get_or_start(
+        extensions: &mut Extensions,
+        start: impl FnOnce() -> (CallBounds, Arc<dyn DecisionPolicy>),
+    ) -> (Self, bool) {
+        if let Some(scope) = extensions.get::<Self>() {
+            return (scope.clone(), false);
+        }
+        let (bounds, policy) = start();
+        let scope = Self::start(bounds, policy);
+        extensions.insert(scope.clone());
+        (scope, true)
+    }
+
+    /// A new scope, the call's budget charged with it.
+    pub(crate) fn start(bounds: CallBounds, policy: Arc<dyn DecisionPolicy>) -> Self {
+        if let Some(budget) = &bounds.budget {
+            budget.deposit();
+        }
+        Self(Arc::new(Scope {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            bounds,
+            policy,
+            log: Mutex::new(CallLog::default()),
+        }))
+    }
+
+    /// Whether the call's deadline has passed.
+    pub(crate) fn deadline_passed(&self) -> bool {
+        self.bounds
+            .deadline
+            .is_some_and(|d| self.started.elapsed() >= d)
+    }
+
+    /// Starts a leg on a target (the failover layer, at each hop).
+    pub(crate) fn begin_leg(&self, upstream: Arc<str>, url: reqwest::Url) {
+        self.log().legs.push(Leg {
+            upstream: Some(upstream),
+            url: Some(url),
+            retry: None,
+        });
+    }
+
+    /// The number of legs begun (the current one's index is one less).
+    pub(crate) fn legs(&self) -> usize {
+        self.log().legs.len()
+    }
+
+    /// The upstream the current leg goes to.
+    pub(crate) fn current_upstream(&self) -> Option<Arc<str>> {
+        self.log().legs.last().and_then(|l| l.upstream.clone())
+    }
+
+    /// Records the current leg's attempts (beginning a leg to the caller's URL when no layer
+    /// began one).
+    pub(crate) fn record_retry(&self, record: RetryRecord) {
+        let mut log = self.log();
+        if log.legs.is_empty() {
+            log.legs.push(Leg::default());
+        }
+        if let Some(leg) = log.legs.last_mut() {
+            leg.retry = Some(record);
+        }
+    }
+
+    /// The current leg's attempts, as the retry layer recorded them.
+    pub(crate) fn leg_retry(&self) -> Option<RetryRecord> {
+        self.log().legs.last().and_then(|l| l.retry.clone())
+    }
+
+    /// Records the failover layer's record of the call.
+    pub(crate) fn record_failover(&self, record: FailoverRecord) {
+        self.log().failover = Some(record);
+    }
+
+    /// The log as it stands.
+    pub(crate) fn snapshot(&self) -> CallLog {
+        self.log().clone()
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, CallLog> {
+        self.0.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::ops::Deref for CallScope {
+    type Target = Scope;
+    fn deref(&self) -> &Scope {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CallScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallScope")
+            .field("bounds", &self.bounds)
+            .finish_non_exhaustive()
+    }
+}

@@ -99,8 +99,9 @@
 //!
 //! | layer | per | does |
 //! |---|---|---|
-//! | [`telemetry::Telemetry`] | call | decides the call with one [`DecisionPolicy`](evidence::DecisionPolicy) (answers, streams at their end, transport errors, cancelled calls); leaves the [`Evidence`]; the call span `{operation} {model}` and the metrics; injects `traceparent` |
-//! | [`retry::Retry`] | call | retries 429 within bounds: `Retry-After` honoured and capped, a deadline, a shared [`RetryBudget`](retry::RetryBudget); never a wall or a 403 |
+//! | [`telemetry::Telemetry`] | call | starts the call: its deadline, budget and [`DecisionPolicy`](evidence::DecisionPolicy), written once for every layer below; decides the call (answers, streams at their end, transport errors, cancelled calls); leaves the [`Evidence`]; the call span `{operation} {model}` and the metrics; injects `traceparent` |
+//! | [`failover::Failover`] (optional) | call | moves the call to the next eligible upstream on `fallback`, within the call's deadline and budget; a breaker per upstream |
+//! | [`retry::Retry`] | upstream | retries 429 within the call's bounds: `Retry-After` honoured and capped, the deadline, the shared [`RetryBudget`](retry::RetryBudget); never a wall or a 403 |
 //! | [`telemetry::AttemptTelemetry`] | attempt | one child span per attempt with `http.request.resend_count` |
 //! | [`inspect::Inspect`] | attempt | recognises WAF and bot walls ([`waf`]), checks the contract ([`contract`]), hands the response back byte-identical with the verdicts in its extensions |
 //!
@@ -251,8 +252,8 @@
 //! | time to response headers, per attempt | no limit but the client's ([`Retry::with_time_to_headers`](retry::Retry::with_time_to_headers): past it, no retry) |
 //! | failover ([`failover::Failover`], off unless added) | 2 hops, streams committed at their first byte (at most 1 MiB held waiting for a first content, [`failover::FIRST_CONTENT_MAX_HELD`]), 60 s to a stream's first byte and between its frames, a breaker per upstream: 5 failures in a row or 50% of ≥ 20 calls in 60 s, open 30 s doubling to 300 s ± 10%, the last 10,000 response ids (of at most 256 bytes) remembered for state affinity |
 //! | largest server-requested wait (`retry-after`, `retry-after-ms`) | 60 s; longer: no retry, `fallback` |
-//! | retry deadline | 60 s from the call's start (tokio's clock); the attempt in flight is never cut |
-//! | retry budget | 10 retries/s reserve plus 20% of calls, over a 10 s window, shared by clones |
+//! | call deadline ([`Guard::with_deadline`]) | 60 s from the call's start (tokio's clock), every retry and hop included; the attempt in flight is never cut |
+//! | call budget ([`Guard::with_budget`]) | 10 retries/s reserve plus 20% of calls, over a 10 s window, shared by clones; every retry and every hop draws on it |
 //! | contract mode | [`Mode::Compat`](contract::Mode::Compat) |
 //! | telemetry | the global tracer and meter providers, read at the first call; `gen_ai.provider.name` from the host (`openai` for hosts it does not know; [`Telemetry::with_provider_name`](telemetry::Telemetry::with_provider_name) overrides); the conventions' current metric names, the newer `gen_ai.client.inference.*` ones with `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`; no content recorded |
 //! | OpenTelemetry | the `opentelemetry` API 0.33 (`opentelemetry_sdk` 0.33, `tracing-opentelemetry` 0.34) |

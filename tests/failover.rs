@@ -8,9 +8,10 @@ use std::time::Duration;
 use common::{ROLE, STOP, TEXT, chat_ok, responses_ok};
 use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision};
 use reqwest_llm_guard::failover::{
-    BreakerConfig, BreakerState, Credential, Failover, FailoverStop, HopReason, Upstream,
+    BreakerConfig, BreakerState, Credential, Failover, FailoverStop, HopReason, PassReason,
+    Upstream,
 };
-use reqwest_llm_guard::retry::Retry;
+use reqwest_llm_guard::retry::{Retry, RetryBudget};
 use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
 use reqwest_middleware::ClientWithMiddleware;
 use retry_policies::policies::ExponentialBackoff;
@@ -177,7 +178,8 @@ async fn a_persistent_429_is_retried_within_bounds_then_moves_on() {
         (3, 1),
         "1 + 2 retries, then b"
     );
-    assert_eq!(e.retry_count, 0, "b answered at once");
+    assert_eq!(e.retry_count, 2, "the call's retries, a's included");
+    assert_eq!(e.upstream_retry_count, 0, "b answered at once");
 }
 
 #[tokio::test]
@@ -746,4 +748,159 @@ async fn a_failed_continuation_surfaces_the_original_failure() {
     );
     assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
     assert_eq!(seen(&b).await, 1);
+}
+
+/// The caller's key on a call to `to`.
+async fn keyed_chat(client: &ClientWithMiddleware, to: &str) -> (u16, Evidence) {
+    let handle = EvidenceHandle::new();
+    let result = client
+        .post(format!("{to}/v1/chat/completions"))
+        .with_extension(handle.clone())
+        .bearer_auth("sk-caller-canary")
+        .header("api-key", "sk-caller-canary")
+        .header("content-type", "application/json")
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await;
+    let status = match result {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            let _ = r.bytes().await;
+            s
+        }
+        Err(_) => 0,
+    };
+    (status, handle.settled().await)
+}
+
+/// Whether any request `server` saw carried the caller's key, in any header.
+async fn saw_the_callers_key(server: &MockServer) -> bool {
+    server.received_requests().await.unwrap().iter().any(|r| {
+        r.headers
+            .values()
+            .any(|v| v.to_str().unwrap_or_default().contains("sk-caller-canary"))
+    })
+}
+
+#[tokio::test]
+async fn an_upstream_whose_key_cannot_be_had_is_passed_over_and_never_gets_the_callers() {
+    for (credential, reason) in [
+        (
+            Credential::env("LLM_GUARD_TEST_KEY_THAT_IS_NEVER_SET"),
+            PassReason::CredentialUnresolved,
+        ),
+        (
+            Credential::value("sk-line\nbreak"),
+            PassReason::CredentialInvalid,
+        ),
+    ] {
+        let (keyed, b) = (serving(chat_ok()).await, serving(chat_ok()).await);
+        let client = client(Failover::new([
+            upstream("keyed", &keyed).with_credential(credential),
+            upstream("b", &b).with_credential(Credential::value("sk-b-key")),
+        ]));
+        // The caller addressed the keyed upstream itself: still not its key to get.
+        let (status, e) = keyed_chat(&client, &keyed.uri()).await;
+        assert_eq!(status, 200);
+        assert_eq!(seen(&keyed).await, 0, "{reason}: no request at all");
+        assert_eq!(e.upstream.as_deref(), Some("b"));
+        assert_eq!(e.hops, 0, "{reason}: passing over is no hop");
+        let to_b = &b.received_requests().await.unwrap()[0];
+        assert_eq!(to_b.headers["authorization"], "Bearer sk-b-key");
+        assert!(!to_b.headers.contains_key("api-key"), "{reason}");
+        assert!(!saw_the_callers_key(&b).await);
+
+        // Alone, it leaves the call no upstream: an error, with the reason on the record.
+        let client = Guard::new()
+            .without_telemetry()
+            .with_failover(Failover::new([upstream("keyed", &keyed).with_credential(
+                match reason {
+                    PassReason::CredentialUnresolved => {
+                        Credential::env("LLM_GUARD_TEST_KEY_THAT_IS_NEVER_SET")
+                    }
+                    _ => Credential::value("sk-line\nbreak"),
+                },
+            )]))
+            .client(reqwest::Client::new());
+        let (status, e) = keyed_chat(&client, &keyed.uri()).await;
+        assert_eq!(status, 0, "{reason}");
+        assert_eq!(e.failover_stop, Some(FailoverStop::NoEligibleUpstream));
+        assert_eq!(seen(&keyed).await, 0, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn the_callers_key_goes_to_another_host_only_when_the_upstream_opts_in() {
+    for opt_in in [false, true] {
+        let (a, b) = a_then_b(ResponseTemplate::new(503)).await;
+        let client = client(Failover::new([
+            upstream("a", &a),
+            upstream("b", &b).with_forward_caller_auth(opt_in),
+        ]));
+        let (status, e) = keyed_chat(&client, &a.uri()).await;
+        assert_eq!(status, 200);
+        assert_eq!(e.upstream.as_deref(), Some("b"));
+        assert!(
+            saw_the_callers_key(&a).await,
+            "a is where the caller sent it"
+        );
+        assert_eq!(
+            saw_the_callers_key(&b).await,
+            opt_in,
+            "b is another host (opted in: {opt_in})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failover_without_the_retry_layer_keeps_the_calls_deadline_and_budget() {
+    // A deadline already passed when the first upstream fails: no hop.
+    let (a, b) = a_then_b(ResponseTemplate::new(503)).await;
+    let client = Guard::new()
+        .without_telemetry()
+        .without_retry()
+        .with_deadline(Duration::ZERO)
+        .with_failover(Failover::new([upstream("a", &a), upstream("b", &b)]))
+        .client(reqwest::Client::new());
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 503);
+    assert_eq!(e.failover_stop, Some(FailoverStop::Deadline));
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 0));
+
+    // A spent budget: no hop either.
+    let (a, b) = a_then_b(ResponseTemplate::new(503)).await;
+    let client = Guard::new()
+        .without_telemetry()
+        .without_retry()
+        .with_budget(std::sync::Arc::new(RetryBudget::new(
+            Duration::from_secs(10),
+            0,
+            0.0,
+        )))
+        .with_failover(Failover::new([upstream("a", &a), upstream("b", &b)]))
+        .client(reqwest::Client::new());
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 503);
+    assert_eq!(e.failover_stop, Some(FailoverStop::BudgetExhausted));
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 0));
+}
+
+#[tokio::test]
+async fn a_deadline_set_on_the_retry_layer_still_bounds_the_guards_hops() {
+    let (a, b) = a_then_b(ResponseTemplate::new(503)).await;
+    let client = client_with(
+        quick().with_deadline(Duration::ZERO),
+        Failover::new([upstream("a", &a), upstream("b", &b)]),
+    );
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(e.failover_stop, Some(FailoverStop::Deadline));
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 0));
+}
+
+fn client_with(retry: Retry, failover: Failover) -> ClientWithMiddleware {
+    Guard::new()
+        .without_telemetry()
+        .with_retry(retry)
+        .with_failover(failover)
+        .client(reqwest::Client::new())
 }

@@ -192,7 +192,14 @@ fn assert_failed_over(got: &Got, reason: HopReason, name: &str) {
     assert_eq!(e.hops, 1, "{name}");
     assert_eq!(got.hops, vec![reason], "{name}");
     assert_eq!(e.fallback_decision, D::None, "{name}");
-    assert_eq!(e.retry_count, 0, "{name}: the secondary answered at once");
+    assert_eq!(
+        e.upstream_retry_count, 0,
+        "{name}: the secondary answered at once"
+    );
+    assert!(
+        e.retry_count >= e.upstream_retry_count,
+        "{name}: the call's retries count the primary's too"
+    );
 }
 
 /// A stream that broke after it was handed on: the part that came, then an error, and the

@@ -137,7 +137,7 @@ async fn each_upstream_gets_its_own_key_or_the_callers_and_no_key_is_printed() {
                 &keyed.uri(),
                 "api_key_env = \"LLM_GUARD_PROXY_TEST_KEY\"",
             ),
-            upstream("open", &open.uri(), ""),
+            upstream("open", &open.uri(), "forward_caller_auth = true"),
         ]),
         &[("LLM_GUARD_PROXY_TEST_KEY", UPSTREAM_KEY)],
         &["--log"],
@@ -667,4 +667,23 @@ async fn an_upstream_whose_drill_fails_gets_no_caller_traffic() {
     );
     let (status, _, _) = proxy.stop();
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_without_a_key_gets_no_caller_key_unless_it_opts_in() {
+    let open = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&open)
+        .await;
+    let proxy = Proxy::start(&config(&[upstream("open", &open.uri(), "")]), &[], &[]);
+    let (status, _, _) = post(&proxy, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200);
+    let to_open = seen(&open).await;
+    assert_eq!(to_open.len(), 1);
+    assert!(
+        !format!("{:?}", to_open[0].headers).contains(CALLER_KEY),
+        "not opted in: no caller credential at all"
+    );
+    let _ = proxy.stop();
 }

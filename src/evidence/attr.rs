@@ -68,6 +68,9 @@ pub const BREAKER_STATE: &str = "breaker.state";
 /// The span event of one move to another upstream (with [`FAILOVER_FROM`], [`FAILOVER_TO`],
 /// [`FAILOVER_REASON`]).
 pub const EVENT_FAILOVER_HOP: &str = "llm_guard.failover_hop";
+/// The span event of an upstream passed over without a request (with [`FAILOVER_UPSTREAM`]
+/// and [`FAILOVER_REASON`]: `credential_unresolved`, `credential_invalid`).
+pub const EVENT_FAILOVER_PASSED_OVER: &str = "llm_guard.failover_passed_over";
 /// The span event of one request-lint finding (with [`LINT_RULE`] and [`LINT_FAMILY`]).
 pub const EVENT_REQUEST_CHECK: &str = "llm_guard.request_check";
 /// The span event of one request/response cross-check finding.
@@ -208,6 +211,7 @@ mod tests {
         FAILOVER_REASON,
         BREAKER_STATE,
         EVENT_FAILOVER_HOP,
+        EVENT_FAILOVER_PASSED_OVER,
         EVENT_REQUEST_CHECK,
         EVENT_RESPONSE_CHECK,
         WAF_VENDOR,

@@ -112,7 +112,9 @@ fn request(plan: &Plan, partial: &str) -> Option<reqwest::Request> {
         .url_for(&plan.url, ApiSurface::ChatCompletions)?;
     let mut headers = plan.headers.clone();
     headers.remove(http::header::CONTENT_LENGTH);
-    plan.target.authorize(&mut headers);
+    let same_origin = plan.target.same_origin(&plan.url);
+    // A target whose key cannot be resolved is not continued on.
+    plan.target.authorize(&mut headers, same_origin).ok()?;
     plan.client
         .post(url)
         .headers(headers)

@@ -19,9 +19,10 @@ use crate::evidence::{
     ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, StatusClass, TransportErrorKind,
     Violation, WafKind, WafVerdict, str_enum,
 };
-use crate::guard::{CallFacts, EvidenceHandle};
+use crate::extensions::{CallBounds, CallScope};
+use crate::guard::CallFacts;
 use crate::inspect::VerdictHandle;
-use crate::retry::{RetryBounds, RetryRecord};
+use crate::retry::RetryRecord;
 
 str_enum! {
     /// Why a call moved from one upstream to the next (attribute and metric label
@@ -66,6 +67,29 @@ str_enum! {
     }
 }
 
+str_enum! {
+    /// Why an upstream was passed over without being sent the call (attribute
+    /// `failover.reason` on the event `llm_guard.failover_passed_over`).
+    #[non_exhaustive]
+    pub enum PassReason {
+        /// Its own key could not be resolved (the variable unset or empty): it is never sent
+        /// the caller's instead.
+        CredentialUnresolved => "credential_unresolved",
+        /// Its own key is no valid header value.
+        CredentialInvalid => "credential_invalid",
+    }
+}
+
+/// An upstream the call passed over, without a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PassedOver {
+    /// The upstream.
+    pub upstream: Arc<str>,
+    /// Why.
+    pub reason: PassReason,
+}
+
 /// One move from an upstream to the next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -86,6 +110,8 @@ pub struct FailoverRecord {
     pub tried: Vec<Arc<str>>,
     /// The moves between them.
     pub hops: Vec<Hop>,
+    /// The upstreams passed over without a request, and why.
+    pub passed_over: Vec<PassedOver>,
     /// Why it stopped where it did.
     pub stop: Option<FailoverStop>,
     /// Set when a stream cut after its commit point was continued on another upstream.
@@ -106,18 +132,6 @@ impl FailoverRecord {
         self.continued_on.get().map(|s| &**s)
     }
 }
-
-/// The upstream an attempt goes to, for the attempt spans.
-#[derive(Debug, Clone)]
-pub(crate) struct CurrentUpstream(pub(crate) Arc<str>);
-
-/// The call's start, so the retry layer's deadline covers every hop.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CallStart(pub(crate) Instant, pub(crate) std::time::SystemTime);
-
-/// Which hop of the call is running (0 for the first upstream).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HopIndex(pub(crate) usize);
 
 /// Default bound on remembered response ids.
 pub const DEFAULT_AFFINITY_CAPACITY: usize = 10_000;
@@ -251,6 +265,9 @@ struct Settings {
     idle: Option<Duration>,
     /// Opt-in: the client continuations are sent with.
     continuation: Option<reqwest::Client>,
+    /// The call settings when this layer is the first of the crate's to see a call (no
+    /// call layer above it): a 60 s deadline and a budget of its own.
+    bounds: CallBounds,
 }
 
 /// Default limit for a stream's first byte (or first content), per attempt: 60 s.
@@ -275,6 +292,7 @@ impl Failover {
                 first_token: Some(DEFAULT_FIRST_TOKEN_TIMEOUT),
                 idle: Some(DEFAULT_IDLE_TIMEOUT),
                 continuation: None,
+                bounds: CallBounds::default_new(),
             },
         )
     }
@@ -539,6 +557,7 @@ impl Shared {
         tried: &[usize],
         walled_hosts: &[String],
         larger_than: Option<u64>,
+        first: bool,
     ) -> Option<Pick> {
         let open: Vec<usize> = eligible
             .iter()
@@ -578,7 +597,7 @@ impl Shared {
                 return Some(Pick { index: i, permit });
             }
         }
-        if tried.is_empty() {
+        if first {
             // Every breaker refuses: probe the one that failed least recently.
             let index = open
                 .iter()
@@ -608,6 +627,33 @@ impl Middleware for Failover {
         if surface == ApiSurface::Other {
             return next.run(req, extensions).await;
         }
+        // The call's start, deadline, budget and policy: a layer above set them, else this one
+        // does, with its own.
+        let (scope, owner) = CallScope::get_or_start(extensions, || {
+            (
+                self.shared.settings.bounds.clone(),
+                Arc::new(DecisionTable::default()),
+            )
+        });
+        let result = self.route(req, extensions, next, surface, &scope).await;
+        if owner {
+            extensions.remove::<CallScope>();
+        }
+        result
+    }
+}
+
+impl Failover {
+    /// The hop loop: pick an upstream, send, decide; stop, or move on.
+    #[allow(clippy::too_many_lines)]
+    async fn route(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+        surface: ApiSurface,
+        scope: &CallScope,
+    ) -> reqwest_middleware::Result<Response> {
         self.shared.registered.get_or_init(|| {
             let meter = self.shared.settings.meter.clone().unwrap_or_else(|| {
                 opentelemetry::global::meter_with_scope(crate::telemetry::scope())
@@ -615,10 +661,7 @@ impl Middleware for Failover {
             super::metrics::register(&meter, &self.shared);
         });
         let shared = &*self.shared;
-        let policy: Arc<dyn DecisionPolicy> = extensions
-            .get::<EvidenceHandle>()
-            .and_then(EvidenceHandle::policy)
-            .unwrap_or_else(|| Arc::new(DecisionTable::default()));
+        let policy = scope.policy.clone();
         let Peek {
             stream,
             state_id,
@@ -648,28 +691,53 @@ impl Middleware for Failover {
         if eligible.is_empty() {
             return Err(Error::new(ErrorKind::NoUpstream).into());
         }
-        let started = (Instant::now(), std::time::SystemTime::now());
-        extensions.insert(CallStart(started.0, started.1));
         let mut record = FailoverRecord::default();
+        // The upstreams tried or passed over: none is picked again.
         let mut tried: Vec<usize> = Vec::new();
         let mut walled_hosts: Vec<String> = Vec::new();
+        // The failure being left and why, held until the next upstream is really sent the call
+        // (handed back if none is).
+        let mut left: Option<(reqwest_middleware::Result<Response>, Arc<str>, HopReason)> = None;
+        let mut larger_than = None;
         // Eligible is not empty and nothing was tried: there is always a first pick.
-        let mut pick = shared.pick(&eligible, &tried, &walled_hosts, None);
+        let mut pick = shared.pick(&eligible, &tried, &walled_hosts, None, true);
         while let Some(Pick { index, permit }) = pick.take() {
             let entry = &shared.entries[index];
             let Some(mut attempt) = req.try_clone() else {
                 record.stop = Some(FailoverStop::NotCloneable);
-                extensions.insert(record);
+                scope.record_failover(record);
                 return Err(Error::new(ErrorKind::RequestNotCloneable).into());
             };
-            prepare(&mut attempt, &entry.upstream, surface);
             tried.push(index);
+            if let Err(reason) = prepare(&mut attempt, &entry.upstream, surface, req.url()) {
+                // Its key cannot be had: passed over, never sent the caller's instead. No
+                // request was made, so nothing for its breaker (the permit goes back).
+                drop(permit);
+                record.passed_over.push(PassedOver {
+                    upstream: entry.upstream.name.clone(),
+                    reason,
+                });
+                pick = shared.pick(
+                    &eligible,
+                    &tried,
+                    &walled_hosts,
+                    larger_than,
+                    record.tried.is_empty(),
+                );
+                continue;
+            }
+            if let Some((previous, from, reason)) = left.take() {
+                // Free the connection before the next hop.
+                drop(previous);
+                record.hops.push(Hop {
+                    from,
+                    to: entry.upstream.name.clone(),
+                    reason,
+                });
+            }
             record.tried.push(entry.upstream.name.clone());
-            extensions.insert(CurrentUpstream(entry.upstream.name.clone()));
-            extensions.insert(HopIndex(tried.len() - 1));
-            // Each hop is a fresh call for the retry layer, under the call's one deadline.
-            extensions.remove::<crate::retry::CurrentAttempt>();
-            extensions.remove::<RetryRecord>();
+            // A new leg of the call: the layers below send, retry and record on it.
+            scope.begin_leg(entry.upstream.name.clone(), attempt.url().clone());
 
             // A stream's first token is due by the first-token limit from the hop's start: a
             // silent upstream that never sends its headers is left too.
@@ -685,8 +753,7 @@ impl Middleware for Failover {
                 None => next.clone().run(attempt, extensions).await,
             };
 
-            let retry = extensions.get::<RetryRecord>().cloned();
-            let bounds = extensions.get::<RetryBounds>().cloned();
+            let retry = scope.leg_retry();
             let (status, transport, waf, verdict, stream) = match &result {
                 Ok(r) => (
                     Some(r.status()),
@@ -705,9 +772,8 @@ impl Middleware for Failover {
                 transport_error: transport,
                 verdict: verdict.as_ref().or(provisional.as_ref()),
                 waf: waf.as_ref(),
-                retry: retry.as_ref(),
+                log: None,
                 cancelled: false,
-                failover: None,
             };
             let decision = facts.decision(&*policy);
             if let Some(v) = &verdict
@@ -773,7 +839,7 @@ impl Middleware for Failover {
                             response.extensions_mut().insert(caller);
                         }
                         record.stop = Some(FailoverStop::Decided);
-                        return finish(Ok(response), record, extensions);
+                        return finish(Ok(response), record, scope);
                     }
                     // Failed before the caller saw a byte of it: fail over (its verdict
                     // is set, by the checker or by the limit that cut it off).
@@ -810,7 +876,7 @@ impl Middleware for Failover {
             }
             if decision != FallbackDecision::Fallback {
                 record.stop = Some(FailoverStop::Decided);
-                return finish(result, record, extensions);
+                return finish(result, record, scope);
             }
             // Fallback: move on if a hop is allowed.
             let reason = if stream_failed {
@@ -818,13 +884,10 @@ impl Middleware for Failover {
             } else {
                 hop_reason(&facts)
             };
-            let deadline_passed = bounds
-                .as_ref()
-                .and_then(|b| b.deadline)
-                .is_some_and(|d| started.0.elapsed() >= d);
+            let deadline_passed = scope.deadline_passed();
             let stop = if pinned {
                 Some(FailoverStop::StateAffinity)
-            } else if tried.len() > shared.settings.max_hops {
+            } else if record.tried.len() > shared.settings.max_hops {
                 Some(FailoverStop::HopsExhausted)
             } else if deadline_passed {
                 Some(FailoverStop::Deadline)
@@ -833,7 +896,7 @@ impl Middleware for Failover {
             };
             if let Some(stop) = stop {
                 record.stop = Some(stop);
-                return finish(result, record, extensions);
+                return finish(result, record, scope);
             }
             if waf.is_some()
                 && let Some(host) = entry.upstream.host()
@@ -841,30 +904,29 @@ impl Middleware for Failover {
                 // A wall the policy chose to fail over from: never to the same edge again.
                 walled_hosts.push(host.to_owned());
             }
-            let larger_than = (reason == HopReason::ContextLength)
+            larger_than = (reason == HopReason::ContextLength)
                 .then(|| entry.upstream.context_window.unwrap_or(0));
-            let Some(next_pick) = shared.pick(&eligible, &tried, &walled_hosts, larger_than) else {
+            let Some(next_pick) = shared.pick(&eligible, &tried, &walled_hosts, larger_than, false)
+            else {
                 record.stop = Some(FailoverStop::NoEligibleUpstream);
-                return finish(result, record, extensions);
+                return finish(result, record, scope);
             };
-            if let Some(budget) = bounds.as_ref().and_then(|b| b.budget.as_ref())
+            if let Some(budget) = &scope.bounds.budget
                 && !budget.withdraw()
             {
                 record.stop = Some(FailoverStop::BudgetExhausted);
-                return finish(result, record, extensions);
+                return finish(result, record, scope);
             }
-            record.hops.push(Hop {
-                from: entry.upstream.name.clone(),
-                to: shared.entries[next_pick.index].upstream.name.clone(),
-                reason,
-            });
-            // Free the connection before the next hop.
-            drop(result);
+            left = Some((result, entry.upstream.name.clone(), reason));
             pick = Some(next_pick);
         }
-        // Only when no first pick was possible (no breaker to probe).
+        // No upstream left to send the call to: the last failure, if one was left for
+        // another upstream that was then passed over, else an error.
         record.stop = Some(FailoverStop::NoEligibleUpstream);
-        extensions.insert(record);
+        if let Some((result, _, _)) = left {
+            return finish(result, record, scope);
+        }
+        scope.record_failover(record);
         Err(Error::new(ErrorKind::NoUpstream).into())
     }
 }
@@ -893,9 +955,8 @@ fn watch_stream(
             transport_error: None,
             verdict: Some(v),
             waf: waf.as_ref(),
-            retry: retry.as_ref(),
+            log: None,
             cancelled: v.skip_reason == Some(crate::evidence::SkipReason::Cancelled),
-            failover: None,
         };
         let decision = facts.decision(&*policy);
         if let Some(p) = permit.take() {
@@ -910,12 +971,19 @@ fn watch_stream(
     });
 }
 
-/// Points the request at `upstream`: its URL, its key (else the caller's), its model.
-fn prepare(req: &mut Request, upstream: &Upstream, surface: ApiSurface) {
+/// Points the request at `upstream`: its URL, its key (the caller's only where the caller sent
+/// it, `caller`, or where the upstream opts in), its model. An error when its own key cannot
+/// be had: the request must not be sent.
+fn prepare(
+    req: &mut Request,
+    upstream: &Upstream,
+    surface: ApiSurface,
+    caller: &reqwest::Url,
+) -> Result<(), PassReason> {
+    upstream.authorize(req.headers_mut(), upstream.same_origin(caller))?;
     if let Some(url) = upstream.url_for(req.url(), surface) {
         *req.url_mut() = url;
     }
-    upstream.authorize(req.headers_mut());
     if let Some(model) = &upstream.model
         && let Some(body) = req.body().and_then(reqwest::Body::as_bytes)
         && let Some(rewritten) = with_model(body, model)
@@ -926,14 +994,15 @@ fn prepare(req: &mut Request, upstream: &Upstream, surface: ApiSurface) {
             req.headers_mut().insert(http::header::CONTENT_LENGTH, v);
         }
     }
+    Ok(())
 }
 
 fn finish(
     result: reqwest_middleware::Result<Response>,
     record: FailoverRecord,
-    extensions: &mut Extensions,
+    scope: &CallScope,
 ) -> reqwest_middleware::Result<Response> {
-    extensions.insert(record.clone());
+    scope.record_failover(record.clone());
     result.map(|mut r| {
         r.extensions_mut().insert(record);
         r

@@ -23,6 +23,24 @@
 //! bytes: [`Failover::with_affinity_capacity`]): if that one fails, the call holds there
 //! (`failover.stop_reason=state_affinity`).
 //!
+//! The deadline and the budget are the call's ([`Guard::with_deadline`](crate::Guard::with_deadline),
+//! [`Guard::with_budget`](crate::Guard::with_budget)): with or without the retry layer, no hop
+//! is made past the deadline, and every hop draws on the budget. Used without a call layer
+//! above it, the layer starts the call itself with the defaults (60 s, a budget of its own).
+//!
+//! Every layer below reads the call from one scope the call layer writes once, and records on
+//! it what it did: the evidence of a call that failed over names the upstream that answered
+//! (`server.address`, `server.port`, `gen_ai.provider.name`, `failover.upstream`), never the
+//! URL the caller wrote, and counts the retries made on every upstream
+//! ([`Evidence::retry_count`](crate::Evidence::retry_count); the answering upstream's alone in
+//! [`Evidence::upstream_retry_count`](crate::Evidence::upstream_retry_count)).
+//!
+//! Keys go only where they were meant (see [`Upstream::new`], "Whose key it gets"): an
+//! upstream's own key, never the caller's instead when its own cannot be resolved (it is then
+//! passed over, [`PassReason`] on the record and an `llm_guard.failover_passed_over` span
+//! event); the caller's credentials only to the host the caller addressed, or to an upstream
+//! that opts in ([`Upstream::with_forward_caller_auth`]).
+//!
 //! An upstream built [`with_drill_required`](Upstream::with_drill_required) gets caller traffic
 //! only once the evidence drill has passed against it ([`Failover::promote`]), and again after
 //! its breaker opens ([`Failover::awaiting_drill`] lists those waiting); until then calls pass
@@ -113,10 +131,10 @@ mod upstream;
 pub use breaker::{
     Breaker, BreakerConfig, BreakerState, CallOutcome, Permit, least_recently_failed,
 };
-pub(crate) use layer::{CallStart, CurrentUpstream, HopIndex};
+
 pub use layer::{
     DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Failover,
-    FailoverRecord, FailoverStop, Hop, HopReason,
+    FailoverRecord, FailoverStop, Hop, HopReason, PassReason, PassedOver,
 };
 pub use stream::{CommitPoint, FIRST_CONTENT_MAX_HELD};
 pub use upstream::{Credential, InvalidBaseUrl, Upstream};

@@ -79,7 +79,18 @@ pub struct Upstream {
     pub(crate) context_window: Option<u64>,
     pub(crate) prefill: bool,
     pub(crate) drill: bool,
+    pub(crate) forward_caller_auth: bool,
 }
+
+/// The headers that carry a caller's credentials: they go only where the caller sent them,
+/// or to an upstream that opts in ([`Upstream::with_forward_caller_auth`]).
+pub(crate) const CREDENTIAL_HEADERS: [http::HeaderName; 5] = [
+    http::header::AUTHORIZATION,
+    http::header::COOKIE,
+    http::HeaderName::from_static("api-key"),
+    http::HeaderName::from_static("x-api-key"),
+    http::HeaderName::from_static("x-goog-api-key"),
+];
 
 /// A base URL that cannot serve as one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +108,19 @@ impl std::error::Error for InvalidBaseUrl {}
 
 impl Upstream {
     /// An upstream serving both surfaces at `base_url` (up to and including the API version,
-    /// `https://api.openai.com/v1`; its query, such as Azure's `api-version`, is kept). With no
-    /// credential, the caller's own `Authorization` is sent.
+    /// `https://api.openai.com/v1`; its query, such as Azure's `api-version`, is kept).
+    ///
+    /// # Whose key it gets
+    ///
+    /// - With a credential ([`with_credential`](Self::with_credential)): that key, always,
+    ///   in place of the caller's. A credential that cannot be resolved when a call is made
+    ///   (its variable unset or empty, or a value that is no valid header) makes the upstream
+    ///   passed over for that call, with [`PassReason`](super::PassReason) in the
+    ///   [`FailoverRecord`](super::FailoverRecord): it never gets the caller's key instead.
+    /// - Without one: the caller's credential headers (`Authorization`, `Cookie`, `api-key`,
+    ///   `x-api-key`, `x-goog-api-key`) only when the upstream is where the caller sent the
+    ///   request (same scheme, host and port) or it opts in with
+    ///   [`with_forward_caller_auth`](Self::with_forward_caller_auth); else it gets none.
     pub fn new(name: impl Into<Arc<str>>, base_url: &str) -> Result<Self, InvalidBaseUrl> {
         let base_url = Url::parse(base_url).map_err(|_| InvalidBaseUrl {
             reason: "not an absolute URL",
@@ -123,6 +145,7 @@ impl Upstream {
             context_window: None,
             prefill: false,
             drill: false,
+            forward_caller_auth: false,
         })
     }
 
@@ -173,6 +196,20 @@ impl Upstream {
         self
     }
 
+    /// Lets this upstream, when it has no credential of its own, get the caller's credential
+    /// headers although it is not where the caller sent the request (default: off). Turn it
+    /// on only for an upstream that is meant to get the caller's key.
+    #[must_use]
+    pub fn with_forward_caller_auth(mut self, forward: bool) -> Self {
+        self.forward_caller_auth = forward;
+        self
+    }
+
+    /// Whether it gets the caller's credentials when it is not where the caller sent them.
+    pub fn forwards_caller_auth(&self) -> bool {
+        self.forward_caller_auth
+    }
+
     /// Whether it must pass the drill before it gets traffic.
     pub fn drill_required(&self) -> bool {
         self.drill
@@ -207,16 +244,43 @@ impl Upstream {
         }
     }
 
-    /// Puts this upstream's key on `headers` as `Authorization: Bearer …` (marked sensitive,
-    /// replacing any `api-key`); without a key of its own, the caller's headers stay.
-    pub(crate) fn authorize(&self, headers: &mut http::HeaderMap) {
-        if let Some(key) = self.credential.as_ref().and_then(Credential::resolve)
-            && let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {key}"))
-        {
-            value.set_sensitive(true);
-            headers.remove("api-key");
-            headers.insert(http::header::AUTHORIZATION, value);
+    /// Puts the right key on a request to this upstream (see [`Upstream::new`], "Whose key
+    /// it gets"): its own as `Authorization: Bearer …` (marked sensitive) in place of every
+    /// caller credential; else the caller's, kept only when `same_origin` (the caller sent the
+    /// request here) or the upstream opts in, removed otherwise. An own key that cannot be
+    /// resolved is an error, and the headers are then left as they were: the request must not
+    /// be sent.
+    pub(crate) fn authorize(
+        &self,
+        headers: &mut http::HeaderMap,
+        same_origin: bool,
+    ) -> Result<(), super::PassReason> {
+        let Some(credential) = &self.credential else {
+            if !same_origin && !self.forward_caller_auth {
+                for name in &CREDENTIAL_HEADERS {
+                    headers.remove(name);
+                }
+            }
+            return Ok(());
+        };
+        let key = credential
+            .resolve()
+            .ok_or(super::PassReason::CredentialUnresolved)?;
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| super::PassReason::CredentialInvalid)?;
+        value.set_sensitive(true);
+        for name in &CREDENTIAL_HEADERS {
+            headers.remove(name);
         }
+        headers.insert(http::header::AUTHORIZATION, value);
+        Ok(())
+    }
+
+    /// Whether `url` is on this upstream's origin (scheme, host and port).
+    pub(crate) fn same_origin(&self, url: &Url) -> bool {
+        self.base_url.scheme() == url.scheme()
+            && self.base_url.host_str() == url.host_str()
+            && self.base_url.port_or_known_default() == url.port_or_known_default()
     }
 
     /// The URL of this upstream for a request to `original`: the base URL, then the surface's
@@ -251,6 +315,7 @@ impl fmt::Debug for Upstream {
             .field("context_window", &self.context_window)
             .field("prefill", &self.prefill)
             .field("drill", &self.drill)
+            .field("forward_caller_auth", &self.forward_caller_auth)
             .finish()
     }
 }

@@ -10,6 +10,7 @@ use crate::evidence::{
     self, ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, Outcome, ParseCheck,
     SkipReason, StatusClass, TransportErrorKind, Violation, WafVerdict,
 };
+use crate::extensions::CallLog;
 use crate::failover::{FailoverRecord, FailoverStop};
 use crate::inspect::VerdictHandle;
 use crate::retry::{RetryRecord, StopReason};
@@ -56,9 +57,13 @@ pub struct Evidence {
     pub api_error: Option<ApiError>,
     /// The wall that answered, if one did.
     pub waf: Option<WafVerdict>,
-    /// Retries made.
+    /// Retries made in the whole call: on every upstream it went to, those before a hop
+    /// included.
     pub retry_count: u32,
-    /// Why the retry layer stopped retrying, when it ran.
+    /// Retries made on the upstream that answered (or failed last): `retry_count` less those
+    /// made on upstreams the call left.
+    pub upstream_retry_count: u32,
+    /// Why the retry layer stopped retrying on the upstream that answered, when it ran.
     pub retry_stop_reason: Option<StopReason>,
     /// The upstream that answered (or failed last), when the failover layer ran.
     pub upstream: Option<Arc<str>>,
@@ -79,9 +84,9 @@ pub(crate) struct CallFacts<'a> {
     pub(crate) transport_error: Option<TransportErrorKind>,
     pub(crate) verdict: Option<&'a ContractVerdict>,
     pub(crate) waf: Option<&'a WafVerdict>,
-    pub(crate) retry: Option<&'a RetryRecord>,
+    /// What the layers below the call recorded (`None` when only the decision is wanted).
+    pub(crate) log: Option<&'a CallLog>,
     pub(crate) cancelled: bool,
-    pub(crate) failover: Option<&'a FailoverRecord>,
 }
 
 impl CallFacts<'_> {
@@ -116,6 +121,11 @@ impl CallFacts<'_> {
         } else {
             self.verdict.and_then(|v| v.skip_reason)
         };
+        let retry = self
+            .log
+            .and_then(CallLog::last)
+            .and_then(|l| l.retry.as_ref());
+        let failover = self.log.and_then(|l| l.failover.as_ref());
         Evidence {
             api_surface: self.surface,
             status: self.status,
@@ -127,14 +137,15 @@ impl CallFacts<'_> {
             skip_reason,
             api_error: outcome.api_error.cloned(),
             waf: self.waf.cloned(),
-            retry_count: self.retry.map_or(0, RetryRecord::retries),
-            retry_stop_reason: self.retry.and_then(RetryRecord::stop_reason),
-            upstream: self.failover.and_then(|f| f.served_by().map(Arc::from)),
-            hops: self.failover.map_or(0, |f| {
+            retry_count: self.log.map_or(0, CallLog::retries),
+            upstream_retry_count: retry.map_or(0, RetryRecord::retries),
+            retry_stop_reason: retry.and_then(RetryRecord::stop_reason),
+            upstream: failover.and_then(|f| f.served_by().map(Arc::from)),
+            hops: failover.map_or(0, |f| {
                 u32::try_from(f.hops.len() + usize::from(f.continued_on().is_some()))
                     .unwrap_or(u32::MAX)
             }),
-            failover_stop: self.failover.and_then(|f| f.stop),
+            failover_stop: failover.and_then(|f| f.stop),
             fallback_decision,
         }
     }
@@ -168,6 +179,7 @@ impl Evidence {
         let ext = response.extensions();
         let verdict = crate::inspect::verdict(response);
         let pending = verdict.is_none() && ext.get::<VerdictHandle>().is_some();
+        let log = CallLog::of_records(ext.get::<RetryRecord>(), ext.get::<FailoverRecord>());
         let facts = CallFacts {
             surface: ext
                 .get::<ApiSurface>()
@@ -177,9 +189,8 @@ impl Evidence {
             transport_error: None,
             verdict: verdict.as_ref(),
             waf: ext.get::<WafVerdict>(),
-            retry: ext.get::<RetryRecord>(),
+            log: Some(&log),
             cancelled: false,
-            failover: ext.get::<FailoverRecord>(),
         };
         let default = DecisionTable::default();
         let policy = policy.unwrap_or(&default);
@@ -234,8 +245,8 @@ impl Evidence {
                 let done = handle.clone();
                 let status = response.status();
                 let waf = ext.get::<WafVerdict>().cloned();
-                let retry = ext.get::<RetryRecord>().cloned();
-                let failover = ext.get::<FailoverRecord>().cloned();
+                let log =
+                    CallLog::of_records(ext.get::<RetryRecord>(), ext.get::<FailoverRecord>());
                 stream.on_verdict(move |v| {
                     let facts = CallFacts {
                         surface: now.api_surface,
@@ -243,9 +254,8 @@ impl Evidence {
                         transport_error: None,
                         verdict: Some(v),
                         waf: waf.as_ref(),
-                        retry: retry.as_ref(),
+                        log: Some(&log),
                         cancelled: v.skip_reason == Some(SkipReason::Cancelled),
-                        failover: failover.as_ref(),
                     };
                     done.complete(facts.decide(&DecisionTable::default()));
                 });
@@ -388,9 +398,8 @@ mod tests {
             transport_error: status.is_none().then_some(TransportErrorKind::Timeout),
             verdict,
             waf: None,
-            retry: None,
+            log: None,
             cancelled: false,
-            failover: None,
         }
     }
 

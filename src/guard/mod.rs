@@ -6,14 +6,16 @@ pub(crate) use evidence::CallFacts;
 pub use evidence::{Evidence, EvidenceHandle};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware};
 use reqwest_retry::{RetryPolicy, RetryableStrategy};
 
 use crate::evidence::DecisionPolicy;
+use crate::extensions::{CallBounds, DEFAULT_DEADLINE};
 use crate::failover::Failover;
 use crate::inspect::Inspect;
-use crate::retry::Retry;
+use crate::retry::{Retry, RetryBudget};
 use crate::telemetry::Telemetry;
 
 /// The layers of this crate, assembled outermost first: the call layer ([`Telemetry`]: the
@@ -56,6 +58,14 @@ pub struct Guard {
     failover: Option<Failover>,
     retry: Option<Arc<dyn Middleware>>,
     inspect: Inspect,
+    /// The call settings: set here, else taken from a retry layer that set them.
+    deadline: Option<Option<Duration>>,
+    budget: Option<Option<Arc<RetryBudget>>>,
+    /// Those the retry layer set.
+    retry_deadline: Option<Option<Duration>>,
+    retry_budget: Option<Option<Arc<RetryBudget>>>,
+    /// The default budget, shared by every clone of this guard's clients.
+    default_budget: Arc<RetryBudget>,
 }
 
 impl Default for Guard {
@@ -73,7 +83,8 @@ impl std::fmt::Debug for Guard {
             .field("failover", &self.failover)
             .field("retry", &self.retry.is_some())
             .field("inspect", &self.inspect)
-            .finish()
+            .field("call_bounds", &self.bounds())
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,6 +98,54 @@ impl Guard {
             failover: None,
             retry: Some(Arc::new(Retry::new())),
             inspect: Inspect::new(),
+            deadline: None,
+            budget: None,
+            retry_deadline: None,
+            retry_budget: None,
+            default_budget: Arc::new(RetryBudget::default()),
+        }
+    }
+
+    /// The call's deadline, from its start: no retry starts, no wait runs and no hop is made
+    /// past it (default 60 s). The attempt in flight is never cut short.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(Some(deadline));
+        self
+    }
+
+    /// No deadline: only the retry policy and the hops allowed bound a call.
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline = Some(None);
+        self
+    }
+
+    /// The budget every retry and every hop is drawn from (default:
+    /// [`RetryBudget::default`], one per guard, shared by every client it builds). Share one
+    /// across guards to bound them together.
+    pub fn with_budget(mut self, budget: Arc<RetryBudget>) -> Self {
+        self.budget = Some(Some(budget));
+        self
+    }
+
+    /// No budget: retries and hops are not bounded by recent traffic.
+    pub fn without_budget(mut self) -> Self {
+        self.budget = Some(None);
+        self
+    }
+
+    /// The call settings: the guard's own, else those set on its retry layer, else the
+    /// defaults.
+    fn bounds(&self) -> CallBounds {
+        CallBounds {
+            deadline: self
+                .deadline
+                .or(self.retry_deadline)
+                .unwrap_or(Some(DEFAULT_DEADLINE)),
+            budget: self
+                .budget
+                .clone()
+                .or_else(|| self.retry_budget.clone())
+                .unwrap_or_else(|| Some(self.default_budget.clone())),
         }
     }
 
@@ -119,6 +178,7 @@ impl Guard {
         P: RetryPolicy + Send + Sync + 'static,
         S: RetryableStrategy + Send + Sync + 'static,
     {
+        (self.retry_deadline, self.retry_budget) = retry.explicit_bounds();
         self.retry = Some(Arc::new(retry));
         self
     }
@@ -146,7 +206,10 @@ impl Guard {
 
     /// Adds the layers to `builder`, after (inside) any it already has.
     pub fn layer(self, builder: ClientBuilder) -> ClientBuilder {
-        let mut call = self.call;
+        let mut call = self.call.clone().with_bounds(self.bounds());
+        if self.failover.is_some() {
+            call = call.retargeting();
+        }
         if let Some(policy) = self.policy {
             call = call.with_decision_policy_arc(policy);
         }

@@ -86,6 +86,11 @@ impl RetryBudget {
         }
     }
 
+    /// The sliding window retries are counted over (`ttl`, clamped).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The share of calls that may be retried (`ratio`).
     pub fn ratio(&self) -> f64 {
         self.ratio

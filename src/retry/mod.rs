@@ -9,11 +9,18 @@
 //!   `x-should-retry`, the way the OpenAI SDKs do;
 //! - caps a server's requested wait (default 60 s): asked to wait longer, it does not retry and
 //!   the call goes to `fallback`;
-//! - keeps a total deadline on tokio's clock (default 60 s from the call's start): no retry
+//! - keeps the call's deadline on tokio's clock (default 60 s from the call's start): no retry
 //!   starts, and no wait runs, past it. The attempt in flight is never cut short: a long
 //!   generation is not a failure;
-//! - draws every retry from a [`RetryBudget`] shared by all clones of the client, so a 429
-//!   storm cannot multiply load;
+//! - draws every retry from the call's [`RetryBudget`], shared by all clones of the client, so
+//!   a 429 storm cannot multiply load.
+//!
+//! The deadline and the budget are the call's settings: in a [`Guard`](crate::Guard) they are
+//! the guard's ([`Guard::with_deadline`](crate::Guard::with_deadline),
+//! [`Guard::with_budget`](crate::Guard::with_budget)), and one deadline and one budget bound
+//! every retry on every upstream the call goes to. Set on this layer, they apply when it is
+//! the first of the crate's layers to see the call (used alone), and a guard given this layer
+//! takes them unless it sets its own;
 //! - never retries a WAF or bot wall (at any status) nor a 403, whatever the strategy says;
 //!   an edge's own rate limit (`waf.kind=rate_limit`, Cloudflare's 1015) is retried after its
 //!   Retry-After, like a 429.
@@ -43,8 +50,8 @@
 //! | backoff | full-jitter exponential, 0.5 s doubling to 8 s, never under 100 ms |
 //! | time to response headers, per attempt | none (the client's timeout) |
 //! | largest server-requested wait | 60 s |
-//! | deadline | 60 s from the start of the call |
-//! | budget | [`RetryBudget::default`]: 10 retries/s reserve plus 20% of calls, over 10 s |
+//! | deadline (the call's) | 60 s from the start of the call |
+//! | budget (the call's) | [`RetryBudget::default`]: 10 retries/s reserve plus 20% of calls, over 10 s |
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -73,10 +80,10 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 use retry_policies::policies::ExponentialBackoff;
-use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
-use crate::evidence::{WafKind, WafVerdict, str_enum};
+use crate::evidence::{DecisionTable, WafKind, WafVerdict, str_enum};
+use crate::extensions::{CallBounds, CallScope};
 
 str_enum! {
     /// Why the retry layer stopped after an attempt.
@@ -132,6 +139,8 @@ impl StopReason {
 pub struct CurrentAttempt {
     /// 0 for the first attempt: `http.request.resend_count`.
     pub resend_count: u32,
+    /// The leg of the call (the upstream, under failover) it belongs to.
+    pub(crate) leg: usize,
 }
 
 /// What happened to one attempt.
@@ -151,14 +160,6 @@ pub struct AttemptRecord {
     /// The wait the server asked for (`retry-after-ms`, `retry-after`), whether or not it was
     /// honoured: a circuit breaker stays open at least that long.
     pub server_wait: Option<Duration>,
-}
-
-/// The retry layer's bounds, in the request's extensions while it runs, so the failover layer
-/// charges its hops to the same budget and stops at the same deadline.
-#[derive(Debug, Clone)]
-pub(crate) struct RetryBounds {
-    pub(crate) budget: Option<Arc<RetryBudget>>,
-    pub(crate) deadline: Option<Duration>,
 }
 
 /// Every attempt of a call, left in the request's and the response's extensions.
@@ -191,6 +192,16 @@ pub struct Retry<P = ExponentialBackoff, S = On429> {
     time_to_headers: Option<Duration>,
     deadline: Option<Duration>,
     budget: Option<Arc<RetryBudget>>,
+    /// Which of the call settings were set on this layer (they then become a
+    /// [`Guard`](crate::Guard)'s, unless the guard sets its own).
+    explicit: Explicit,
+}
+
+/// Which call settings were set explicitly.
+#[derive(Debug, Clone, Copy, Default)]
+struct Explicit {
+    deadline: bool,
+    budget: bool,
 }
 
 impl Default for Retry {
@@ -220,8 +231,9 @@ impl Retry {
             max_server_wait: Duration::from_secs(60),
             min_backoff: DEFAULT_MIN_BACKOFF,
             time_to_headers: None,
-            deadline: Some(Duration::from_secs(60)),
+            deadline: Some(crate::extensions::DEFAULT_DEADLINE),
             budget: Some(Arc::new(RetryBudget::default())),
+            explicit: Explicit::default(),
         }
     }
 }
@@ -251,6 +263,7 @@ impl<P, S> Retry<P, S> {
             time_to_headers: self.time_to_headers,
             deadline: self.deadline,
             budget: self.budget,
+            explicit: self.explicit,
         }
     }
 
@@ -265,6 +278,7 @@ impl<P, S> Retry<P, S> {
             time_to_headers: self.time_to_headers,
             deadline: self.deadline,
             budget: self.budget,
+            explicit: self.explicit,
         }
     }
 
@@ -294,23 +308,34 @@ impl<P, S> Retry<P, S> {
     }
 
     /// The total deadline from the call's start (default 60 s).
+    ///
+    /// The deadline and the budget are the call's settings: they bound every retry and every
+    /// hop of a call. Set here, they apply when this layer is the first of the crate's layers
+    /// to see the call (used alone), and a [`Guard`](crate::Guard) given this layer takes them
+    /// as its own unless [`Guard::with_deadline`](crate::Guard::with_deadline) sets one; under
+    /// a call layer started elsewhere, the call's settings win.
     #[must_use]
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self.explicit.deadline = true;
         self
     }
 
-    /// No deadline: only the policy's retries bound the call.
+    /// No deadline: only the policy's retries bound the call (see
+    /// [`with_deadline`](Self::with_deadline) for when it applies).
     #[must_use]
     pub fn without_deadline(mut self) -> Self {
         self.deadline = None;
+        self.explicit.deadline = true;
         self
     }
 
-    /// The budget to draw retries from (share one across clients to bound them together).
+    /// The budget to draw retries from (share one across clients to bound them together; see
+    /// [`with_deadline`](Self::with_deadline) for when it applies).
     #[must_use]
     pub fn with_budget(mut self, budget: Arc<RetryBudget>) -> Self {
         self.budget = Some(budget);
+        self.explicit.budget = true;
         self
     }
 
@@ -318,12 +343,32 @@ impl<P, S> Retry<P, S> {
     #[must_use]
     pub fn without_budget(mut self) -> Self {
         self.budget = None;
+        self.explicit.budget = true;
         self
     }
 
-    /// The budget retries are drawn from.
+    /// The budget retries are drawn from when this layer starts the call.
     pub fn budget(&self) -> Option<&Arc<RetryBudget>> {
         self.budget.as_ref()
+    }
+
+    /// The call settings set on this layer, for a guard to take: the deadline, the budget.
+    #[allow(clippy::option_option)]
+    pub(crate) fn explicit_bounds(
+        &self,
+    ) -> (Option<Option<Duration>>, Option<Option<Arc<RetryBudget>>>) {
+        (
+            self.explicit.deadline.then_some(self.deadline),
+            self.explicit.budget.then(|| self.budget.clone()),
+        )
+    }
+
+    /// The call settings this layer starts a call with when it is the first to see it.
+    fn own_bounds(&self) -> CallBounds {
+        CallBounds {
+            deadline: self.deadline,
+            budget: self.budget.clone(),
+        }
     }
 }
 
@@ -362,18 +407,13 @@ enum Step {
     Retry(Duration, WaitReason),
 }
 
-struct CallClock {
-    started: Instant,
-    started_system: SystemTime,
-}
-
 impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
     fn next_step(
         &self,
         result: &reqwest_middleware::Result<Response>,
         waf: Option<&WafVerdict>,
         retries: u32,
-        clock: &CallClock,
+        scope: &CallScope,
     ) -> Step {
         let response = result.as_ref().ok();
         // An edge's own rate limit (Cloudflare 1015) is a 429 in all but name: retried after
@@ -414,7 +454,7 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
         {
             return Step::Stop(StopReason::RetryAfterOverCap);
         }
-        let backoff = match self.policy.should_retry(clock.started_system, retries) {
+        let backoff = match self.policy.should_retry(scope.started_at, retries) {
             RetryDecision::DoNotRetry => return Step::Stop(StopReason::AttemptsExhausted),
             RetryDecision::Retry { execute_after } => execute_after
                 .duration_since(SystemTime::now())
@@ -423,12 +463,12 @@ impl<P: RetryPolicy, S: RetryableStrategy> Retry<P, S> {
         // The server's wait is honoured as asked; our own backoff keeps a floor, so a
         // rate-limited upstream is never asked again within milliseconds.
         let (wait, reason) = server.unwrap_or((backoff.max(self.min_backoff), WaitReason::Backoff));
-        if let Some(deadline) = self.deadline
-            && clock.started.elapsed().saturating_add(wait) >= deadline
+        if let Some(deadline) = scope.bounds.deadline
+            && scope.started.elapsed().saturating_add(wait) >= deadline
         {
             return Step::Stop(StopReason::Deadline);
         }
-        if let Some(budget) = &self.budget
+        if let Some(budget) = &scope.bounds.budget
             && !budget.withdraw()
         {
             return Step::Stop(StopReason::BudgetExhausted);
@@ -444,6 +484,7 @@ impl<P, S> Retry<P, S> {
         req: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
+        scope: &CallScope,
     ) -> reqwest_middleware::Result<Response> {
         let result = next.run(req, extensions).await;
         let waf = result.as_ref().ok().and_then(wall_of);
@@ -457,7 +498,7 @@ impl<P, S> Retry<P, S> {
                 server_wait: None,
             }],
         };
-        extensions.insert(record.clone());
+        scope.record_retry(record.clone());
         result
             .map(|mut r| {
                 r.extensions_mut().insert(record);
@@ -479,37 +520,39 @@ where
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        if extensions.get::<CurrentAttempt>().is_some() {
-            return self.single_attempt(req, extensions, next).await;
-        }
-        // Under the failover layer, the call (every hop) has one start and one deadline, and
-        // deposits in the budget once.
-        let (clock, first_hop) = match extensions.get::<crate::failover::CallStart>() {
-            Some(start) => (
-                CallClock {
-                    started: start.0,
-                    started_system: start.1,
-                },
-                extensions
-                    .get::<crate::failover::HopIndex>()
-                    .is_none_or(|h| h.0 == 0),
-            ),
-            None => (
-                CallClock {
-                    started: Instant::now(),
-                    started_system: SystemTime::now(),
-                },
-                true,
-            ),
-        };
-        extensions.insert(RetryBounds {
-            budget: self.budget.clone(),
-            deadline: self.deadline,
+        // The call's start, deadline and budget: a layer above set them, else this one does.
+        let (scope, owner) = CallScope::get_or_start(extensions, || {
+            (self.own_bounds(), Arc::new(DecisionTable::default()))
         });
-        if let Some(budget) = &self.budget
-            && first_hop
+        let result = self.retrying(req, extensions, next, &scope).await;
+        if owner {
+            extensions.remove::<CallScope>();
+        }
+        result
+    }
+}
+
+impl<P, S> Retry<P, S>
+where
+    P: RetryPolicy + Send + Sync + 'static,
+    S: RetryableStrategy + Send + Sync + 'static,
+{
+    /// The attempts on the call's current leg.
+    async fn retrying(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+        scope: &CallScope,
+    ) -> reqwest_middleware::Result<Response> {
+        let leg = scope.legs().saturating_sub(1);
+        // An attempt of this leg already running (a guard nested in a guard) or already run
+        // (a retry layer outside, re-running the stack): that one retries, not this one.
+        if extensions
+            .get::<CurrentAttempt>()
+            .is_some_and(|a| a.leg == leg)
         {
-            budget.deposit();
+            return self.single_attempt(req, extensions, next, scope).await;
         }
         let mut record = RetryRecord::default();
         let mut retries = 0u32;
@@ -519,6 +562,7 @@ where
             };
             extensions.insert(CurrentAttempt {
                 resend_count: retries,
+                leg,
             });
             let result = match self.time_to_headers {
                 Some(limit) => tokio::time::timeout(limit, next.clone().run(attempt, extensions))
@@ -527,7 +571,7 @@ where
                 None => next.clone().run(attempt, extensions).await,
             };
             let waf = result.as_ref().ok().and_then(wall_of);
-            let step = self.next_step(&result, waf.as_ref(), retries, &clock);
+            let step = self.next_step(&result, waf.as_ref(), retries, scope);
             let status = result.as_ref().ok().map(Response::status);
             let server_wait = result
                 .as_ref()
@@ -544,7 +588,7 @@ where
                         stop: Some(reason),
                         server_wait,
                     });
-                    extensions.insert(record.clone());
+                    scope.record_retry(record.clone());
                     return result
                         .map(|mut r| {
                             r.extensions_mut().insert(record);

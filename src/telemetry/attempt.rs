@@ -17,11 +17,12 @@ use crate::contract::ContractVerdict;
 use crate::evidence::{
     ApiSurface, FallbackDecision, StatusClass, TransportErrorKind, WafVerdict, attr,
 };
+use crate::extensions::CallScope;
 use crate::retry::{CurrentAttempt, RetryRecord};
 
 /// The last attempt's span, left open until the retry layer's decision about it is known.
 #[derive(Clone)]
-pub(super) struct PendingAttempt {
+pub(crate) struct PendingAttempt {
     cx: Context,
     ended: SystemTime,
 }
@@ -72,20 +73,39 @@ impl Middleware for AttemptTelemetry {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let (parent, shared) = match extensions.get::<CallContext>() {
-            Some(call) => (call.cx.clone(), call.shared.clone()),
-            None => (parent_context(), self.own.clone()),
+        let call = if let Some(call) = extensions.get::<CallContext>() {
+            call.clone()
+        } else {
+            // Alone: this layer keeps its own slot for the attempt left open.
+            let call = CallContext {
+                cx: parent_context(),
+                shared: self.own.clone(),
+                pending: Arc::default(),
+            };
+            extensions.insert(call.clone());
+            call
         };
+        let (parent, shared) = (call.cx.clone(), call.shared.clone());
         if !shared.export {
             return next.run(req, extensions).await;
-        }
-        // The previous attempt, if any, was retried: the retry layer decided so.
-        if let Some(previous) = extensions.remove::<PendingAttempt>() {
-            previous.finish(FallbackDecision::Retry, extensions.get::<RetryRecord>());
         }
         let resend = extensions
             .get::<CurrentAttempt>()
             .map_or(0, |a| a.resend_count);
+        // The previous attempt, if any, was retried (the retry layer decided so) or, when this
+        // is a first attempt, left for another upstream (the failover layer did).
+        let previous = call
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(previous) = previous {
+            if resend == 0 {
+                previous.finish(FallbackDecision::Fallback, None);
+            } else {
+                previous.finish(FallbackDecision::Retry, extensions.get::<RetryRecord>());
+            }
+        }
         let surface = *extensions.get_or_insert_with(|| ApiSurface::of_request(&req));
         let url = req.url();
         let mut kv = vec![
@@ -99,10 +119,13 @@ impl Middleware for AttemptTelemetry {
         if let Some(port) = url.port_or_known_default() {
             kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
         }
-        if let Some(upstream) = extensions.get::<crate::failover::CurrentUpstream>() {
+        if let Some(upstream) = extensions
+            .get::<CallScope>()
+            .and_then(CallScope::current_upstream)
+        {
             kv.push(KeyValue::new(
                 attr::FAILOVER_UPSTREAM,
-                opentelemetry::StringValue::from(upstream.0.clone()),
+                opentelemetry::StringValue::from(upstream),
             ));
         }
         let tracer = shared.tracer();
@@ -117,7 +140,10 @@ impl Middleware for AttemptTelemetry {
         let result = next.run(req, extensions).await;
 
         cx.span().set_attributes(attempt_attributes(&cx, &result));
-        extensions.insert(PendingAttempt {
+        *call
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(PendingAttempt {
             cx,
             ended: SystemTime::now(),
         });

@@ -22,18 +22,19 @@ use crate::contract::ContractVerdict;
 use crate::evidence::{
     ApiSurface, ParseCheck, SkipReason, TransportErrorKind, Violation, WafVerdict, attr,
 };
-use crate::extensions::{CallActive, CaptureContent};
-use crate::failover::FailoverRecord;
+use crate::extensions::{CallLog, CallScope, CaptureContent};
 use crate::guard::{CallFacts, Evidence, EvidenceHandle};
 use crate::inspect::VerdictHandle;
 use crate::lint::{self, ModelFamily, Returned};
-use crate::retry::RetryRecord;
 
 /// The call span's context and the call layer's settings, for the attempt layer.
 #[derive(Clone)]
 pub(crate) struct CallContext {
     pub(crate) cx: Context,
     pub(crate) shared: Arc<Shared>,
+    /// The last attempt's span, left open by the attempt layer until the call's decision
+    /// about it is known: the call layer's slot, which the attempt layer fills.
+    pub(crate) pending: Arc<std::sync::Mutex<Option<PendingAttempt>>>,
 }
 
 /// Everything the call's end needs, moved into the stream callback when the call streams.
@@ -50,8 +51,8 @@ struct CallEnd {
     status: Option<http::StatusCode>,
     transport: Option<TransportErrorKind>,
     waf: Option<WafVerdict>,
-    retry: Option<RetryRecord>,
-    failover: Option<FailoverRecord>,
+    /// What the layers below recorded: every leg, its attempts, the failover record.
+    log: CallLog,
     pending: Option<PendingAttempt>,
     streamed: bool,
     /// The host a followed redirect led to.
@@ -87,9 +88,8 @@ impl CallEnd {
             transport_error: self.transport,
             verdict,
             waf: self.waf.as_ref(),
-            retry: self.retry.as_ref(),
+            log: Some(&self.log),
             cancelled,
-            failover: self.failover.as_ref(),
         };
         let evidence = facts.decide(&*self.shared.policy);
         if self.shared.export {
@@ -120,6 +120,12 @@ impl CallEnd {
         let flavor = self.flavor();
         let operation = self.facts.as_ref().and_then(|f| f.operation);
         let mut kv = Vec::with_capacity(32);
+        if self.shared.retargets
+            && let Some(facts) = &self.facts
+        {
+            // Known only now: the target that answered.
+            target_attributes(facts, self.surface, flavor, &mut kv);
+        }
         kv.push(KeyValue::new(
             attr::STATUS_CLASS,
             evidence.status_class.as_str(),
@@ -141,7 +147,7 @@ impl CallEnd {
         if let Some(stop) = evidence.retry_stop_reason {
             kv.push(KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str()));
         }
-        if let Some(failover) = &self.failover {
+        if let Some(failover) = &self.log.failover {
             if let Some(upstream) = evidence.upstream.clone() {
                 kv.push(KeyValue::new(
                     attr::FAILOVER_UPSTREAM,
@@ -154,6 +160,18 @@ impl CallEnd {
             }
             if let Some(on) = failover.continued_on() {
                 kv.push(KeyValue::new(attr::FAILOVER_CONTINUED_ON, on.to_owned()));
+            }
+            for passed in &failover.passed_over {
+                span.add_event(
+                    attr::EVENT_FAILOVER_PASSED_OVER,
+                    vec![
+                        KeyValue::new(
+                            attr::FAILOVER_UPSTREAM,
+                            opentelemetry::StringValue::from(passed.upstream.clone()),
+                        ),
+                        KeyValue::new(attr::FAILOVER_REASON, passed.reason.as_str()),
+                    ],
+                );
             }
             for hop in &failover.hops {
                 span.add_event(
@@ -203,7 +221,9 @@ impl CallEnd {
             // The conventions: no token usage for `fetch_response`, which runs no model.
             let usage = operation.is_some_and(Operation::is_inference);
             verdict_attributes(v, self.streamed, usage, flavor, &mut kv);
-            if let Some(text) = &v.facts.output_text {
+            if let Some(text) = &v.facts.output_text
+                && self.model_answered(v, text)
+            {
                 kv.push(KeyValue::new(
                     attr::GEN_AI_OUTPUT_MESSAGES,
                     output_messages(text, v, self.streamed, flavor),
@@ -228,9 +248,19 @@ impl CallEnd {
             span.set_status(Status::error(e));
         }
         if let Some(pending) = self.pending.take() {
-            pending.finish(evidence.fallback_decision, self.retry.as_ref());
+            let retry = self.log.last().and_then(|l| l.retry.as_ref());
+            pending.finish(evidence.fallback_decision, retry);
         }
         span.end();
+    }
+
+    /// Whether captured text is an answer the model gave: a success, no wall, no API error,
+    /// and text, or a body that kept its contract. A 429, a wall or an HTML page is not.
+    fn model_answered(&self, v: &ContractVerdict, text: &str) -> bool {
+        self.status.is_some_and(|s| s.is_success())
+            && self.waf.is_none()
+            && v.api_error.is_none()
+            && (!text.is_empty() || v.is_pass())
     }
 
     /// The call's flavour: its provider's, and the conventions'.
@@ -259,12 +289,11 @@ impl CallEnd {
                 server: (facts.server_address.as_ref(), facts.server_port),
                 evidence,
                 verdict,
-                retry: self.retry.as_ref(),
+                log: &self.log,
                 error,
                 ttfc,
                 tpoc,
                 duration: self.started.elapsed().as_secs_f64(),
-                failover: self.failover.as_ref(),
             },
         );
     }
@@ -278,7 +307,7 @@ impl Middleware for Telemetry {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        if extensions.get::<CallActive>().is_some() {
+        if extensions.get::<CallScope>().is_some() {
             // A guard inside another guard's call: the outer call layer records the call.
             return next.run(req, extensions).await;
         }
@@ -288,24 +317,28 @@ impl Middleware for Telemetry {
             .get::<EvidenceHandle>()
             .cloned()
             .unwrap_or_default();
+        // For `Evidence::of` on a stream not read to its end yet.
         handle.set_policy(shared.policy.clone());
-        // The failover layer inside decides each hop with the same policy.
         extensions.insert(handle.clone());
+        // The call, written once here and read by every layer below.
+        let scope = CallScope::start(shared.bounds.clone(), shared.policy.clone());
+        extensions.insert(scope.clone());
         let surface = *extensions.get_or_insert_with(|| ApiSurface::of_request(&req));
         // To tell a followed redirect: reqwest follows them inside `send`.
         let sent_to = shared.export.then(|| req.url().clone());
+        let pending = Arc::new(std::sync::Mutex::new(None));
         let (cx, facts) = if shared.export {
             let (cx, facts) = start_span(&shared, &req, surface, extensions);
             inject(&cx, &mut req);
             extensions.insert(CallContext {
                 cx: cx.clone(),
                 shared: shared.clone(),
+                pending: pending.clone(),
             });
             (Some(cx), Some(facts))
         } else {
             (None, None)
         };
-        extensions.insert(CallActive);
         let mut end = CallEnd {
             shared,
             handle: handle.clone(),
@@ -316,8 +349,7 @@ impl Middleware for Telemetry {
             status: None,
             transport: None,
             waf: None,
-            retry: None,
-            failover: None,
+            log: CallLog::default(),
             pending: None,
             streamed: false,
             redirected_to: None,
@@ -326,10 +358,21 @@ impl Middleware for Telemetry {
 
         let result = next.run(req, extensions).await;
 
-        extensions.remove::<CallActive>();
-        end.pending = extensions.remove::<PendingAttempt>();
-        end.retry = extensions.get::<RetryRecord>().cloned();
-        end.failover = extensions.get::<FailoverRecord>().cloned();
+        // The call is over for the layers below: this layer started it, and ends it.
+        extensions.remove::<CallScope>();
+        extensions.remove::<CallContext>();
+        end.pending = pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        end.log = scope.snapshot();
+        // Where the call went: the last leg's target when a layer below moved it, else the
+        // URL the caller wrote.
+        let target = end.log.last().and_then(|l| l.url.clone());
+        if let (Some(url), Some(facts)) = (&target, &mut end.facts) {
+            facts.retarget(url, end.shared.provider.as_ref());
+        }
+        let sent_to = target.or(sent_to);
         match result {
             Err(e) => {
                 end.transport = Some(TransportErrorKind::of(&e));
@@ -370,6 +413,32 @@ fn stream_ran_to_its_end(v: &ContractVerdict) -> bool {
     v.skip_reason != Some(SkipReason::Cancelled) && !v.violation.is_some_and(Violation::is_cut_off)
 }
 
+/// What depends on the target the call goes to: the provider and what it decides, the server,
+/// and the request's parameters (some named for the provider).
+fn target_attributes(
+    facts: &RequestFacts,
+    surface: ApiSurface,
+    flavor: Flavor,
+    kv: &mut Vec<KeyValue>,
+) {
+    kv.push(KeyValue::new(
+        attr::GEN_AI_PROVIDER_NAME,
+        facts.provider.clone(),
+    ));
+    if flavor.openai {
+        kv.push(KeyValue::new(attr::OPENAI_API_TYPE, surface.as_str()));
+    }
+    if let Some(address) = &facts.server_address {
+        kv.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
+    }
+    if let Some(port) = facts.server_port {
+        kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+    }
+    if facts.operation == Some(Operation::Chat) {
+        request_attributes(&facts.params, flavor, kv);
+    }
+}
+
 /// Opens the call span with what the request says, and records the request lint on it.
 fn start_span(
     shared: &Shared,
@@ -391,26 +460,14 @@ fn start_span(
     if let Some(op) = facts.operation {
         kv.push(KeyValue::new(attr::GEN_AI_OPERATION_NAME, op.as_str()));
     }
-    kv.push(KeyValue::new(
-        attr::GEN_AI_PROVIDER_NAME,
-        facts.provider.clone(),
-    ));
     kv.push(KeyValue::new(attr::API_SURFACE, surface.as_str()));
     kv.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
-    if flavor.openai {
-        kv.push(KeyValue::new(attr::OPENAI_API_TYPE, surface.as_str()));
-    }
     if let Some(model) = &facts.model {
         kv.push(KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.clone()));
     }
-    if let Some(address) = &facts.server_address {
-        kv.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
-    }
-    if let Some(port) = facts.server_port {
-        kv.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
-    }
-    if facts.operation == Some(Operation::Chat) {
-        request_attributes(&facts.params, flavor, &mut kv);
+    if !shared.retargets {
+        // Where the call goes is where the caller sent it: known now, for samplers.
+        target_attributes(&facts, surface, flavor, &mut kv);
     }
     if let Some(max) = shared.capture
         && facts.operation.is_some()

@@ -10,8 +10,8 @@ use super::attributes::Operation;
 
 use crate::contract::ContractVerdict;
 use crate::evidence::{ParseCheck, attr};
+use crate::extensions::CallLog;
 use crate::guard::Evidence;
-use crate::retry::RetryRecord;
 
 /// Bucket boundaries the GenAI conventions give for the duration, time-to-first-chunk and
 /// time-per-output-chunk histograms, by either name (seconds).
@@ -140,10 +140,11 @@ pub mod name {
     /// `fallback_decision` (`none`, `fallback`, `hold`), and the evidence counters' common
     /// attributes (above).
     pub const CALLS: &str = "llm_guard.calls";
-    /// Counter, `{retry}`: retries made, by `retry.wait_reason` (3 values) and the common
-    /// attributes.
+    /// Counter, `{retry}`: retries made, on every upstream a call went to (those made before a
+    /// hop included), by `retry.wait_reason` (3 values) and the common attributes.
     pub const RETRIES: &str = "llm_guard.retries";
-    /// Counter, `{call}`: calls whose retries ran out, by `retry.stop_reason`
+    /// Counter, `{call}`: calls whose retries ran out (once for each upstream they ran out on),
+    /// by `retry.stop_reason`
     /// (`attempts_exhausted`, `deadline`, `budget_exhausted`, `retry_after_over_cap`) and the
     /// common attributes.
     pub const RETRIES_EXHAUSTED: &str = "llm_guard.retries.exhausted";
@@ -333,7 +334,9 @@ impl Instruments {
             retries: meter
                 .u64_counter(name::RETRIES)
                 .with_unit("{retry}")
-                .with_description("Retries made by the retry layer.")
+                .with_description(
+                    "Retries made by the retry layer, on every upstream a call went to.",
+                )
                 .build(),
             exhausted: meter
                 .u64_counter(name::RETRIES_EXHAUSTED)
@@ -413,12 +416,12 @@ pub(super) struct CallRecord<'a> {
     pub(super) server: (Option<&'a StringValue>, Option<u16>),
     pub(super) evidence: &'a Evidence,
     pub(super) verdict: Option<&'a ContractVerdict>,
-    pub(super) retry: Option<&'a RetryRecord>,
+    /// Every leg of the call, with its attempts, and the failover record.
+    pub(super) log: &'a CallLog,
     pub(super) error: Option<Cow<'static, str>>,
     pub(super) ttfc: Option<f64>,
     pub(super) tpoc: Option<f64>,
     pub(super) duration: f64,
-    pub(super) failover: Option<&'a crate::failover::FailoverRecord>,
 }
 
 /// Records one call in every instrument it concerns.
@@ -543,7 +546,7 @@ fn record_evidence(m: &Instruments, call: &CallRecord<'_>) {
         attr::GEN_AI_PROVIDER_NAME,
         call.provider.clone(),
     ));
-    if let Some(upstream) = call.failover.and_then(|f| f.tried.last()) {
+    if let Some(upstream) = &call.evidence.upstream {
         kv.push(KeyValue::new(
             attr::FAILOVER_UPSTREAM,
             StringValue::from(upstream.clone()),
@@ -569,7 +572,7 @@ fn record_evidence(m: &Instruments, call: &CallRecord<'_>) {
         ],
     );
     let surface = KeyValue::new(attr::API_SURFACE, evidence.api_surface.as_str());
-    if let Some(failover) = call.failover {
+    if let Some(failover) = &call.log.failover {
         for hop in &failover.hops {
             m.hops.add(
                 1,
@@ -582,7 +585,8 @@ fn record_evidence(m: &Instruments, call: &CallRecord<'_>) {
             );
         }
     }
-    if let Some(retry) = call.retry {
+    // Every leg's retries: those made on an upstream the call then left count too.
+    for retry in call.log.legs.iter().filter_map(|l| l.retry.as_ref()) {
         for attempt in &retry.attempts {
             if let Some((_, reason)) = attempt.retry_after {
                 add(

@@ -109,6 +109,7 @@ use opentelemetry::metrics::Meter;
 use opentelemetry::{InstrumentationScope, StringValue, global};
 
 use crate::evidence::{DecisionPolicy, DecisionTable};
+use crate::extensions::CallBounds;
 use crate::lint::ModelFamily;
 use attributes::Flavor;
 use metrics::{Conventions, Instruments};
@@ -143,6 +144,10 @@ pub(crate) struct Shared {
     /// Set by `with_provider_name`; else each call's host decides.
     provider: Option<StringValue>,
     policy: Arc<dyn DecisionPolicy>,
+    /// The call settings: deadline and budget of every retry and hop.
+    bounds: CallBounds,
+    /// A failover layer runs below: the target is known when the call ends, not before.
+    retargets: bool,
     capture: Option<usize>,
     family: Option<ModelFamily>,
     /// Spans and metrics on; off, the layer still decides and leaves the evidence.
@@ -216,6 +221,8 @@ impl Telemetry {
                 conventions: OnceLock::new(),
                 provider: None,
                 policy: Arc::new(DecisionTable::default()),
+                bounds: CallBounds::default_new(),
+                retargets: false,
                 capture: None,
                 family: None,
                 export: true,
@@ -300,6 +307,17 @@ impl Telemetry {
 
     pub(crate) fn with_decision_policy_arc(self, policy: Arc<dyn DecisionPolicy>) -> Self {
         self.edit(|s| s.policy = policy)
+    }
+
+    /// The call settings (deadline, budget) every retry and hop of a call is bounded by.
+    pub(crate) fn with_bounds(self, bounds: CallBounds) -> Self {
+        self.edit(|s| s.bounds = bounds)
+    }
+
+    /// A failover layer runs below: `server.*` and the provider are recorded when the call
+    /// ends, for the target that answered.
+    pub(crate) fn retargeting(self) -> Self {
+        self.edit(|s| s.retargets = true)
     }
 
     /// No spans and no metrics: the layer only decides and leaves the evidence.

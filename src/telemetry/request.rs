@@ -85,6 +85,18 @@ impl RequestFacts {
     }
 }
 
+impl RequestFacts {
+    /// Points the facts at the target the call really went to (`server.*`, and the provider
+    /// its host gives unless the layer names one): after a hop, never the URL the caller wrote.
+    pub(crate) fn retarget(&mut self, url: &reqwest::Url, provider: Option<&StringValue>) {
+        self.server_address = url.host_str().map(shared);
+        self.server_port = url.port_or_known_default();
+        self.provider = provider
+            .cloned()
+            .unwrap_or_else(|| StringValue::from(provider_for_host(url.host_str())));
+    }
+}
+
 /// The request parameters the conventions name, as sent. Strings are cut at 128 characters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct RequestParams {

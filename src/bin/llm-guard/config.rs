@@ -44,10 +44,15 @@ pub(crate) struct Config {
     pub(crate) upstreams: Vec<UpstreamConfig>,
     /// Every upstream's breaker.
     pub(crate) breaker: BreakerConfig,
+    /// The call's deadline, every retry and hop included (top-level `deadline`, default 60 s).
+    pub(crate) deadline: Duration,
     /// The retry layer.
     pub(crate) retry: RetryConfig,
     /// The failover layer.
     pub(crate) failover: FailoverConfig,
+    /// What the file still says the old way (read, but to be moved): one line each, naming
+    /// the field, never a value.
+    pub(crate) deprecations: Vec<String>,
 }
 
 /// One `[[upstreams]]` entry.
@@ -78,8 +83,8 @@ pub(crate) enum RetryPreset {
 pub(crate) struct RetryConfig {
     /// Retries per upstream (default 2).
     pub(crate) max_retries: u32,
-    /// The call's total deadline, every hop included (default 60 s).
-    pub(crate) deadline: Duration,
+    /// The deadline where it used to be (`[retry] deadline`): read, with a deprecation warning.
+    pub(crate) deadline: Option<Duration>,
     /// The most each attempt may wait for its headers (default: no limit).
     pub(crate) time_to_headers: Option<Duration>,
     /// What is retried.
@@ -90,7 +95,7 @@ impl Default for RetryConfig {
     fn default() -> Self {
         Self {
             max_retries: 2,
-            deadline: Duration::from_secs(60),
+            deadline: None,
             time_to_headers: None,
             preset: RetryPreset::On429,
         }
@@ -185,6 +190,7 @@ fn key_in(table: &Value, at: &str) -> Result<(), ConfigError> {
 struct RawConfig {
     listen: Option<Value>,
     allow_non_loopback: Option<Value>,
+    deadline: Option<Value>,
     upstreams: Option<Value>,
     breaker: Option<Value>,
     retry: Option<Value>,
@@ -204,6 +210,7 @@ struct RawUpstream {
     context_window: Option<Value>,
     prefill: Option<Value>,
     drill: Option<Value>,
+    forward_caller_auth: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -508,6 +515,19 @@ fn upstream(index: usize, value: Value, names: &[String]) -> Result<UpstreamConf
         ));
     }
     built = built.with_drill_required(drill);
+    let forward = boolean(
+        raw.forward_caller_auth,
+        &field("forward_caller_auth"),
+        false,
+    )?;
+    if forward && api_key_env.is_some() {
+        return Err(ConfigError::new(
+            field("forward_caller_auth"),
+            "has no effect with api_key_env: an upstream with a key of its own never gets \
+             the caller's",
+        ));
+    }
+    built = built.with_forward_caller_auth(forward);
     Ok(UpstreamConfig {
         name,
         api_key_env,
@@ -571,7 +591,7 @@ fn retry(value: Value) -> Result<RetryConfig, ConfigError> {
         out.max_retries = u32_field(&v, "retry.max_retries", 0, MAX_RETRIES)?;
     }
     if let Some(v) = raw.deadline {
-        out.deadline = duration(v, "retry.deadline")?;
+        out.deadline = Some(duration(v, "retry.deadline")?);
     }
     if let Some(v) = raw.time_to_headers {
         out.time_to_headers = Some(duration(v, "retry.time_to_headers")?);
@@ -686,14 +706,43 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
         Some(v) => failover(v)?,
         None => FailoverConfig::default(),
     };
+    // The deadline bounds every retry and hop: a call setting, at the top level. Where it
+    // used to be, under [retry], it is still read, and the operator told to move it.
+    let mut deprecations = Vec::new();
+    let deadline = match (raw.deadline, retry.deadline) {
+        (Some(v), old) => {
+            if old.is_some() {
+                deprecations.push(
+                    "retry.deadline is ignored: the top-level deadline is set (remove \
+                     retry.deadline)"
+                        .to_owned(),
+                );
+            }
+            duration(v, "deadline")?
+        }
+        (None, Some(old)) => {
+            deprecations.push(
+                "retry.deadline is deprecated: it bounds the whole call, every hop included; \
+                 move it to the top level (deadline = \"...\", above the tables)"
+                    .to_owned(),
+            );
+            old
+        }
+        (None, None) => DEFAULT_DEADLINE,
+    };
     Ok(Config {
         listen,
         upstreams,
         breaker,
+        deadline,
         retry,
         failover,
+        deprecations,
     })
 }
+
+/// The call's deadline unless the file sets one: 60 s.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -758,6 +807,39 @@ idle_timeout = "30s"
         assert_eq!(c.retry.preset, RetryPreset::OpenAiSdk);
         assert_eq!(c.retry.time_to_headers, Some(Duration::from_secs(20)));
         assert_eq!(c.failover.commit, CommitPoint::End { max_bytes: 65536 });
+    }
+
+    #[test]
+    fn the_deadline_is_a_call_setting_and_its_old_place_is_still_read_with_a_warning() {
+        let top = parse(&format!("deadline = \"15s\"\n{ONE}")).unwrap();
+        assert_eq!(top.deadline, Duration::from_secs(15));
+        assert!(top.deprecations.is_empty());
+        let old = parse(&format!("{ONE}[retry]\ndeadline = \"90s\"")).unwrap();
+        assert_eq!(old.deadline, Duration::from_secs(90));
+        assert_eq!(old.deprecations.len(), 1);
+        assert!(old.deprecations[0].contains("retry.deadline is deprecated"));
+        let both = parse(&format!(
+            "deadline = \"15s\"\n{ONE}[retry]\ndeadline = \"90s\""
+        ))
+        .unwrap();
+        assert_eq!(both.deadline, Duration::from_secs(15), "the new place wins");
+        assert!(both.deprecations[0].contains("ignored"));
+        assert_eq!(parse(ONE).unwrap().deadline, DEFAULT_DEADLINE);
+    }
+
+    #[test]
+    fn forwarding_the_callers_key_is_per_upstream_and_never_with_a_key_of_its_own() {
+        let c = parse(&format!("{ONE}forward_caller_auth = true")).unwrap();
+        assert!(c.upstreams[0].upstream.forwards_caller_auth());
+        assert!(
+            !parse(ONE).unwrap().upstreams[0]
+                .upstream
+                .forwards_caller_auth()
+        );
+        let e = err(&format!(
+            "{ONE}api_key_env = \"KEY\"\nforward_caller_auth = true"
+        ));
+        assert!(e.contains("forward_caller_auth"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!
 //! Keys stay out of the file: an upstream names the environment variable that holds its key
 //! (`api_key_env`), and the proxy refuses to start while one is unset. The caller's own
-//! `Authorization` goes only to upstreams with no key configured. Keys are never printed: the
+//! `Authorization` goes only to an upstream with no key configured that says
+//! `forward_caller_auth = true`; any other gets no caller credential at all. Keys are never printed: the
 //! proxy prints one start-up line (address and upstream names), and per request nothing unless
 //! `--log` asks for one line (method, path without its query, status, upstream, hops,
 //! decision). Ctrl-C (or SIGTERM) stops it: it stops accepting, lets open requests finish for
@@ -24,6 +25,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
+//! deadline = "60s"                   # the whole call, every retry and hop included
 //!
 //! [[upstreams]]                      # in priority order
 //! name = "openai"
@@ -41,8 +43,9 @@
 //! drill = false                      # true: traffic only after the evidence drill passed
 //!
 //! [[upstreams]]
-//! name = "local"                     # no key: gets the caller's Authorization
+//! name = "local"                     # no key of its own
 //! base_url = "http://127.0.0.1:11434/v1"
+//! forward_caller_auth = true         # gets the caller's Authorization (default: none)
 //!
 //! [breaker]                          # the defaults
 //! consecutive_failures = 5
@@ -56,7 +59,6 @@
 //!
 //! [retry]
 //! max_retries = 2                    # per upstream
-//! deadline = "60s"                   # for the whole call, every hop included
 //! time_to_headers = "30s"            # default: no limit
 //! preset = "429"                     # or "openai_sdk": 408, 409, 429, 5xx, transport errors
 //!
@@ -110,6 +112,7 @@ use crate::forward::{self, DECISION_HEADER, HOPS_HEADER, UPSTREAM_HEADER};
 pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
 
     listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
+    deadline = "60s"                   # the whole call, every retry and hop included
 
     [[upstreams]]                      # in priority order
     name = "openai"
@@ -127,8 +130,9 @@ pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
     drill = false                      # true: traffic only after the evidence drill passed
 
     [[upstreams]]
-    name = "local"                     # no key: gets the caller's Authorization
+    name = "local"                     # no key of its own
     base_url = "http://127.0.0.1:11434/v1"
+    forward_caller_auth = true         # gets the caller's Authorization (default: none)
 
     [breaker]                          # the defaults
     consecutive_failures = 5
@@ -142,7 +146,6 @@ pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
 
     [retry]
     max_retries = 2                    # per upstream
-    deadline = "60s"                   # for the whole call, every hop included
     time_to_headers = "30s"            # default: no limit
     preset = "429"                     # or "openai_sdk": 408, 409, 429, 5xx, transport errors
 
@@ -156,7 +159,9 @@ pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
 Every field but `name` and `base_url` is optional; unknown fields are refused, and so is any
 key in the file. A file that cannot be used stops the command before it listens, with exit
 code 2 and a message naming the field. An upstream whose api_key_env variable is unset stops
-it too: an upstream with a key of its own never gets the caller's Authorization.
+it too: an upstream with a key of its own never gets the caller's Authorization, and one
+without gets it only with forward_caller_auth = true. `deadline` used to be under [retry]:
+read there still, with a warning to move it.
 
 Served: POST .../chat/completions, POST .../responses, GET .../responses/{id} (any prefix).
 Response headers added: x-llm-guard-upstream, x-llm-guard-hops, x-llm-guard-decision. A call
@@ -244,6 +249,9 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
         "llm-guard proxy listening on http://{addr} (upstreams: {}); Ctrl-C to stop",
         names.join(", ")
     );
+    for deprecation in &config.deprecations {
+        eprintln!("llm-guard proxy: warning: {path}: {deprecation}");
+    }
     if !addr.ip().is_loopback() {
         eprintln!(
             "llm-guard proxy: warning: listening beyond loopback (allow_non_loopback = true): \
@@ -390,7 +398,7 @@ fn client(
     // The retry layer's default backoff, with the file's number of retries.
     let mut policy = reqwest_llm_guard::retry::default_policy();
     policy.max_n_retries = Some(r.max_retries);
-    let mut retry = Retry::new().with_policy(policy).with_deadline(r.deadline);
+    let mut retry = Retry::new().with_policy(policy);
     if let Some(limit) = r.time_to_headers {
         retry = retry.with_time_to_headers(limit);
     }
@@ -398,6 +406,7 @@ fn client(
         Some(o) => Guard::new().with_telemetry(o.telemetry()),
         None => Guard::new().without_telemetry(),
     }
+    .with_deadline(config.deadline)
     .with_failover(failover);
     let guard = match r.preset {
         RetryPreset::On429 => guard.with_retry(retry),
