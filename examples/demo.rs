@@ -179,12 +179,13 @@ async fn failover_tour(round: u64) -> Result<(), Box<dyn std::error::Error>> {
     let backup = MockGateway::start().await?;
     let upstream =
         |name: &str, gateway: &MockGateway| Upstream::new(name, &format!("{}/v1", gateway.url()));
-    let failover = Failover::new([upstream("primary", &flaky)?, upstream("backup", &backup)?])
+    let failover = Failover::builder([upstream("primary", &flaky)?, upstream("backup", &backup)?])
         .with_breaker(
             &BreakerConfig::default()
                 .with_consecutive_failures(2)
                 .with_open_time(Duration::from_secs(1), Duration::from_secs(8)),
-        );
+        )
+        .build();
     let client = Guard::new()
         .with_failover(failover.clone())
         .client(reqwest::Client::new());

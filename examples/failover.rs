@@ -20,11 +20,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The failing primary first: after 3 failures in a row its breaker opens and calls go
     // straight to the backup.
-    let failover = Failover::new([
+    let failover = Failover::builder([
         upstream("primary", &failing)?,
         upstream("backup", &healthy)?,
     ])
-    .with_breaker(&BreakerConfig::default().with_consecutive_failures(3));
+    .with_breaker(&BreakerConfig::default().with_consecutive_failures(3))
+    .build();
     let client = Guard::new()
         .with_failover(failover.clone())
         .client(reqwest::Client::new());

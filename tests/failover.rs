@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::{ROLE, STOP, TEXT, chat_ok, responses_ok};
 use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision};
 use reqwest_llm_guard::failover::{
-    BreakerConfig, BreakerState, Credential, Failover, FailoverStop, HopReason, PassReason,
-    Upstream,
+    BreakerConfig, BreakerState, Credential, Failover, FailoverBuilder, FailoverStop, HopReason,
+    PassReason, Upstream,
 };
 use reqwest_llm_guard::retry::{Retry, RetryBudget};
 use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
@@ -190,12 +190,13 @@ async fn hops_are_bounded_and_the_last_failure_is_handed_back() {
         serving(ResponseTemplate::new(500)).await,
     ];
     let client = client(
-        Failover::new([
+        Failover::builder([
             upstream("a", &servers[0]),
             upstream("b", &servers[1]),
             upstream("c", &servers[2]),
         ])
-        .with_max_hops(1),
+        .with_max_hops(1)
+        .build(),
     );
     let (status, e) = chat(&client, &servers[0]).await;
     assert_eq!(status, 500);
@@ -336,12 +337,14 @@ async fn an_upstreams_key_replaces_the_callers_and_the_model_is_overridden() {
 #[tokio::test]
 async fn a_failing_upstreams_breaker_opens_and_calls_skip_it_until_it_recovers() {
     let (a, b) = a_then_b(ResponseTemplate::new(500)).await;
-    let failover = Failover::new([upstream("a", &a), upstream("b", &b)]).with_breaker(
-        &BreakerConfig::default()
-            .with_consecutive_failures(3)
-            .with_open_time(Duration::from_millis(300), Duration::from_secs(1))
-            .with_jitter(0.0),
-    );
+    let failover = Failover::builder([upstream("a", &a), upstream("b", &b)])
+        .with_breaker(
+            &BreakerConfig::default()
+                .with_consecutive_failures(3)
+                .with_open_time(Duration::from_millis(300), Duration::from_secs(1))
+                .with_jitter(0.0),
+        )
+        .build();
     let client = client(failover.clone());
     for _ in 0..5 {
         let (status, _) = chat(&client, &a).await;
@@ -494,8 +497,9 @@ async fn a_silent_stream_fails_over_at_the_first_token_limit() {
     let a = raw_stream(&[], End::Hold).await;
     let b = good_stream().await;
     let client = client(
-        Failover::new([raw("a", a), upstream("b", &b)])
-            .with_first_token_timeout(Duration::from_millis(200)),
+        Failover::builder([raw("a", a), upstream("b", &b)])
+            .with_first_token_timeout(Duration::from_millis(200))
+            .build(),
     );
     let (text, failed, e) = stream_call(&client).await;
     assert!(!failed && text.contains("PA"), "{text}");
@@ -528,8 +532,9 @@ async fn committing_at_the_first_content_fails_over_an_early_in_stream_error() {
     let a = raw_stream(&[ROLE, GROQ_ERROR], End::Clean).await;
     let b = good_stream().await;
     let client = client(
-        Failover::new([raw("a", a), upstream("b", &b)])
-            .with_commit_point(reqwest_llm_guard::failover::CommitPoint::FirstContent),
+        Failover::builder([raw("a", a), upstream("b", &b)])
+            .with_commit_point(reqwest_llm_guard::failover::CommitPoint::FirstContent)
+            .build(),
     );
     let (text, failed, e) = stream_call(&client).await;
     assert!(!failed);
@@ -546,9 +551,9 @@ async fn committing_at_the_end_fails_over_a_truncated_answer_transparently() {
     let a = raw_stream(&[ROLE, TEXT, TEXT], End::Clean).await;
     let b = good_stream().await;
     let client = client(
-        Failover::new([raw("a", a), upstream("b", &b)]).with_commit_point(
-            reqwest_llm_guard::failover::CommitPoint::End { max_bytes: 1 << 20 },
-        ),
+        Failover::builder([raw("a", a), upstream("b", &b)])
+            .with_commit_point(reqwest_llm_guard::failover::CommitPoint::End { max_bytes: 1 << 20 })
+            .build(),
     );
     let (text, failed, e) = stream_call(&client).await;
     assert!(!failed);
@@ -563,7 +568,11 @@ async fn committing_at_the_end_fails_over_a_truncated_answer_transparently() {
 #[tokio::test]
 async fn a_stream_that_stalls_after_the_commit_ends_in_an_error() {
     let a = raw_stream(&[ROLE, TEXT], End::Hold).await;
-    let client = client(Failover::new([raw("a", a)]).with_idle_timeout(Duration::from_millis(200)));
+    let client = client(
+        Failover::builder([raw("a", a)])
+            .with_idle_timeout(Duration::from_millis(200))
+            .build(),
+    );
     let (text, failed, e) = stream_call(&client).await;
     assert!(text.contains("PA"));
     assert!(failed);
@@ -606,11 +615,12 @@ async fn a_silent_route_is_left_at_the_time_to_headers_limit_and_not_retried() {
 #[tokio::test]
 async fn an_upstream_that_must_pass_the_drill_gets_traffic_only_once_promoted() {
     let (a, b) = (serving(chat_ok()).await, serving(chat_ok()).await);
-    let failover = Failover::new([
+    let failover = Failover::builder([
         upstream("new", &a).with_drill_required(true),
         upstream("known", &b),
     ])
-    .with_breaker(&BreakerConfig::default().with_consecutive_failures(1));
+    .with_breaker(&BreakerConfig::default().with_consecutive_failures(1))
+    .build();
     let client = client(failover.clone());
     let (_, e) = chat(&client, &a).await;
     assert_eq!(
@@ -653,8 +663,9 @@ async fn a_streaming_call_to_an_upstream_that_never_answers_fails_over_at_the_fi
     });
     let b = good_stream().await;
     let client = client(
-        Failover::new([raw("silent", silent), upstream("b", &b)])
-            .with_first_token_timeout(Duration::from_millis(200)),
+        Failover::builder([raw("silent", silent), upstream("b", &b)])
+            .with_first_token_timeout(Duration::from_millis(200))
+            .build(),
     );
     let started = std::time::Instant::now();
     let (text, failed, e) = stream_call(&client).await;
@@ -680,15 +691,15 @@ async fn continuing_upstream() -> MockServer {
     .await
 }
 
-fn continuing(failover: Failover) -> ClientWithMiddleware {
-    client(failover.with_continuation(reqwest::Client::new()))
+fn continuing(failover: FailoverBuilder) -> ClientWithMiddleware {
+    client(failover.with_continuation(reqwest::Client::new()).build())
 }
 
 #[tokio::test]
 async fn a_stream_cut_after_the_commit_is_continued_on_an_upstream_that_takes_a_prefill() {
     let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
     let b = continuing_upstream().await;
-    let client = continuing(Failover::new([
+    let client = continuing(Failover::builder([
         raw("a", a),
         upstream("b", &b).with_prefill(true),
     ]));
@@ -720,7 +731,7 @@ async fn a_stream_cut_after_the_commit_is_continued_on_an_upstream_that_takes_a_
 async fn an_upstream_that_does_not_declare_prefill_never_gets_one() {
     let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
     let b = continuing_upstream().await;
-    let client = continuing(Failover::new([raw("a", a), upstream("b", &b)]));
+    let client = continuing(Failover::builder([raw("a", a), upstream("b", &b)]));
     let (_, failed, e) = stream_call(&client).await;
     assert!(failed, "no continuation: the cut stays an error");
     assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
@@ -731,7 +742,7 @@ async fn an_upstream_that_does_not_declare_prefill_never_gets_one() {
 async fn a_failed_continuation_surfaces_the_original_failure() {
     let a = raw_stream(&[ROLE, TEXT], End::Clean).await;
     let b = serving(error(400, "invalid_request_error", "prefill_not_supported")).await;
-    let client = continuing(Failover::new([
+    let client = continuing(Failover::builder([
         raw("a", a),
         upstream("b", &b).with_prefill(true),
     ]));
@@ -903,4 +914,28 @@ fn client_with(retry: Retry, failover: Failover) -> ClientWithMiddleware {
         .with_retry(retry)
         .with_failover(failover)
         .client(reqwest::Client::new())
+}
+
+#[tokio::test]
+async fn the_handle_acts_on_the_layer_in_the_client() {
+    let (a, b) = (serving(chat_ok()).await, serving(chat_ok()).await);
+    let (failover, handle) = Failover::builder([
+        upstream("a", &a),
+        upstream("b", &b).with_drill_required(true),
+    ])
+    .with_max_hops(1)
+    .build_with_handle();
+    let client = client(failover);
+    // Forced open through the handle: the client's layer passes `a` over.
+    handle.breaker("a").unwrap().force_open();
+    // `b` awaits the drill until the handle promotes it.
+    assert_eq!(handle.awaiting_drill().len(), 1);
+    assert!(handle.promote("b"));
+    let (status, e) = chat(&client, &a).await;
+    assert_eq!(status, 200);
+    assert_eq!(e.upstream.as_deref(), Some("b"));
+    assert_eq!((seen(&a).await, seen(&b).await), (0, 1));
+    handle.breaker("a").unwrap().reset();
+    let (_, e) = chat(&client, &a).await;
+    assert_eq!(e.upstream.as_deref(), Some("a"));
 }

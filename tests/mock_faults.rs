@@ -13,8 +13,8 @@ use reqwest_llm_guard::evidence::{
     ApiSurface, FallbackDecision as D, ParseCheck, TransportErrorKind, Violation,
 };
 use reqwest_llm_guard::failover::{
-    BreakerConfig, BreakerState, CommitPoint, Failover, FailoverRecord, FailoverStop, HopReason,
-    Upstream,
+    BreakerConfig, BreakerState, CommitPoint, Failover, FailoverBuilder, FailoverRecord,
+    FailoverStop, HopReason, Upstream,
 };
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
 use reqwest_llm_guard::retry::{Retry, RetryRecord};
@@ -40,8 +40,8 @@ impl Upstreams {
     }
 
     /// Primary first, then secondary; both with the layer's defaults.
-    fn failover(&self) -> Failover {
-        Failover::new([self.upstream("primary"), self.upstream("secondary")])
+    fn failover(&self) -> FailoverBuilder {
+        Failover::builder([self.upstream("primary"), self.upstream("secondary")])
     }
 
     fn upstream(&self, name: &str) -> Upstream {
@@ -221,7 +221,7 @@ fn assert_broken_after_commit(got: &Got, violation: Violation, name: &str) {
 async fn a_429_once_with_retry_after_in_seconds_is_waited_out_on_the_same_upstream() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::RateLimitedOnceRetryAfter).await;
-        let client = client(retry_429(), up.failover());
+        let client = client(retry_429(), up.failover().build());
         let got = call(&client, surface, false, &[]).await;
         let name = format!("{surface}");
         assert!(got.is_complete(surface, false), "{name}: {}", got.body);
@@ -243,7 +243,7 @@ async fn a_429_once_with_retry_after_in_seconds_is_waited_out_on_the_same_upstre
 async fn a_429_without_retry_after_is_retried_on_the_clients_backoff_then_fails_over() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::RateLimitedNoRetryAfter).await;
-        let client = client(retry_429(), up.failover());
+        let client = client(retry_429(), up.failover().build());
         let started = Instant::now();
         let got = call(&client, surface, false, &[]).await;
         let name = format!("{surface}");
@@ -268,7 +268,8 @@ async fn after_a_429_without_retry_after_the_next_call_skips_the_cooling_upstrea
     // A cooldown far longer than the test, so the second call surely falls inside it.
     let failover = up
         .failover()
-        .with_breaker(&BreakerConfig::default().with_rate_limit_cooldown(Duration::from_secs(60)));
+        .with_breaker(&BreakerConfig::default().with_rate_limit_cooldown(Duration::from_secs(60)))
+        .build();
     let client = client(retry_429(), failover.clone());
     let first = call(&client, ApiSurface::ChatCompletions, false, &[]).await;
     assert_failed_over(&first, HopReason::RateLimited, "first");
@@ -321,7 +322,7 @@ async fn a_500_once_is_retried_on_the_same_upstream_by_the_openai_sdk_preset() {
     for surface in SURFACES {
         for stream in [false, true] {
             let up = Upstreams::start(Scenario::ServerErrorOnce).await;
-            let client = client(retry_sdk(), up.failover());
+            let client = client(retry_sdk(), up.failover().build());
             let got = call(&client, surface, stream, &[]).await;
             let name = format!("{surface} stream={stream}");
             assert!(got.is_complete(surface, stream), "{name}: {}", got.body);
@@ -336,7 +337,7 @@ async fn a_500_once_is_retried_on_the_same_upstream_by_the_openai_sdk_preset() {
 async fn a_500_once_fails_over_when_5xx_is_not_retried() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::ServerErrorOnce).await;
-        let client = client(retry_429(), up.failover());
+        let client = client(retry_429(), up.failover().build());
         let got = call(&client, surface, false, &[]).await;
         let name = format!("{surface}");
         assert!(got.is_complete(surface, false), "{name}: {}", got.body);
@@ -352,7 +353,7 @@ async fn a_503_forever_is_retried_within_bounds_then_fails_over() {
     for surface in SURFACES {
         for stream in [false, true] {
             let up = Upstreams::start(Scenario::ServiceUnavailable).await;
-            let client = client(retry_sdk(), up.failover());
+            let client = client(retry_sdk(), up.failover().build());
             let got = call(&client, surface, stream, &[]).await;
             let name = format!("{surface} stream={stream}");
             assert!(got.is_complete(surface, stream), "{name}: {}", got.body);
@@ -425,7 +426,7 @@ async fn the_mock_resets_the_connection_before_the_headers_with_an_rst() {
 async fn a_reset_before_the_headers_is_retried_on_the_same_upstream_by_the_openai_sdk_preset() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::ResetOnce).await;
-        let client = client(retry_sdk(), up.failover());
+        let client = client(retry_sdk(), up.failover().build());
         let got = call(&client, surface, true, &[]).await;
         let name = format!("{surface}");
         assert!(got.is_complete(surface, true), "{name}: {}", got.body);
@@ -439,7 +440,7 @@ async fn a_reset_before_the_headers_is_retried_on_the_same_upstream_by_the_opena
 async fn a_reset_before_the_headers_fails_over_when_transport_errors_are_not_retried() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::ResetOnce).await;
-        let client = client(retry_429(), up.failover());
+        let client = client(retry_429(), up.failover().build());
         let got = call(&client, surface, false, &[]).await;
         let name = format!("{surface}");
         assert!(got.is_complete(surface, false), "{name}: {}", got.body);
@@ -457,7 +458,7 @@ async fn a_silent_upstream_is_left_at_the_time_to_headers_limit_and_not_retried(
             let up = Upstreams::start(Scenario::Hang).await;
             let client = client(
                 retry_sdk().with_time_to_headers(Duration::from_millis(200)),
-                up.failover(),
+                up.failover().build(),
             );
             let started = Instant::now();
             let got = call(&client, surface, stream, &[]).await;
@@ -483,7 +484,8 @@ async fn a_stream_whose_first_token_is_late_fails_over_at_the_first_token_limit(
         let client = client(
             retry_429(),
             up.failover()
-                .with_first_token_timeout(Duration::from_millis(200)),
+                .with_first_token_timeout(Duration::from_millis(200))
+                .build(),
         );
         let started = Instant::now();
         let got = call(
@@ -512,7 +514,8 @@ async fn a_late_non_streaming_answer_is_waited_for_the_first_token_limit_is_for_
         let client = client(
             retry_429(),
             up.failover()
-                .with_first_token_timeout(Duration::from_millis(50)),
+                .with_first_token_timeout(Duration::from_millis(50))
+                .build(),
         );
         let got = call(&client, surface, false, &[("x-mock-first-token-ms", "300")]).await;
         let name = format!("{surface}");
@@ -528,7 +531,7 @@ async fn a_late_non_streaming_answer_is_waited_for_the_first_token_limit_is_for_
 async fn a_stream_cut_after_its_first_tokens_ends_in_an_error_never_cleanly() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::StreamCut).await;
-        let client = client(retry_sdk(), up.failover());
+        let client = client(retry_sdk(), up.failover().build());
         let got = call(&client, surface, true, &[]).await;
         let name = format!("{surface}");
         assert_eq!(
@@ -550,7 +553,8 @@ async fn a_stream_cut_before_the_end_commit_point_fails_over_transparently() {
         let client = client(
             retry_sdk(),
             up.failover()
-                .with_commit_point(CommitPoint::End { max_bytes: 1 << 20 }),
+                .with_commit_point(CommitPoint::End { max_bytes: 1 << 20 })
+                .build(),
         );
         let got = call(&client, surface, true, &[("x-mock-cut-after", "4")]).await;
         let name = format!("{surface}");
@@ -570,7 +574,9 @@ async fn a_stream_cut_before_any_content_fails_over_when_committing_at_the_first
         let up = Upstreams::start(Scenario::StreamCut).await;
         let client = client(
             retry_429(),
-            up.failover().with_commit_point(CommitPoint::FirstContent),
+            up.failover()
+                .with_commit_point(CommitPoint::FirstContent)
+                .build(),
         );
         let got = call(&client, surface, true, &[("x-mock-cut-after", "0")]).await;
         let name = format!("{surface}");
@@ -584,7 +590,7 @@ async fn a_stream_cut_before_any_content_fails_over_when_committing_at_the_first
 async fn a_non_streaming_answer_cut_in_half_fails_over() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::StreamCut).await;
-        let client = client(retry_429(), up.failover());
+        let client = client(retry_429(), up.failover().build());
         let got = call(&client, surface, false, &[]).await;
         let name = format!("{surface}");
         assert!(got.is_complete(surface, false), "{name}: {}", got.body);
@@ -601,7 +607,9 @@ async fn a_stream_that_stalls_after_the_commit_ends_in_an_error_at_the_idle_limi
         let up = Upstreams::start(Scenario::StreamStall).await;
         let client = client(
             retry_sdk(),
-            up.failover().with_idle_timeout(Duration::from_millis(200)),
+            up.failover()
+                .with_idle_timeout(Duration::from_millis(200))
+                .build(),
         );
         let started = Instant::now();
         let got = call(&client, surface, true, &[]).await;
@@ -625,7 +633,8 @@ async fn a_stream_that_stalls_before_the_end_commit_point_fails_over_at_the_idle
             retry_sdk(),
             up.failover()
                 .with_commit_point(CommitPoint::End { max_bytes: 1 << 20 })
-                .with_idle_timeout(Duration::from_millis(200)),
+                .with_idle_timeout(Duration::from_millis(200))
+                .build(),
         );
         let started = Instant::now();
         let got = call(&client, surface, true, &[]).await;
@@ -643,7 +652,7 @@ async fn a_stream_that_stalls_before_the_end_commit_point_fails_over_at_the_idle
 async fn a_malformed_chunk_mid_stream_fails_the_stream_after_the_commit() {
     for surface in SURFACES {
         let up = Upstreams::start(Scenario::StreamMalformedChunk).await;
-        let client = client(retry_sdk(), up.failover());
+        let client = client(retry_sdk(), up.failover().build());
         let got = call(&client, surface, true, &[]).await;
         let name = format!("{surface}");
         assert_broken_after_commit(&got, Violation::NotJson, &name);
@@ -658,7 +667,8 @@ async fn a_malformed_chunk_before_the_end_commit_point_fails_over_transparently(
         let client = client(
             retry_sdk(),
             up.failover()
-                .with_commit_point(CommitPoint::End { max_bytes: 1 << 20 }),
+                .with_commit_point(CommitPoint::End { max_bytes: 1 << 20 })
+                .build(),
         );
         let got = call(&client, surface, true, &[]).await;
         let name = format!("{surface}");
@@ -673,7 +683,7 @@ async fn a_malformed_chunk_before_the_end_commit_point_fails_over_transparently(
 #[tokio::test]
 async fn a_chat_stream_without_done_but_with_its_finish_reason_is_an_answer() {
     let up = Upstreams::start(Scenario::StreamNoTerminator).await;
-    let client = client(retry_sdk(), up.failover());
+    let client = client(retry_sdk(), up.failover().build());
     let got = call(&client, ApiSurface::ChatCompletions, true, &[]).await;
     assert!(!got.failed, "{}", got.body);
     assert!(!got.body.contains("[DONE]"));
@@ -686,7 +696,7 @@ async fn a_chat_stream_without_done_but_with_its_finish_reason_is_an_answer() {
 #[tokio::test]
 async fn a_responses_stream_without_its_terminal_event_is_truncated() {
     let up = Upstreams::start(Scenario::StreamNoTerminator).await;
-    let first_byte = client(retry_sdk(), up.failover());
+    let first_byte = client(retry_sdk(), up.failover().build());
     let got = call(&first_byte, ApiSurface::Responses, true, &[]).await;
     assert!(
         got.body.contains("response.output_item.done"),
@@ -701,7 +711,8 @@ async fn a_responses_stream_without_its_terminal_event_is_truncated() {
     let at_end = client(
         retry_sdk(),
         up.failover()
-            .with_commit_point(CommitPoint::End { max_bytes: 1 << 20 }),
+            .with_commit_point(CommitPoint::End { max_bytes: 1 << 20 })
+            .build(),
     );
     let got = call(&at_end, ApiSurface::Responses, true, &[]).await;
     assert!(got.is_complete(ApiSurface::Responses, true), "{}", got.body);
@@ -761,7 +772,7 @@ async fn a_content_policy_refusal_holds_and_is_never_masked_by_a_hop() {
     for surface in SURFACES {
         for stream in [false, true] {
             let up = Upstreams::start(Scenario::ContentPolicy).await;
-            let client = client(retry_sdk(), up.failover());
+            let client = client(retry_sdk(), up.failover().build());
             let got = call(&client, surface, stream, &[]).await;
             let name = format!("{surface} stream={stream}");
             let e = &got.evidence;
@@ -801,7 +812,7 @@ async fn a_prefill_is_refused_and_a_plain_request_served() {
     ];
     for (surface, prefill) in prefills {
         let up = Upstreams::start(Scenario::PrefillRejected).await;
-        let client = client(retry_sdk(), up.failover());
+        let client = client(retry_sdk(), up.failover().build());
         let refused = send(&client, surface, prefill.to_owned(), &[]).await;
         let name = format!("{surface}");
         assert_eq!(refused.status, Some(400), "{name}");
@@ -836,7 +847,7 @@ async fn a_prefill_is_refused_and_a_plain_request_served() {
 #[tokio::test]
 async fn an_upstream_down_for_a_while_is_failed_over_then_serves_again() {
     let up = Upstreams::start(Scenario::DownThenUp).await;
-    let client = client(retry_429(), up.failover());
+    let client = client(retry_429(), up.failover().build());
     let down = [("x-mock-down-ms", "300")];
     let got = call(&client, ApiSurface::ChatCompletions, false, &down).await;
     assert!(got.is_complete(ApiSurface::ChatCompletions, false));
@@ -854,12 +865,15 @@ async fn an_upstream_down_for_a_while_is_failed_over_then_serves_again() {
 #[tokio::test]
 async fn a_flapping_upstreams_breaker_opens_and_a_probe_finds_it_healthy_again() {
     let up = Upstreams::start(Scenario::DownThenUp).await;
-    let failover = up.failover().with_breaker(
-        &BreakerConfig::default()
-            .with_consecutive_failures(2)
-            .with_open_time(Duration::from_millis(400), Duration::from_secs(1))
-            .with_jitter(0.0),
-    );
+    let failover = up
+        .failover()
+        .with_breaker(
+            &BreakerConfig::default()
+                .with_consecutive_failures(2)
+                .with_open_time(Duration::from_millis(400), Duration::from_secs(1))
+                .with_jitter(0.0),
+        )
+        .build();
     let client = client(retry_429(), failover.clone());
     let down = [("x-mock-down-ms", "200")];
     for _ in 0..3 {

@@ -1276,11 +1276,12 @@ async fn failover_is_on_the_trace_and_in_the_metrics() {
         .respond_with(json(200, CHAT_OK))
         .mount(&b)
         .await;
-    let failover = Failover::new([
+    let failover = Failover::builder([
         Upstream::new("primary", &format!("{}/v1", a.uri())).unwrap(),
         Upstream::new("secondary", &format!("{}/v1", b.uri())).unwrap(),
     ])
-    .with_meter_provider(&h.meter_provider);
+    .with_meter_provider(&h.meter_provider)
+    .build();
     let client = Guard::new()
         .with_telemetry(
             Telemetry::new()

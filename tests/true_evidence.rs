@@ -63,7 +63,11 @@ impl Harness {
         Guard::new()
             .with_telemetry(self.telemetry())
             .with_retry(quick())
-            .with_failover(Failover::new(upstreams).with_meter_provider(&self.meter_provider))
+            .with_failover(
+                Failover::builder(upstreams)
+                    .with_meter_provider(&self.meter_provider)
+                    .build(),
+            )
             .client(reqwest::Client::new())
     }
 

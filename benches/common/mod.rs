@@ -217,9 +217,10 @@ impl GuardTelemetry {
             .with_tracer_provider(&self.tracer_provider)
             .with_meter_provider(&self.meter_provider);
         let upstream = |name: &str| Upstream::new(name, &format!("{base}/v1")).expect("base URL");
-        let failover = Failover::new([upstream("primary"), upstream("backup")])
+        let failover = Failover::builder([upstream("primary"), upstream("backup")])
             .with_meter_provider(&self.meter_provider)
-            .with_commit_point(commit);
+            .with_commit_point(commit)
+            .build();
         Client::Layered(
             Guard::new()
                 .with_telemetry(telemetry)

@@ -138,9 +138,13 @@ pub const DEFAULT_AFFINITY_CAPACITY: usize = 10_000;
 
 /// The failover middleware over an ordered list of upstreams. See the
 /// [module docs](super).
+///
+/// Build it with [`Failover::new`] (the defaults) or [`Failover::builder`]; its clones, and
+/// the [`FailoverHandle`](super::FailoverHandle) of [`Failover::handle`], share one state:
+/// breakers, promotions, affinity.
 #[derive(Clone)]
 pub struct Failover {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 struct Entry {
@@ -194,10 +198,13 @@ impl Shared {
                 .store(false, std::sync::atomic::Ordering::Release);
         }
     }
+}
 
-    /// Each upstream's name and breaker.
-    pub(super) fn breakers(&self) -> impl Iterator<Item = (&Arc<str>, &Breaker)> {
-        self.entries.iter().map(|e| (&e.upstream.name, &e.breaker))
+impl super::metrics::Breakers for Shared {
+    fn each(&self, f: &mut dyn FnMut(&Arc<str>, &Breaker)) {
+        for e in &self.entries {
+            f(&e.upstream.name, &e.breaker);
+        }
     }
 }
 
@@ -252,22 +259,22 @@ impl std::fmt::Debug for Failover {
     }
 }
 
-/// The layer's settings, kept to rebuild it when one changes.
+/// The layer's settings (built by [`FailoverBuilder`](super::FailoverBuilder)).
 #[derive(Clone)]
-struct Settings {
+pub(super) struct Settings {
     /// The meter for the breaker metrics; the global one (read at the first call) if unset.
-    meter: Option<opentelemetry::metrics::Meter>,
-    max_hops: usize,
-    breaker: BreakerConfig,
-    affinity_capacity: usize,
-    commit: CommitPoint,
-    first_token: Option<Duration>,
-    idle: Option<Duration>,
+    pub(super) meter: Option<opentelemetry::metrics::Meter>,
+    pub(super) max_hops: usize,
+    pub(super) breaker: BreakerConfig,
+    pub(super) affinity_capacity: usize,
+    pub(super) commit: CommitPoint,
+    pub(super) first_token: Option<Duration>,
+    pub(super) idle: Option<Duration>,
     /// Opt-in: the client continuations are sent with.
-    continuation: Option<reqwest::Client>,
+    pub(super) continuation: Option<reqwest::Client>,
     /// The call settings when this layer is the first of the crate's to see a call (no
     /// call layer above it): a 60 s deadline and a budget of its own.
-    bounds: CallBounds,
+    pub(super) bounds: CallBounds,
 }
 
 /// Default limit for a stream's first byte (or first content), per attempt: 60 s.
@@ -275,138 +282,36 @@ pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default limit between a stream's frames, per attempt: 60 s.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl Failover {
-    /// Failover over these upstreams, in priority order, with the defaults: at most 2 hops, a
-    /// breaker per upstream with [`BreakerConfig::default`], the last 10,000 response ids
-    /// remembered, streams committed at their first byte, 60 s for a stream's first byte and
-    /// 60 s between its frames.
-    pub fn new(upstreams: impl IntoIterator<Item = Upstream>) -> Self {
-        Self::build(
-            upstreams.into_iter().collect(),
-            Settings {
-                meter: None,
-                max_hops: 2,
-                breaker: BreakerConfig::default(),
-                affinity_capacity: DEFAULT_AFFINITY_CAPACITY,
-                commit: CommitPoint::FirstByte,
-                first_token: Some(DEFAULT_FIRST_TOKEN_TIMEOUT),
-                idle: Some(DEFAULT_IDLE_TIMEOUT),
-                continuation: None,
-                bounds: CallBounds::default_new(),
-            },
-        )
-    }
-
-    fn build(upstreams: Vec<Upstream>, settings: Settings) -> Self {
+impl Shared {
+    /// The state of a layer over these upstreams: a breaker each, no promotion, no affinity.
+    pub(super) fn new(upstreams: Vec<Upstream>, settings: Settings) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                entries: upstreams
-                    .into_iter()
-                    .map(|upstream| Entry {
-                        upstream,
-                        breaker: Breaker::new(settings.breaker.clone()),
-                        promoted: std::sync::atomic::AtomicBool::new(false),
-                    })
-                    .collect(),
-                affinity: Mutex::new(Affinity {
-                    capacity: settings.affinity_capacity,
-                    by_id: HashMap::new(),
-                    order: VecDeque::new(),
-                }),
-                settings,
-                registered: std::sync::OnceLock::new(),
+            entries: upstreams
+                .into_iter()
+                .map(|upstream| Entry {
+                    upstream,
+                    breaker: Breaker::new(settings.breaker.clone()),
+                    promoted: std::sync::atomic::AtomicBool::new(false),
+                })
+                .collect(),
+            affinity: Mutex::new(Affinity {
+                capacity: settings.affinity_capacity,
+                by_id: HashMap::new(),
+                order: VecDeque::new(),
             }),
+            settings,
+            registered: std::sync::OnceLock::new(),
         }
     }
 
-    fn edit(self, f: impl FnOnce(&mut Settings)) -> Self {
-        let upstreams = self
-            .shared
-            .entries
-            .iter()
-            .map(|e| e.upstream.clone())
-            .collect();
-        let mut settings = self.shared.settings.clone();
-        f(&mut settings);
-        Self::build(upstreams, settings)
+    /// The upstreams, as configured.
+    pub(super) fn upstreams(&self) -> Vec<Upstream> {
+        self.entries.iter().map(|e| e.upstream.clone()).collect()
     }
 
-    /// Breaker metrics go to this provider instead of the global one.
-    #[must_use]
-    pub fn with_meter_provider(
-        self,
-        provider: &impl opentelemetry::metrics::MeterProvider,
-    ) -> Self {
-        let meter = provider.meter_with_scope(crate::telemetry::scope());
-        self.edit(|s| s.meter = Some(meter))
-    }
-
-    /// At most this many moves to another upstream per call (default 2).
-    #[must_use]
-    pub fn with_max_hops(self, hops: usize) -> Self {
-        self.edit(|s| s.max_hops = hops)
-    }
-
-    /// Every upstream's breaker with these settings (their state starts afresh).
-    #[must_use]
-    pub fn with_breaker(self, config: &BreakerConfig) -> Self {
-        self.edit(|s| s.breaker = config.clone())
-    }
-
-    /// Remember at most this many response ids for state affinity (default 10,000; the oldest
-    /// is forgotten first). An id longer than 256 bytes is not remembered, so the memory kept
-    /// is at most about 350 bytes an id (3.5 MB at the default; ~1.4 MB for ids of 60 bytes).
-    #[must_use]
-    pub fn with_affinity_capacity(self, capacity: usize) -> Self {
-        self.edit(|s| s.affinity_capacity = capacity)
-    }
-
-    /// When a stream is handed to the caller (default [`CommitPoint::FirstByte`]).
-    #[must_use]
-    pub fn with_commit_point(self, commit: CommitPoint) -> Self {
-        self.edit(|s| s.commit = commit)
-    }
-
-    /// The most a stream may take for its first byte (or, committing at the first content,
-    /// its first content event), per attempt (default 60 s).
-    #[must_use]
-    pub fn with_first_token_timeout(self, limit: Duration) -> Self {
-        self.edit(|s| s.first_token = Some(limit))
-    }
-
-    /// The most a stream may stay silent between frames, per attempt (default 60 s).
-    #[must_use]
-    pub fn with_idle_timeout(self, limit: Duration) -> Self {
-        self.edit(|s| s.idle = Some(limit))
-    }
-
-    /// Opt-in continuation of Chat streams: a stream cut after its commit point (truncated,
-    /// its connection failed or stalled) is continued on the next upstream that declares
-    /// prefill support ([`Upstream::with_prefill`]), sent with `client`: the text the caller
-    /// already has goes as an assistant prefill, and the answer continues the caller's stream.
-    /// An upstream that does not declare it never gets a prefill; a continuation that fails
-    /// surfaces the original failure, not its own. The continuation is sent outside the layers
-    /// (its own stream is checked), and is recorded as the call's last hop.
-    #[must_use]
-    pub fn with_continuation(self, client: reqwest::Client) -> Self {
-        self.edit(|s| s.continuation = Some(client))
-    }
-
-    /// No limits on a stream's first byte or the gaps between its frames.
-    #[must_use]
-    pub fn without_stream_timeouts(self) -> Self {
-        self.edit(|s| {
-            s.first_token = None;
-            s.idle = None;
-        })
-    }
-
-    /// Records that the evidence drill passed against the upstream named `name` (one built
-    /// [`with_drill_required`](Upstream::with_drill_required)): it gets caller traffic from now
-    /// on, until its breaker next opens. `false` when no upstream has that name.
-    pub fn promote(&self, name: &str) -> bool {
-        self.shared
-            .entries
+    /// Records that the drill passed against the upstream named `name`.
+    pub(super) fn promote(&self, name: &str) -> bool {
+        self.entries
             .iter()
             .find(|e| &*e.upstream.name == name)
             .is_some_and(|e| {
@@ -415,22 +320,18 @@ impl Failover {
             })
     }
 
-    /// The upstreams that must pass the drill before they get traffic (again): never drilled,
-    /// or demoted when their breaker opened.
-    pub fn awaiting_drill(&self) -> Vec<Upstream> {
-        self.shared
-            .entries
+    /// The upstreams waiting for the drill.
+    pub(super) fn awaiting_drill(&self) -> Vec<Upstream> {
+        self.entries
             .iter()
             .filter(|e| !e.promoted())
             .map(|e| e.upstream.clone())
             .collect()
     }
 
-    /// The breaker of the upstream named `name`: read its state, force it open or closed,
-    /// reset it.
-    pub fn breaker(&self, name: &str) -> Option<&Breaker> {
-        self.shared
-            .entries
+    /// The breaker of the upstream named `name`.
+    pub(super) fn breaker(&self, name: &str) -> Option<&Breaker> {
+        self.entries
             .iter()
             .find(|e| &*e.upstream.name == name)
             .map(|e| &e.breaker)

@@ -5,22 +5,26 @@ use std::sync::{Arc, Weak};
 use opentelemetry::metrics::Meter;
 use opentelemetry::{KeyValue, StringValue};
 
-use super::breaker::BreakerState;
-use super::layer::Shared;
+use super::breaker::{Breaker, BreakerState};
 use crate::evidence::attr;
 use crate::telemetry::metric;
 
+/// What holds the breakers: each upstream's name and breaker.
+pub(super) trait Breakers: Send + Sync + 'static {
+    fn each(&self, f: &mut dyn FnMut(&Arc<str>, &Breaker));
+}
+
 /// Registers the breaker instruments on `meter`. They hold the layer weakly: a dropped layer
 /// reports nothing.
-pub(super) fn register(meter: &Meter, shared: &Arc<Shared>) {
-    let weak: Weak<Shared> = Arc::downgrade(shared);
+pub(super) fn register<B: Breakers>(meter: &Meter, shared: &Arc<B>) {
+    let weak: Weak<B> = Arc::downgrade(shared);
     meter
         .u64_observable_gauge(metric::BREAKER_STATE)
         .with_unit("{breaker}")
         .with_description("Each upstream's circuit breaker state: 1 for the current one.")
         .with_callback(move |observer| {
             let Some(shared) = weak.upgrade() else { return };
-            for (name, breaker) in shared.breakers() {
+            shared.each(&mut |name, breaker| {
                 let now = breaker.state();
                 for state in BreakerState::ALL {
                     observer.observe(
@@ -31,17 +35,17 @@ pub(super) fn register(meter: &Meter, shared: &Arc<Shared>) {
                         ],
                     );
                 }
-            }
+            });
         })
         .build();
-    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let weak: Weak<B> = Arc::downgrade(shared);
     meter
         .u64_observable_counter(metric::BREAKER_TRANSITIONS)
         .with_unit("{transition}")
         .with_description("Circuit breaker state changes per upstream.")
         .with_callback(move |observer| {
             let Some(shared) = weak.upgrade() else { return };
-            for (name, breaker) in shared.breakers() {
+            shared.each(&mut |name, breaker| {
                 observer.observe(
                     breaker.transitions(),
                     &[KeyValue::new(
@@ -49,7 +53,7 @@ pub(super) fn register(meter: &Meter, shared: &Arc<Shared>) {
                         StringValue::from(name.clone()),
                     )],
                 );
-            }
+            });
         })
         .build();
 }

@@ -20,7 +20,7 @@
 //! Chat ↔ Responses translation), and one that continues server-side state
 //! (`previous_response_id`, a `conversation`, `GET /responses/{id}`) only to the upstream that
 //! minted it (the layer remembers the last 10,000 response ids it saw, each of at most 256
-//! bytes: [`Failover::with_affinity_capacity`]): if that one fails, the call holds there
+//! bytes: [`FailoverBuilder::with_affinity_capacity`]): if that one fails, the call holds there
 //! (`failover.stop_reason=state_affinity`).
 //!
 //! The deadline and the budget are the call's ([`Guard::with_deadline`](crate::Guard::with_deadline),
@@ -42,8 +42,8 @@
 //! that opts in ([`Upstream::with_forward_caller_auth`]).
 //!
 //! An upstream built [`with_drill_required`](Upstream::with_drill_required) gets caller traffic
-//! only once the evidence drill has passed against it ([`Failover::promote`]), and again after
-//! its breaker opens ([`Failover::awaiting_drill`] lists those waiting); until then calls pass
+//! only once the evidence drill has passed against it ([`FailoverHandle::promote`]), and again
+//! after its breaker opens ([`FailoverHandle::awaiting_drill`] lists those waiting); until then calls pass
 //! it over.
 //!
 //! Each upstream gets its request with its base URL, its key (`Authorization: Bearer`, read
@@ -58,7 +58,7 @@
 //! decision is `fallback` for the caller to act on. A non-streaming body is bounded by the
 //! inspect layer's body idle timeout (30 s by default).
 //!
-//! Opt-in ([`Failover::with_continuation`]): a Chat stream cut after its commit point (truncated,
+//! Opt-in ([`FailoverBuilder::with_continuation`]): a Chat stream cut after its commit point (truncated,
 //! its connection failed, stalled or timed out; not an in-stream error, which is a refusal) is
 //! continued on the next eligible upstream that declares prefill support
 //! ([`Upstream::with_prefill`]): the text the caller already has goes as an assistant message,
@@ -77,17 +77,19 @@
 //! use reqwest_llm_guard::Guard;
 //! use reqwest_llm_guard::failover::{Credential, Failover, Upstream};
 //!
-//! let failover = Failover::new([
+//! let (failover, handle) = Failover::builder([
 //!     Upstream::new("openai", "https://api.openai.com/v1")?
 //!         .with_credential(Credential::env("OPENAI_API_KEY"))
 //!         .with_context_window(128_000),
 //!     Upstream::new("gateway", "https://gateway.example/v1")?
 //!         .with_credential(Credential::env("GATEWAY_KEY"))
 //!         .with_model("openai/gpt-4o-mini"),
-//! ]);
-//! let client = Guard::new().with_failover(failover.clone()).client(reqwest::Client::new());
+//! ])
+//! .with_max_hops(1)
+//! .build_with_handle();
+//! let client = Guard::new().with_failover(failover).client(reqwest::Client::new());
 //! // Calls name any of the upstreams' URLs (or a placeholder): the layer rewrites them.
-//! // The breakers: failover.breaker("openai").map(|b| b.force_open());
+//! // The breakers, through the handle: handle.breaker("openai").map(|b| b.force_open());
 //! # let _ = client; Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -122,6 +124,7 @@
 //! [`Guard::with_failover`]: crate::Guard::with_failover
 
 mod breaker;
+mod build;
 mod continuation;
 mod layer;
 mod metrics;
@@ -132,6 +135,7 @@ pub use breaker::{
     Breaker, BreakerConfig, BreakerState, CallOutcome, Permit, least_recently_failed,
 };
 
+pub use build::{FailoverBuilder, FailoverHandle};
 pub use layer::{
     DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Failover,
     FailoverRecord, FailoverStop, Hop, HopReason, PassReason, PassedOver,

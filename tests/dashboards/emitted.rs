@@ -585,25 +585,30 @@ impl Traffic {
         let upstream = |name: &str, gateway: &MockGateway| {
             Upstream::new(name, &format!("{}/v1", gateway.url())).expect("an upstream")
         };
-        let failover = Failover::new([upstream("primary", &flaky), upstream("backup", &backup)])
-            .with_breaker(
-                &BreakerConfig::default()
-                    .with_consecutive_failures(2)
-                    .with_open_time(Duration::from_millis(200), Duration::from_secs(1)),
-            )
-            .with_meter_provider(meter_provider);
-        let walled = Failover::new([upstream("walled", &wall), upstream("backup", &backup)])
-            .with_meter_provider(meter_provider);
-        let limited = Failover::new([
+        let failover =
+            Failover::builder([upstream("primary", &flaky), upstream("backup", &backup)])
+                .with_breaker(
+                    &BreakerConfig::default()
+                        .with_consecutive_failures(2)
+                        .with_open_time(Duration::from_millis(200), Duration::from_secs(1)),
+                )
+                .with_meter_provider(meter_provider)
+                .build();
+        let walled = Failover::builder([upstream("walled", &wall), upstream("backup", &backup)])
+            .with_meter_provider(meter_provider)
+            .build();
+        let limited = Failover::builder([
             upstream("limited", &limits_once),
             upstream("backup", &backup),
         ])
-        .with_meter_provider(meter_provider);
-        let saturated = Failover::new([
+        .with_meter_provider(meter_provider)
+        .build();
+        let saturated = Failover::builder([
             upstream("saturated", &limits),
             upstream("saturated-too", &limits),
         ])
-        .with_meter_provider(meter_provider);
+        .with_meter_provider(meter_provider)
+        .build();
         let failover_client = |f: Failover| {
             Guard::new()
                 .with_telemetry(telemetry.clone())

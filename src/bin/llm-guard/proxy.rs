@@ -96,7 +96,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision, TransportErrorKind};
-use reqwest_llm_guard::failover::Failover;
+use reqwest_llm_guard::failover::{Failover, FailoverHandle};
 use reqwest_llm_guard::retry::{OpenAiSdk, Retry};
 use reqwest_llm_guard::telemetry::otlp::{self, OtlpGuard};
 use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard};
@@ -233,8 +233,8 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
-    let failover = failover(&config);
-    let client = match client(&config, &failover, otel.as_ref()) {
+    let (failover, handle) = failover(&config);
+    let client = match client(&config, failover, otel.as_ref()) {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot build the HTTP client: {}", chain(&e))),
     };
@@ -258,7 +258,7 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
              anyone who reaches {addr} spends the upstreams' keys"
         );
     }
-    let drills = spawn_drills(&config, &failover, otel.is_some());
+    let drills = spawn_drills(&config, handle, otel.is_some());
     let state = Arc::new(State {
         client,
         log: args.log,
@@ -290,10 +290,10 @@ async fn otel_from_env() -> Result<Option<OtlpGuard>, String> {
     }
 }
 
-/// The configuration's failover layer (a handle to its breakers and promotions).
-fn failover(config: &Config) -> Failover {
+/// The configuration's failover layer, and the handle to its breakers and promotions.
+fn failover(config: &Config) -> (Failover, FailoverHandle) {
     let f = &config.failover;
-    let failover = Failover::new(config.upstreams.iter().map(|u| u.upstream.clone()))
+    let mut builder = Failover::builder(config.upstreams.iter().map(|u| u.upstream.clone()))
         .with_max_hops(f.max_hops)
         .with_breaker(&config.breaker)
         .with_commit_point(f.commit)
@@ -307,10 +307,9 @@ fn failover(config: &Config) -> Failover {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        failover.with_continuation(client)
-    } else {
-        failover
+        builder = builder.with_continuation(client);
     }
+    builder.build_with_handle()
 }
 
 /// How long a failed (or demoted) upstream waits before the drill is tried again.
@@ -319,7 +318,11 @@ const DRILL_RETRY: Duration = Duration::from_secs(30);
 /// Promotion by evidence: every upstream marked `drill = true` gets caller traffic only once
 /// the evidence drill passed against it, and again after its breaker opened. One task watches
 /// them all; each drill's record goes to stderr (and its spans to OTLP when exporting).
-fn spawn_drills(config: &Config, failover: &Failover, export: bool) -> tokio::task::JoinHandle<()> {
+fn spawn_drills(
+    config: &Config,
+    failover: FailoverHandle,
+    export: bool,
+) -> tokio::task::JoinHandle<()> {
     let drilled: Vec<(String, reqwest_llm_guard::drill::DrillConfig)> = config
         .upstreams
         .iter()
@@ -342,7 +345,6 @@ fn spawn_drills(config: &Config, failover: &Failover, export: bool) -> tokio::ta
             ))
         })
         .collect();
-    let failover = failover.clone();
     tokio::spawn(async move {
         if drilled.is_empty() {
             return;
@@ -390,10 +392,9 @@ fn spawn_drills(config: &Config, failover: &Failover, export: bool) -> tokio::ta
 /// The guarded client: the configuration's failover, breaker and retry settings.
 fn client(
     config: &Config,
-    failover: &Failover,
+    failover: Failover,
     otel: Option<&OtlpGuard>,
 ) -> Result<ClientWithMiddleware, reqwest::Error> {
-    let failover = failover.clone();
     let r = &config.retry;
     // The retry layer's default backoff, with the file's number of retries.
     let mut policy = reqwest_llm_guard::retry::default_policy();
