@@ -173,11 +173,12 @@ impl CallScope {
             .is_some_and(|d| self.started.elapsed() >= d)
     }
 
-    /// Starts a leg on a target (the failover layer, at each hop).
-    pub(crate) fn begin_leg(&self, upstream: Arc<str>, url: reqwest::Url) {
+    /// Starts a leg on a target (the failover layer, at each hop): `url` when the request
+    /// goes elsewhere than the URL the caller wrote.
+    pub(crate) fn begin_leg(&self, upstream: Arc<str>, url: Option<reqwest::Url>) {
         self.log().legs.push(Leg {
             upstream: Some(upstream),
-            url: Some(url),
+            url,
             retry: None,
         });
     }
@@ -204,9 +205,15 @@ impl CallScope {
         }
     }
 
-    /// The current leg's attempts, as the retry layer recorded them.
-    pub(crate) fn leg_retry(&self) -> Option<RetryRecord> {
-        self.log().legs.last().and_then(|l| l.retry.clone())
+    /// The wait the server asked for on the current leg's last attempt, as the retry layer
+    /// recorded it.
+    pub(crate) fn leg_server_wait(&self) -> Option<Duration> {
+        self.log()
+            .legs
+            .last()
+            .and_then(|l| l.retry.as_ref())
+            .and_then(|r| r.attempts.last())
+            .and_then(|a| a.server_wait)
     }
 
     /// Records the failover layer's record of the call.
@@ -214,9 +221,9 @@ impl CallScope {
         self.log().failover = Some(record);
     }
 
-    /// The log as it stands.
-    pub(crate) fn snapshot(&self) -> CallLog {
-        self.log().clone()
+    /// The log, taken when the call ends by the layer that started it.
+    pub(crate) fn take_log(&self) -> CallLog {
+        std::mem::take(&mut *self.log())
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, CallLog> {

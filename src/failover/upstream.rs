@@ -276,6 +276,24 @@ impl Upstream {
         Ok(())
     }
 
+    /// Whether `original` already is this upstream's URL for the request (what
+    /// [`url_for`](Self::url_for) would make of it): its origin, its base path before the
+    /// surface's path, and its query when the base URL has one. Checked before a URL is built,
+    /// so a call addressed to the upstream it goes to costs no new URL.
+    pub(crate) fn addressed_by(&self, original: &Url, surface: ApiSurface) -> bool {
+        let path = original.path();
+        let at = match surface {
+            ApiSurface::ChatCompletions => path.rfind("/chat/completions"),
+            ApiSurface::Responses => path.rfind("/responses"),
+            ApiSurface::Other => None,
+        };
+        at.is_some_and(|at| {
+            self.same_origin(original)
+                && path[..at] == *self.base_url.path().trim_end_matches('/')
+                && (self.base_url.query().is_none() || self.base_url.query() == original.query())
+        })
+    }
+
     /// Whether `url` is on this upstream's origin (scheme, host and port).
     pub(crate) fn same_origin(&self, url: &Url) -> bool {
         self.base_url.scheme() == url.scheme()
@@ -367,6 +385,73 @@ mod tests {
         assert!(Upstream::new("o", "https://user:sk-SECRET@host/v1").is_err());
         assert!(Upstream::new("o", "ftp://host/v1").is_err());
         assert!(Upstream::new("o", "not a url").is_err());
+    }
+
+    #[test]
+    fn a_url_the_upstream_would_make_is_left_as_it_is_and_no_other() {
+        let plain = Upstream::new("o", "https://api.openai.com/v1").unwrap();
+        let azure =
+            Upstream::new("a", "https://x.openai.azure.com/openai/v1/?api-version=1").unwrap();
+        for (u, original, surface) in [
+            (
+                &plain,
+                "https://api.openai.com/v1/chat/completions",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &plain,
+                "https://api.openai.com/v1/chat/completions?x=1",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &plain,
+                "https://api.openai.com/v1/responses/resp_1",
+                ApiSurface::Responses,
+            ),
+            (
+                &plain,
+                "https://api.openai.com:8443/v1/chat/completions",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &plain,
+                "http://api.openai.com/v1/chat/completions",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &plain,
+                "https://api.openai.com/v2/chat/completions",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &plain,
+                "http://upstream.invalid/v1/chat/completions",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &azure,
+                "https://x.openai.azure.com/openai/v1/chat/completions?api-version=1",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &azure,
+                "https://x.openai.azure.com/openai/v1/chat/completions?api-version=2",
+                ApiSurface::ChatCompletions,
+            ),
+            (
+                &azure,
+                "https://x.openai.azure.com/openai/v1/chat/completions",
+                ApiSurface::ChatCompletions,
+            ),
+        ] {
+            let original = Url::parse(original).unwrap();
+            let made = u.url_for(&original, surface).unwrap();
+            assert_eq!(
+                u.addressed_by(&original, surface),
+                made == original,
+                "{original} -> {made}"
+            );
+        }
     }
 
     #[test]

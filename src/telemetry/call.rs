@@ -365,7 +365,7 @@ impl Middleware for Telemetry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        end.log = scope.snapshot();
+        end.log = scope.take_log();
         // Where the call went: the last leg's target when a layer below moved it, else the
         // URL the caller wrote.
         let target = end.log.last().and_then(|l| l.url.clone());
