@@ -14,7 +14,7 @@
 //! | `CallScope` | request | the outermost layer of the crate (the call layer in a [`Guard`](crate::Guard)), once; removed by it when the call ends | every layer below: start, deadline, budget, policy; each appends to its log (legs, attempts, the failover record) |
 //! | `CallContext` | request | the call layer (or a lone attempt layer, for itself) | the attempt layer (parent span, settings, the slot for the attempt left open) |
 //! | `CaptureContent` | request | the call layer, content capture on | the inspect layer |
-//! | [`CurrentAttempt`](crate::retry::CurrentAttempt) | request | the retry layer, per attempt | the attempt layer; a nested or re-run retry layer (passes through) |
+//! | `CurrentAttempt` ([`retry::CurrentAttempt`](crate::retry::CurrentAttempt)) | request | the retry layer, per attempt | the attempt layer; a nested or re-run retry layer (passes through) |
 //! | [`RetryRecord`] | request (while retrying), response | the retry layer | the attempt layer (why the last attempt was retried), [`Evidence`](crate::Evidence) without a call layer |
 //! | [`FailoverRecord`] | response | the failover layer | [`Evidence`](crate::Evidence) without a call layer |
 //! | [`WafVerdict`](crate::evidence::WafVerdict) | response | the inspect layer | the retry layer (never retries it), the call layer |
@@ -33,9 +33,36 @@ use std::time::{Duration, SystemTime};
 use http::Extensions;
 use tokio::time::Instant;
 
+use crate::budget::RetryBudget;
 use crate::evidence::DecisionPolicy;
-use crate::failover::FailoverRecord;
-use crate::retry::{RetryBudget, RetryRecord};
+use crate::evidence::{CallLog, FailoverRecord, Leg, RetryRecord};
+
+/// The attempt the rest of the stack is running, in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CurrentAttempt {
+    /// 0 for the first attempt: `http.request.resend_count`.
+    pub resend_count: u32,
+    /// The leg of the call (the upstream, under failover) it belongs to.
+    pub(crate) leg: usize,
+}
+
+/// The call span's context and the tracer of the call layer, for the attempt layer (written by
+/// the call layer when it records spans, or by a lone attempt layer for itself).
+#[derive(Clone)]
+pub(crate) struct CallContext {
+    pub(crate) cx: opentelemetry::Context,
+    pub(crate) tracer: Arc<opentelemetry::global::BoxedTracer>,
+    /// The last attempt's span, left open by the attempt layer until the decision about it is
+    /// known: the call layer's slot, which the attempt layer fills.
+    pub(crate) pending: Arc<Mutex<Option<PendingAttempt>>>,
+}
+
+/// An attempt's span, left open until the decision about it is known.
+pub(crate) struct PendingAttempt {
+    pub(crate) cx: opentelemetry::Context,
+    pub(crate) ended: SystemTime,
+}
 
 /// Content capture is on, cutting text at this many characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,57 +111,6 @@ impl CallBounds {
 
 /// The default deadline of a call, every retry and hop included: 60 s.
 pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
-
-/// What happened in one call, below the layer that started it.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct CallLog {
-    /// One leg per target the call went to (one, without failover), in order.
-    pub(crate) legs: Vec<Leg>,
-    /// The failover layer's record, when it ran.
-    pub(crate) failover: Option<FailoverRecord>,
-}
-
-/// The call's time on one target: which, where its attempts went, and what they got.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Leg {
-    /// The failover layer's name for the target.
-    pub(crate) upstream: Option<Arc<str>>,
-    /// Where its attempts were sent, when not the URL the caller wrote.
-    pub(crate) url: Option<reqwest::Url>,
-    /// The retry layer's record of its attempts.
-    pub(crate) retry: Option<RetryRecord>,
-}
-
-impl CallLog {
-    /// Retries made on every leg.
-    pub(crate) fn retries(&self) -> u32 {
-        self.legs
-            .iter()
-            .filter_map(|l| l.retry.as_ref())
-            .map(RetryRecord::retries)
-            .fold(0u32, u32::saturating_add)
-    }
-
-    /// The last leg: the target that answered (or failed last).
-    pub(crate) fn last(&self) -> Option<&Leg> {
-        self.legs.last()
-    }
-
-    /// A log of the records a response carries, for evidence read without a call layer.
-    pub(crate) fn of_records(
-        retry: Option<&RetryRecord>,
-        failover: Option<&FailoverRecord>,
-    ) -> Self {
-        Self {
-            legs: vec![Leg {
-                upstream: failover.and_then(|f| f.served_by().map(Arc::from)),
-                url: None,
-                retry: retry.cloned(),
-            }],
-            failover: failover.cloned(),
-        }
-    }
-}
 
 impl CallScope {
     /// The call's scope: the one a layer above started, else a new one with these settings

@@ -176,13 +176,14 @@
 //! use reqwest_llm_guard::Guard;
 //! use reqwest_llm_guard::failover::{CommitPoint, Credential, Failover, Upstream};
 //!
-//! let failover = Failover::new([
+//! let failover = Failover::builder([
 //!     Upstream::new("openai", "https://api.openai.com/v1")?
 //!         .with_credential(Credential::env("OPENAI_API_KEY")),
 //!     Upstream::new("gateway", "https://gateway.example/v1")?
 //!         .with_credential(Credential::env("GATEWAY_KEY")),
 //! ])
-//! .with_commit_point(CommitPoint::FirstContent);
+//! .with_commit_point(CommitPoint::FirstContent)
+//! .build();
 //! let client = Guard::new().with_failover(failover).client(reqwest::Client::new());
 //! # let _ = client; Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -291,6 +292,7 @@
 //!
 //! The crate chooses no TLS backend: enable the one you want on your own `reqwest`.
 
+mod budget;
 pub mod contract;
 #[cfg(feature = "cli")]
 pub mod drill;
@@ -310,7 +312,8 @@ pub mod telemetry;
 pub mod waf;
 
 pub use error::{Error, ErrorKind};
-pub use guard::{Evidence, EvidenceHandle, Guard};
+pub use evidence::{Evidence, EvidenceHandle};
+pub use guard::Guard;
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

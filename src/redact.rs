@@ -4,7 +4,7 @@
 //! `?key=` or in `user:pass@` would reach every log that prints the error. The URL stays (it
 //! says where the call went); its userinfo goes and its query values are replaced.
 
-use reqwest::Url;
+use reqwest::{ResponseBuilderExt, Url};
 
 /// What replaces each query value.
 const REDACTED: &str = "redacted";
@@ -23,9 +23,9 @@ pub(crate) fn response(response: reqwest::Response) -> reqwest::Response {
     if !needed(response.url()) {
         return response;
     }
-    let (parts, body, mut u) = crate::inspect::split(response);
+    let (parts, body, mut u) = split(response);
     url(&mut u);
-    crate::inspect::join(parts, body, u)
+    join(parts, body, u)
 }
 
 /// `url` without userinfo and with every query value replaced.
@@ -61,6 +61,31 @@ pub(crate) fn reqwest_error(mut e: reqwest::Error) -> reqwest::Error {
         url(u);
     }
     e
+}
+
+/// A response's head, body and URL, apart (to wrap its body).
+pub(crate) fn split(
+    response: reqwest::Response,
+) -> (http::response::Parts, reqwest::Body, reqwest::Url) {
+    let url = response.url().clone();
+    let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+    (parts, body, url)
+}
+
+/// A response from its head, a body and its URL.
+pub(crate) fn join(
+    parts: http::response::Parts,
+    body: reqwest::Body,
+    url: reqwest::Url,
+) -> reqwest::Response {
+    // `url` travels in a private extension that only reqwest's builder can set.
+    let mut response = http::Response::from_parts(parts, body);
+    if let Ok(with_url) = http::Response::builder().url(url).body(()) {
+        response
+            .extensions_mut()
+            .extend(with_url.into_parts().0.extensions);
+    }
+    reqwest::Response::from(response)
 }
 
 #[cfg(test)]

@@ -1,84 +1,10 @@
 //! One API error out of every error shape seen in the wild (OpenAI's envelope, OpenRouter's
 //! integer codes, Gemini's arrays, string and `detail` errors: [`ErrorShape`] lists them).
 
-use std::fmt;
-
 use serde_json::{Map, Value};
 
 use super::Report;
-use crate::evidence::{Violation, Warning, str_enum};
-
-str_enum! {
-    /// The shape an error body came in, tried in this order.
-    #[non_exhaustive]
-    pub enum ErrorShape {
-        /// OpenAI's envelope `{"error":{"message","type","param","code"}}`, and gateways'
-        /// variants of it (OpenRouter's integer `code` and `metadata`, Groq's `status_code`).
-        Envelope => "envelope",
-        /// Gemini's OpenAI layer: `[{"error":{"code":400,"message","status"}}]`.
-        Array => "array",
-        /// `{"error":"Model not found"}`.
-        StringError => "string_error",
-        /// vLLM's older `{"object":"error","message","type","param","code"}`.
-        ObjectError => "object_error",
-        /// `{"type":"error","error":{…}}`: Anthropic's native errors, and the nested error
-        /// event of OpenAI's Responses streams.
-        TypedEnvelope => "typed_envelope",
-        /// `{"type":"error","code","message","param"}`: the Responses spec's error event.
-        Flat => "flat",
-        /// FastAPI's `{"detail": …}`.
-        Detail => "detail",
-        /// A bare `{"message": …}`.
-        Message => "message",
-    }
-}
-
-/// An error's `code`: a string (OpenAI), an integer (OpenRouter, vLLM, Gemini).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// `"invalid_api_key"`, `"rate_limit_exceeded"`, …
-    Text(String),
-    /// `429`, `400`, …
-    Number(i64),
-}
-
-impl ErrorCode {
-    /// The code as text: a text code as it is, a number in decimal.
-    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
-        match self {
-            ErrorCode::Text(s) => std::borrow::Cow::Borrowed(s),
-            ErrorCode::Number(n) => std::borrow::Cow::Owned(n.to_string()),
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorCode::Text(s) => f.write_str(s),
-            ErrorCode::Number(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-/// An API error, normalised from any known shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ApiError {
-    /// The provider's message. Free text that may quote the request or a key's prefix: show it
-    /// to the caller, never put it in telemetry.
-    pub message: String,
-    /// `error.type` (`invalid_request_error`, `insufficient_quota`, …; Gemini's `status`).
-    pub error_type: Option<String>,
-    /// `error.code`, string or integer; `None` when null or absent.
-    pub code: Option<ErrorCode>,
-    /// `error.param`.
-    pub param: Option<String>,
-    /// A status the body itself states (`status_code`, Gemini's integer `code`).
-    pub status: Option<u16>,
-    /// Which shape the body came in.
-    pub shape: ErrorShape,
-}
+use crate::evidence::{ApiError, ErrorCode, ErrorShape, Violation, Warning};
 
 impl ApiError {
     /// Normalises an error body, or `None` when it is not JSON in any known error shape.

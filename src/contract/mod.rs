@@ -41,8 +41,10 @@ mod stream;
 mod template;
 mod view;
 
+pub use crate::evidence::{
+    ApiError, ContractVerdict, ErrorCode, ErrorShape, ResponseFacts, TokenUsage,
+};
 pub(crate) use capture::Capture;
-pub use error::{ApiError, ErrorCode, ErrorShape};
 pub use stream::StreamChecker;
 
 use http::StatusCode;
@@ -69,114 +71,12 @@ pub enum Mode {
     Strict,
 }
 
-/// Token counts reported by the response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct TokenUsage {
-    /// `prompt_tokens` (Chat) or `input_tokens` (Responses).
-    pub input_tokens: Option<u64>,
-    /// `completion_tokens` (Chat) or `output_tokens` (Responses).
-    pub output_tokens: Option<u64>,
-    /// Input tokens served from the provider's prompt cache (part of `input_tokens`): Chat
-    /// `prompt_tokens_details.cached_tokens`, Responses `input_tokens_details.cached_tokens`,
-    /// DeepSeek `prompt_cache_hit_tokens`.
-    pub cache_read_input_tokens: Option<u64>,
-    /// Input tokens written to the provider's prompt cache (part of `input_tokens`):
-    /// `cache_write_tokens` in the same details object, where the provider reports it.
-    pub cache_write_input_tokens: Option<u64>,
-    /// Output tokens spent on reasoning (part of `output_tokens`): Chat
-    /// `completion_tokens_details.reasoning_tokens`, Responses
-    /// `output_tokens_details.reasoning_tokens`.
-    pub reasoning_output_tokens: Option<u64>,
-}
-
-/// Facts a body reported, for telemetry. None of them is secret or free text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ResponseFacts {
-    /// The response's id (`chatcmpl-…`, `resp_…`).
-    pub response_id: Option<String>,
-    /// The model that answered.
-    pub response_model: Option<String>,
-    /// One finish reason per choice (Chat). For Responses: `stop` or `tool_calls` when
-    /// `completed`, the `incomplete_details.reason` when `incomplete`, `error` when `failed`,
-    /// `cancelled` when cancelled.
-    pub finish_reasons: Vec<String>,
-    /// Token usage, when the body reported it.
-    pub usage: Option<TokenUsage>,
-    /// SSE events seen (0 for a non-streaming body).
-    pub events: u64,
-    /// Choices returned (Chat): the array's length, or one more than the highest streamed
-    /// index.
-    pub choices: Option<u64>,
-    /// Whether the answer called tools (Chat `tool_calls`, Responses `function_call` items).
-    pub tool_calls: bool,
-    /// The service tier that served the request (`service_tier`: `default`, `flex`, `priority`,
-    /// …). For a Responses stream, the terminal event's, which reports the tier actually used.
-    pub service_tier: Option<String>,
-    /// The backend configuration that answered (Chat `system_fingerprint`).
-    pub system_fingerprint: Option<String>,
-    /// The completion's text, cut at the configured length: only when content capture is on
-    /// ([`Telemetry::with_content_capture`](crate::telemetry::Telemetry::with_content_capture)).
-    pub output_text: Option<String>,
-}
-
-/// The result of checking one body.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ContractVerdict {
-    /// `pass`, `fail` or `skipped`.
-    pub parse_check: ParseCheck,
-    /// The first hard violation (set exactly when `parse_check` is `fail`).
-    pub violation: Option<Violation>,
-    /// Byte offset in the body where the violation was found, when it is known (the start of
-    /// the offending SSE event, or the end of a truncated stream).
-    pub violation_offset: Option<u64>,
-    /// Why the body was not checked (set exactly when `parse_check` is `skipped`).
-    pub skip_reason: Option<SkipReason>,
-    /// Tolerated deviations.
-    pub warnings: Warnings,
-    /// The API's error, when the body carried one (a non-2xx envelope, an error payload in a
-    /// 2xx, an in-stream error event, a `failed` Responses object). Its `message` is the
-    /// provider's text and may quote the request: it is for the caller, never for telemetry.
-    pub api_error: Option<ApiError>,
-    /// What the body said about itself.
-    pub facts: ResponseFacts,
-}
-
 impl ContractVerdict {
-    /// A verdict for a body that was not checked.
-    pub fn skipped(reason: SkipReason) -> Self {
-        Self {
-            parse_check: ParseCheck::Skipped,
-            violation: None,
-            violation_offset: None,
-            skip_reason: Some(reason),
-            warnings: Warnings::default(),
-            api_error: None,
-            facts: ResponseFacts::default(),
-        }
-    }
-
-    /// A verdict for a body that kept its contract, with nothing else known.
-    pub(crate) fn passed() -> Self {
-        Self {
-            parse_check: ParseCheck::Pass,
-            skip_reason: None,
-            ..Self::skipped(SkipReason::NoBody)
-        }
-    }
-
     /// A verdict for a body that failed before it could be checked.
     pub(crate) fn failed(violation: Violation) -> Self {
         let mut report = Report::new(Mode::Compat);
         report.fail(violation);
         report.into_verdict()
-    }
-
-    /// `parse_check == pass`.
-    pub fn is_pass(&self) -> bool {
-        self.parse_check == ParseCheck::Pass
     }
 }
 

@@ -4,8 +4,8 @@ use std::fmt;
 
 use http::StatusCode;
 
+use super::verdict::{ApiError, ContractVerdict};
 use super::{FallbackDecision, ParseCheck, StatusClass, Violation, WafKind, WafVerdict, str_enum};
-use crate::contract::{ApiError, ContractVerdict};
 
 str_enum! {
     /// Why no response arrived (attribute `error.type` when `status_class=transport_error`).

@@ -5,11 +5,25 @@
 //! metric labels, so they never change once released.
 
 pub mod attr;
+mod call;
 mod decision;
+pub mod metric;
+mod records;
 mod surface;
+pub(crate) mod verdict;
 mod waf;
 
+pub(crate) use call::CallFacts;
+pub use call::{Evidence, EvidenceHandle};
 pub use decision::{DecisionPolicy, DecisionTable, Outcome, Rule, TransportErrorKind, decide};
+pub use records::{
+    AttemptRecord, FailoverRecord, FailoverStop, Hop, HopReason, PassReason, PassedOver,
+    RetryRecord, StopReason, WaitReason,
+};
+pub(crate) use records::{CallLog, Leg};
+pub use verdict::{
+    ApiError, ContractVerdict, ErrorCode, ErrorShape, ResponseFacts, TokenUsage, VerdictHandle,
+};
 pub use waf::{WafKind, WafVendor, WafVerdict};
 
 use std::fmt;

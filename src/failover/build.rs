@@ -123,7 +123,7 @@ impl FailoverBuilder {
         mut self,
         provider: &impl opentelemetry::metrics::MeterProvider,
     ) -> Self {
-        self.settings.meter = Some(provider.meter_with_scope(crate::telemetry::scope()));
+        self.settings.meter = Some(provider.meter_with_scope(crate::evidence::metric::scope()));
         self
     }
 

@@ -15,122 +15,14 @@ use super::stream::{CommitPoint, Committed, read_to_commit};
 use super::upstream::Upstream;
 use crate::contract::ContractVerdict;
 use crate::error::{Error, ErrorKind};
+use crate::evidence::CallFacts;
 use crate::evidence::{
-    ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, StatusClass, TransportErrorKind,
-    Violation, WafKind, WafVerdict, str_enum,
+    ApiSurface, DecisionPolicy, DecisionTable, FailoverRecord, FailoverStop, FallbackDecision, Hop,
+    HopReason, PassReason, PassedOver, StatusClass, TransportErrorKind, Violation, WafKind,
+    WafVerdict,
 };
 use crate::extensions::{CallBounds, CallScope};
-use crate::guard::CallFacts;
 use crate::inspect::VerdictHandle;
-
-str_enum! {
-    /// Why a call moved from one upstream to the next (attribute and metric label
-    /// `failover.reason`).
-    #[non_exhaustive]
-    pub enum HopReason {
-        /// A 5xx, or an answer out of its contract (HTML, an error in a 2xx, a cut stream).
-        UpstreamFailed => "upstream_failed",
-        /// No response: connect, reset, timeout.
-        TransportError => "transport_error",
-        /// 429 after the retry layer's retries (or over its wait cap).
-        RateLimited => "rate_limited",
-        /// `insufficient_quota`: a quota never clears in seconds.
-        QuotaExhausted => "quota_exhausted",
-        /// `context_length_exceeded`: to an upstream with a larger context window.
-        ContextLength => "context_length",
-        /// A stream that failed, stalled or stayed silent before it was handed to the caller.
-        StreamFailed => "stream_failed",
-        /// Another `fallback` decision of the policy.
-        Policy => "policy",
-    }
-}
-
-str_enum! {
-    /// Why the failover layer stopped moving on (attribute `failover.stop_reason`).
-    #[non_exhaustive]
-    pub enum FailoverStop {
-        /// An upstream's answer was decided `none` or `hold`.
-        Decided => "decided",
-        /// The hops allowed ran out.
-        HopsExhausted => "hops_exhausted",
-        /// No further upstream serves the request (surface, state, same edge as a wall).
-        NoEligibleUpstream => "no_eligible_upstream",
-        /// The shared retry budget is spent.
-        BudgetExhausted => "budget_exhausted",
-        /// The call's deadline has passed.
-        Deadline => "deadline",
-        /// The request continues server-side state that lives on one upstream only.
-        StateAffinity => "state_affinity",
-        /// The request's body is a stream and cannot be resent.
-        NotCloneable => "not_cloneable",
-    }
-}
-
-str_enum! {
-    /// Why an upstream was passed over without being sent the call (attribute
-    /// `failover.reason` on the event `llm_guard.failover_passed_over`).
-    #[non_exhaustive]
-    pub enum PassReason {
-        /// Its own key could not be resolved (the variable unset or empty): it is never sent
-        /// the caller's instead.
-        CredentialUnresolved => "credential_unresolved",
-        /// Its own key is no valid header value.
-        CredentialInvalid => "credential_invalid",
-    }
-}
-
-/// An upstream the call passed over, without a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PassedOver {
-    /// The upstream.
-    pub upstream: Arc<str>,
-    /// Why.
-    pub reason: PassReason,
-}
-
-/// One move from an upstream to the next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Hop {
-    /// The upstream left.
-    pub from: Arc<str>,
-    /// The upstream tried next.
-    pub to: Arc<str>,
-    /// Why.
-    pub reason: HopReason,
-}
-
-/// What the failover layer did for a call, in the response's (and the request's) extensions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FailoverRecord {
-    /// The upstreams tried, in order.
-    pub tried: Vec<Arc<str>>,
-    /// The moves between them.
-    pub hops: Vec<Hop>,
-    /// The upstreams passed over without a request, and why.
-    pub passed_over: Vec<PassedOver>,
-    /// Why it stopped where it did.
-    pub stop: Option<FailoverStop>,
-    /// Set when a stream cut after its commit point was continued on another upstream.
-    continued_on: Arc<std::sync::OnceLock<Arc<str>>>,
-}
-
-impl FailoverRecord {
-    /// The upstream whose answer (or error) was handed back: the one that continued a cut
-    /// stream, when one did.
-    pub fn served_by(&self) -> Option<&str> {
-        self.continued_on()
-            .or_else(|| self.tried.last().map(|s| &**s))
-    }
-
-    /// The upstream that continued a stream cut after its commit point (known once the
-    /// continuation answered).
-    pub fn continued_on(&self) -> Option<&str> {
-        self.continued_on.get().map(|s| &**s)
-    }
-}
 
 /// Default bound on remembered response ids.
 pub const DEFAULT_AFFINITY_CAPACITY: usize = 10_000;
@@ -568,7 +460,7 @@ impl Failover {
     ) -> reqwest_middleware::Result<Response> {
         self.shared.registered.get_or_init(|| {
             let meter = self.shared.settings.meter.clone().unwrap_or_else(|| {
-                opentelemetry::global::meter_with_scope(crate::telemetry::scope())
+                opentelemetry::global::meter_with_scope(crate::evidence::metric::scope())
             });
             super::metrics::register(&meter, &self.shared);
         });
@@ -721,7 +613,7 @@ impl Failover {
             match (&stream, decision, result) {
                 (Some(stream), FallbackDecision::None, Ok(response)) => {
                     let settings = &shared.settings;
-                    let (parts, body, url) = crate::inspect::split(response);
+                    let (parts, body, url) = crate::redact::split(response);
                     let read =
                         read_to_commit(body, settings.commit, first_token, settings.idle, stream)
                             .await;
@@ -762,7 +654,7 @@ impl Failover {
                             outer = Some(caller);
                         }
                         let mut response =
-                            crate::inspect::join(parts, reqwest::Body::wrap(body), url);
+                            crate::redact::join(parts, reqwest::Body::wrap(body), url);
                         if let Some(caller) = outer {
                             // The call is judged by the whole answer, continued or not.
                             response.extensions_mut().insert(caller);
@@ -790,7 +682,7 @@ impl Failover {
                         verdict,
                         None,
                     );
-                    result = Ok(crate::inspect::join(parts, reqwest::Body::wrap(body), url));
+                    result = Ok(crate::redact::join(parts, reqwest::Body::wrap(body), url));
                 }
                 (_, _, r) => {
                     permit.record(breaker_outcome(decision, status, waf.as_ref(), server_wait));

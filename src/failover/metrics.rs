@@ -7,7 +7,7 @@ use opentelemetry::{KeyValue, StringValue};
 
 use super::breaker::{Breaker, BreakerState};
 use crate::evidence::attr;
-use crate::telemetry::metric;
+use crate::evidence::metric;
 
 /// What holds the breakers: each upstream's name and breaker.
 pub(super) trait Breakers: Send + Sync + 'static {

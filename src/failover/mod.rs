@@ -135,10 +135,10 @@ pub use breaker::{
     Breaker, BreakerConfig, BreakerState, CallOutcome, Permit, least_recently_failed,
 };
 
+pub use crate::evidence::{FailoverRecord, FailoverStop, Hop, HopReason, PassReason, PassedOver};
 pub use build::{FailoverBuilder, FailoverHandle};
 pub use layer::{
     DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Failover,
-    FailoverRecord, FailoverStop, Hop, HopReason, PassReason, PassedOver,
 };
 pub use stream::{CommitPoint, FIRST_CONTENT_MAX_HELD};
 pub use upstream::{Credential, InvalidBaseUrl, Upstream};

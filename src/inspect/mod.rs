@@ -48,9 +48,8 @@
 //! ```
 
 mod body;
-mod verdict;
 
-pub use verdict::VerdictHandle;
+pub use crate::evidence::VerdictHandle;
 
 use std::future::{Future as _, poll_fn};
 use std::pin::{Pin, pin};
@@ -61,7 +60,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{Extensions, Method};
 use http_body::Body as _;
-use reqwest::{Request, Response, ResponseBuilderExt};
+use reqwest::{Request, Response};
+
+use crate::redact::{join, split};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
@@ -343,8 +344,6 @@ impl Middleware for Inspect {
     }
 }
 
-/// For a response whose body the layer does not read: the verdict, and a wall known from the
-/// headers alone.
 /// The verdict of a response that went through the inspect layer: the checked body's, or a
 /// streaming body's once it has arrived (after the body was read to its end or dropped).
 ///
@@ -357,39 +356,17 @@ impl Middleware for Inspect {
 /// # Ok(()) }
 /// ```
 pub fn verdict(response: &Response) -> Option<ContractVerdict> {
-    let ext = response.extensions();
-    ext.get::<ContractVerdict>()
-        .cloned()
-        .or_else(|| ext.get::<VerdictHandle>().and_then(VerdictHandle::get))
+    crate::evidence::verdict::of_response(response)
 }
 
+/// For a response whose body the layer does not read: the verdict, and a wall known from the
+/// headers alone.
 fn with_verdict(mut response: Response, verdict: ContractVerdict) -> Response {
     if let Some(wall) = waf::classify_headers(response.headers()) {
         response.extensions_mut().insert(wall);
     }
     response.extensions_mut().insert(verdict);
     response
-}
-
-pub(crate) fn split(response: Response) -> (http::response::Parts, reqwest::Body, reqwest::Url) {
-    let url = response.url().clone();
-    let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
-    (parts, body, url)
-}
-
-pub(crate) fn join(
-    parts: http::response::Parts,
-    body: reqwest::Body,
-    url: reqwest::Url,
-) -> Response {
-    // `url` travels in a private extension that only reqwest's builder can set.
-    let mut response = http::Response::from_parts(parts, body);
-    if let Ok(with_url) = http::Response::builder().url(url).body(()) {
-        response
-            .extensions_mut()
-            .extend(with_url.into_parts().0.extensions);
-    }
-    Response::from(response)
 }
 
 enum Read {

@@ -5,20 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
-use crate::evidence::str_enum;
-
-str_enum! {
-    /// Why a retry waited as long as it did.
-    #[non_exhaustive]
-    pub enum WaitReason {
-        /// The policy's backoff: no usable server hint.
-        Backoff => "backoff",
-        /// The server's `retry-after` header (seconds or an HTTP date).
-        RetryAfter => "retry_after",
-        /// The server's `retry-after-ms` header (OpenAI, Azure).
-        RetryAfterMs => "retry_after_ms",
-    }
-}
+use crate::evidence::WaitReason;
 
 /// The wait the server asked for, and from which header. `retry-after-ms` wins over
 /// `retry-after`; unparseable or negative values are ignored; a date in the past is a zero

@@ -65,11 +65,12 @@
 //! ```
 
 mod after;
-mod budget;
 mod strategy;
 
-pub use after::{WaitReason, server_wait, should_retry_header};
-pub use budget::RetryBudget;
+pub use crate::budget::RetryBudget;
+pub use crate::evidence::{AttemptRecord, RetryRecord, StopReason, WaitReason};
+pub use crate::extensions::CurrentAttempt;
+pub use after::{server_wait, should_retry_header};
 pub use strategy::{On429, OpenAiSdk, RefuseWalls};
 
 use std::sync::Arc;
@@ -82,105 +83,8 @@ use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStra
 use retry_policies::policies::ExponentialBackoff;
 
 use crate::error::{Error, ErrorKind};
-use crate::evidence::{DecisionTable, WafKind, WafVerdict, str_enum};
+use crate::evidence::{DecisionTable, WafKind, WafVerdict};
 use crate::extensions::{CallBounds, CallScope};
-
-str_enum! {
-    /// Why the retry layer stopped after an attempt.
-    #[non_exhaustive]
-    pub enum StopReason {
-        /// The strategy found nothing to retry (a success, usually).
-        Done => "done",
-        /// The strategy called the failure fatal.
-        NotRetryable => "not_retryable",
-        /// A WAF or bot wall answered: never retried (an edge's rate limit excepted, retried
-        /// after its Retry-After like a 429).
-        WafWall => "waf_wall",
-        /// A 403: never retried.
-        Forbidden => "forbidden",
-        /// The server said `x-should-retry: false`.
-        ShouldRetryFalse => "x_should_retry_false",
-        /// The server asked to wait longer than the cap.
-        RetryAfterOverCap => "retry_after_over_cap",
-        /// The policy's retries ran out.
-        AttemptsExhausted => "attempts_exhausted",
-        /// The next attempt would start after the deadline.
-        Deadline => "deadline",
-        /// The shared retry budget is spent.
-        BudgetExhausted => "budget_exhausted",
-        /// The attempt got no headers within the layer's time-to-headers limit: a silent route
-        /// is not retried.
-        TimeToHeaders => "time_to_headers",
-        /// The API said the account's quota is spent (`insufficient_quota`): no wait clears it.
-        InsufficientQuota => "insufficient_quota",
-        /// Another retry layer is in charge of this call (nested guards, or an outer retry
-        /// layer re-running the stack): this one made a single attempt.
-        Nested => "nested",
-    }
-}
-
-impl StopReason {
-    /// Whether the layer gave up on a failure it would otherwise have retried (the call's
-    /// decision is then `fallback`).
-    pub fn is_exhausted(self) -> bool {
-        matches!(
-            self,
-            Self::RetryAfterOverCap
-                | Self::AttemptsExhausted
-                | Self::Deadline
-                | Self::BudgetExhausted
-        )
-    }
-}
-
-/// The attempt the rest of the stack is running, in the request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CurrentAttempt {
-    /// 0 for the first attempt: `http.request.resend_count`.
-    pub resend_count: u32,
-    /// The leg of the call (the upstream, under failover) it belongs to.
-    pub(crate) leg: usize,
-}
-
-/// What happened to one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AttemptRecord {
-    /// 0 for the first attempt.
-    pub resend_count: u32,
-    /// The status, or `None` for a transport error.
-    pub status: Option<StatusCode>,
-    /// The wall that answered, if one did.
-    pub waf: Option<WafVerdict>,
-    /// The wait before the next attempt and why that long; `None` on the last attempt.
-    pub retry_after: Option<(Duration, WaitReason)>,
-    /// Why the layer stopped; `None` on a retried attempt.
-    pub stop: Option<StopReason>,
-    /// The wait the server asked for (`retry-after-ms`, `retry-after`), whether or not it was
-    /// honoured: a circuit breaker stays open at least that long.
-    pub server_wait: Option<Duration>,
-}
-
-/// Every attempt of a call, left in the request's and the response's extensions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RetryRecord {
-    /// The attempts, first to last.
-    pub attempts: Vec<AttemptRecord>,
-}
-
-impl RetryRecord {
-    /// Retries made (`retry_count`): 0 when the first attempt stood.
-    pub fn retries(&self) -> u32 {
-        u32::try_from(self.attempts.len().saturating_sub(1)).unwrap_or(u32::MAX)
-    }
-
-    /// Why the layer stopped.
-    pub fn stop_reason(&self) -> Option<StopReason> {
-        self.attempts.last().and_then(|a| a.stop)
-    }
-}
 
 /// The retry middleware. See the [module docs](self).
 #[derive(Debug, Clone)]

@@ -11,21 +11,14 @@ use reqwest_middleware::{Middleware, Next};
 
 use super::Shared;
 use super::attributes::{method_name, waf_attributes};
-use super::call::CallContext;
 use super::propagation::{inject, parent_context};
 use crate::contract::ContractVerdict;
+use crate::evidence::RetryRecord;
 use crate::evidence::{
     ApiSurface, FallbackDecision, StatusClass, TransportErrorKind, WafVerdict, attr,
 };
 use crate::extensions::CallScope;
-use crate::retry::{CurrentAttempt, RetryRecord};
-
-/// The last attempt's span, left open until the retry layer's decision about it is known.
-#[derive(Clone)]
-pub(crate) struct PendingAttempt {
-    cx: Context,
-    ended: SystemTime,
-}
+use crate::extensions::{CallContext, CurrentAttempt, PendingAttempt};
 
 impl PendingAttempt {
     /// Ends the attempt's span with the decision about it (and, when retried, the wait).
@@ -73,22 +66,23 @@ impl Middleware for AttemptTelemetry {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
+        // Inside a call layer that records spans: its span and tracer. Outside one: this
+        // layer's own settings, and its own slot for the attempt left open.
         let call = if let Some(call) = extensions.get::<CallContext>() {
             call.clone()
         } else {
-            // Alone: this layer keeps its own slot for the attempt left open.
+            if !self.own.export {
+                return next.run(req, extensions).await;
+            }
             let call = CallContext {
                 cx: parent_context(),
-                shared: self.own.clone(),
+                tracer: self.own.tracer_arc(),
                 pending: Arc::default(),
             };
             extensions.insert(call.clone());
             call
         };
-        let (parent, shared) = (call.cx.clone(), call.shared.clone());
-        if !shared.export {
-            return next.run(req, extensions).await;
-        }
+        let parent = call.cx.clone();
         let resend = extensions
             .get::<CurrentAttempt>()
             .map_or(0, |a| a.resend_count);
@@ -128,7 +122,7 @@ impl Middleware for AttemptTelemetry {
                 opentelemetry::StringValue::from(upstream),
             ));
         }
-        let tracer = shared.tracer();
+        let tracer = &*call.tracer;
         let span = tracer
             .span_builder(method_name(req.method()))
             .with_kind(SpanKind::Client)

@@ -4,7 +4,6 @@ use std::borrow::Cow;
 
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
-use super::request::RequestParams;
 use crate::contract::ContractVerdict;
 use crate::evidence::{ApiSurface, TransportErrorKind, WafVerdict, attr};
 
@@ -164,7 +163,7 @@ pub(super) fn error_type(
 }
 
 pub(super) fn truncated(s: &str) -> String {
-    super::request::truncate(s, MAX_ID_CHARS).into_owned()
+    truncate(s, MAX_ID_CHARS).into_owned()
 }
 
 /// A count as an attribute value (counts past `i64::MAX` are not recorded).
@@ -263,68 +262,6 @@ fn finish_reasons(v: &ContractVerdict, streamed: bool) -> Option<Vec<StringValue
     Some(reasons)
 }
 
-/// What the request asked for, as the conventions' `gen_ai.request.*` attributes (never its
-/// messages), and the `openai.*` request attribute for provider `openai`.
-pub(super) fn request_attributes(p: &RequestParams, flavor: Flavor, kv: &mut Vec<KeyValue>) {
-    kv.push(KeyValue::new(
-        attr::GEN_AI_REQUEST_STREAM,
-        p.stream.unwrap_or(false),
-    ));
-    for (name, n) in [
-        (attr::GEN_AI_REQUEST_MAX_TOKENS, p.max_tokens),
-        (attr::GEN_AI_REQUEST_TOP_K, p.top_k),
-        (attr::GEN_AI_REQUEST_SEED, p.seed),
-        // The conventions ask for it only when it is not 1.
-        (
-            attr::GEN_AI_REQUEST_CHOICE_COUNT,
-            p.choice_count.filter(|&n| n != 1),
-        ),
-    ] {
-        if let Some(n) = n {
-            kv.push(KeyValue::new(name, n));
-        }
-    }
-    for (name, x) in [
-        (attr::GEN_AI_REQUEST_TEMPERATURE, p.temperature),
-        (attr::GEN_AI_REQUEST_TOP_P, p.top_p),
-        (attr::GEN_AI_REQUEST_FREQUENCY_PENALTY, p.frequency_penalty),
-        (attr::GEN_AI_REQUEST_PRESENCE_PENALTY, p.presence_penalty),
-    ] {
-        if let Some(x) = x {
-            kv.push(KeyValue::new(name, x));
-        }
-    }
-    if !p.stop_sequences.is_empty() {
-        kv.push(KeyValue::new(
-            attr::GEN_AI_REQUEST_STOP_SEQUENCES,
-            Value::Array(Array::String(p.stop_sequences.clone())),
-        ));
-    }
-    for (name, s) in [
-        (attr::GEN_AI_REQUEST_REASONING_LEVEL, &p.reasoning_level),
-        (
-            attr::GEN_AI_REQUEST_PREVIOUS_RESPONSE_ID,
-            &p.previous_response_id,
-        ),
-        (attr::GEN_AI_CONVERSATION_ID, &p.conversation_id),
-    ] {
-        if let Some(s) = s {
-            kv.push(KeyValue::new(name, s.clone()));
-        }
-    }
-    if let Some(output) = p.output_type {
-        kv.push(KeyValue::new(attr::GEN_AI_OUTPUT_TYPE, output));
-    }
-    if flavor.openai
-        && let Some(tier) = &p.service_tier
-    {
-        kv.push(KeyValue::new(
-            attr::OPENAI_REQUEST_SERVICE_TIER,
-            tier.clone(),
-        ));
-    }
-}
-
 /// `gen_ai.output.messages` for captured completion text: the conventions' JSON, one assistant
 /// message with the text as its one part (already cut by the capture, so the JSON is whole).
 /// v1.41's schema requires the message's `finish_reason`; the latest deprecates it for
@@ -367,11 +304,20 @@ pub(super) fn waf_attributes(waf: &WafVerdict, kv: &mut Vec<KeyValue>) {
     }
 }
 
+/// At most `max` characters of `s`, cut on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
+        None => Cow::Borrowed(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::contract::{Mode, check_body};
     use crate::evidence::{WafKind, WafVendor};
+    use crate::telemetry::request::{RequestParams, request_attributes};
     use http::StatusCode;
 
     fn find<'a>(kv: &'a [KeyValue], key: &str) -> Option<&'a Value> {

@@ -9,33 +9,22 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use super::attempt::PendingAttempt;
 use super::attributes::{
-    Flavor, Operation, error_type, method_name, output_messages, request_attributes,
-    verdict_attributes, waf_attributes,
+    Flavor, Operation, error_type, method_name, output_messages, verdict_attributes, waf_attributes,
 };
 use super::findings::{self, Phase};
 use super::propagation::{inject, parent_context};
-use super::request::{self, RequestFacts};
+use super::request::{self, RequestFacts, request_attributes};
 use super::{Shared, Telemetry};
 use crate::contract::ContractVerdict;
+use crate::evidence::CallLog;
 use crate::evidence::{
     ApiSurface, ParseCheck, SkipReason, TransportErrorKind, Violation, WafVerdict, attr,
 };
-use crate::extensions::{CallLog, CallScope, CaptureContent};
-use crate::guard::{CallFacts, Evidence, EvidenceHandle};
+use crate::evidence::{CallFacts, Evidence, EvidenceHandle};
+use crate::extensions::{CallContext, CallScope, CaptureContent, PendingAttempt};
 use crate::inspect::VerdictHandle;
 use crate::lint::{self, ModelFamily, Returned};
-
-/// The call span's context and the call layer's settings, for the attempt layer.
-#[derive(Clone)]
-pub(crate) struct CallContext {
-    pub(crate) cx: Context,
-    pub(crate) shared: Arc<Shared>,
-    /// The last attempt's span, left open by the attempt layer until the call's decision
-    /// about it is known: the call layer's slot, which the attempt layer fills.
-    pub(crate) pending: Arc<std::sync::Mutex<Option<PendingAttempt>>>,
-}
 
 /// Everything the call's end needs, moved into the stream callback when the call streams.
 /// Dropped without being finished (the caller dropped the call's future, or a stream's
@@ -332,7 +321,7 @@ impl Middleware for Telemetry {
             inject(&cx, &mut req);
             extensions.insert(CallContext {
                 cx: cx.clone(),
-                shared: shared.clone(),
+                tracer: shared.tracer_arc(),
                 pending: pending.clone(),
             });
             (Some(cx), Some(facts))

@@ -99,14 +99,15 @@ pub mod otlp;
 mod propagation;
 mod request;
 
+pub use crate::evidence::metric;
 pub use attempt::AttemptTelemetry;
-pub use metrics::{DURATION_BUCKETS, TOKEN_BUCKETS, name as metric};
+pub use metrics::{DURATION_BUCKETS, TOKEN_BUCKETS};
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::metrics::Meter;
-use opentelemetry::{InstrumentationScope, StringValue, global};
+use opentelemetry::{StringValue, global};
 
 use crate::evidence::{DecisionPolicy, DecisionTable};
 use crate::extensions::CallBounds;
@@ -121,13 +122,7 @@ pub const OTEL_SEMCONV_STABILITY_OPT_IN: &str = "OTEL_SEMCONV_STABILITY_OPT_IN";
 /// The opt-in, in [`OTEL_SEMCONV_STABILITY_OPT_IN`], to the GenAI conventions' current names.
 pub const GEN_AI_LATEST_EXPERIMENTAL: &str = "gen_ai_latest_experimental";
 
-const SCOPE: &str = "reqwest-llm-guard";
-
-pub(crate) fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder(SCOPE)
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-}
+pub(crate) use crate::evidence::metric::scope;
 
 /// The settings of a call layer and its attempt layer.
 #[derive(Clone)]
@@ -156,8 +151,17 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn tracer(&self) -> &global::BoxedTracer {
+        self.tracer_arc_ref()
+    }
+
+    fn tracer_arc_ref(&self) -> &Arc<global::BoxedTracer> {
         self.tracer
             .get_or_init(|| Arc::new(global::tracer_with_scope(scope())))
+    }
+
+    /// The tracer, shared with the attempt layer.
+    fn tracer_arc(&self) -> Arc<global::BoxedTracer> {
+        self.tracer_arc_ref().clone()
     }
 
     fn conventions(&self) -> Conventions {

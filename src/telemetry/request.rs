@@ -12,8 +12,11 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::attributes::{MAX_ID_CHARS, Operation, provider_for_host};
+use opentelemetry::{Array, KeyValue, Value as OtelValue};
+
+use super::attributes::{Flavor, MAX_ID_CHARS, Operation, provider_for_host, truncate};
 use crate::evidence::ApiSurface;
+use crate::evidence::attr;
 use crate::lint::{self, Asked, AskedSummary, Finding, ModelFamily};
 
 /// What the call span records about the request.
@@ -530,11 +533,65 @@ fn shared(s: &str) -> StringValue {
     StringValue::from(Arc::<str>::from(s))
 }
 
-/// At most `max` characters of `s`, cut on a character boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> Cow<'_, str> {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
-        None => Cow::Borrowed(s),
+/// What the request asked for, as the conventions' `gen_ai.request.*` attributes (never its
+/// messages), and the `openai.*` request attribute for provider `openai`.
+pub(super) fn request_attributes(p: &RequestParams, flavor: Flavor, kv: &mut Vec<KeyValue>) {
+    kv.push(KeyValue::new(
+        attr::GEN_AI_REQUEST_STREAM,
+        p.stream.unwrap_or(false),
+    ));
+    for (name, n) in [
+        (attr::GEN_AI_REQUEST_MAX_TOKENS, p.max_tokens),
+        (attr::GEN_AI_REQUEST_TOP_K, p.top_k),
+        (attr::GEN_AI_REQUEST_SEED, p.seed),
+        // The conventions ask for it only when it is not 1.
+        (
+            attr::GEN_AI_REQUEST_CHOICE_COUNT,
+            p.choice_count.filter(|&n| n != 1),
+        ),
+    ] {
+        if let Some(n) = n {
+            kv.push(KeyValue::new(name, n));
+        }
+    }
+    for (name, x) in [
+        (attr::GEN_AI_REQUEST_TEMPERATURE, p.temperature),
+        (attr::GEN_AI_REQUEST_TOP_P, p.top_p),
+        (attr::GEN_AI_REQUEST_FREQUENCY_PENALTY, p.frequency_penalty),
+        (attr::GEN_AI_REQUEST_PRESENCE_PENALTY, p.presence_penalty),
+    ] {
+        if let Some(x) = x {
+            kv.push(KeyValue::new(name, x));
+        }
+    }
+    if !p.stop_sequences.is_empty() {
+        kv.push(KeyValue::new(
+            attr::GEN_AI_REQUEST_STOP_SEQUENCES,
+            OtelValue::Array(Array::String(p.stop_sequences.clone())),
+        ));
+    }
+    for (name, s) in [
+        (attr::GEN_AI_REQUEST_REASONING_LEVEL, &p.reasoning_level),
+        (
+            attr::GEN_AI_REQUEST_PREVIOUS_RESPONSE_ID,
+            &p.previous_response_id,
+        ),
+        (attr::GEN_AI_CONVERSATION_ID, &p.conversation_id),
+    ] {
+        if let Some(s) = s {
+            kv.push(KeyValue::new(name, s.clone()));
+        }
+    }
+    if let Some(output) = p.output_type {
+        kv.push(KeyValue::new(attr::GEN_AI_OUTPUT_TYPE, output));
+    }
+    if flavor.openai
+        && let Some(tier) = &p.service_tier
+    {
+        kv.push(KeyValue::new(
+            attr::OPENAI_REQUEST_SERVICE_TIER,
+            tier.clone(),
+        ));
     }
 }
 

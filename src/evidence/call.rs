@@ -5,15 +5,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use crate::contract::{ApiError, ContractVerdict};
-use crate::evidence::{
-    self, ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, Outcome, ParseCheck,
-    SkipReason, StatusClass, TransportErrorKind, Violation, WafVerdict,
+use super::records::{CallLog, FailoverRecord, FailoverStop, RetryRecord, StopReason};
+use super::verdict::{ApiError, ContractVerdict, VerdictHandle};
+use super::{
+    ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, Outcome, ParseCheck, SkipReason,
+    StatusClass, TransportErrorKind, Violation, WafVerdict,
 };
-use crate::extensions::CallLog;
-use crate::failover::{FailoverRecord, FailoverStop};
-use crate::inspect::VerdictHandle;
-use crate::retry::{RetryRecord, StopReason};
 
 /// What one call left behind: its evidence in one value, for code that acts on it (a failover
 /// loop, a log line). The span and the metrics of the call say the same.
@@ -109,13 +106,13 @@ impl CallFacts<'_> {
     /// The decision alone, as [`decide`](Self::decide) takes it (for the failover layer,
     /// which needs nothing else of the evidence).
     pub(crate) fn decision(&self, policy: &dyn DecisionPolicy) -> FallbackDecision {
-        evidence::decide(policy, &self.outcome())
+        super::decide(policy, &self.outcome())
     }
 
     /// The evidence, decided by `policy`: the one step every call's decision goes through.
     pub(crate) fn decide(&self, policy: &dyn DecisionPolicy) -> Evidence {
         let outcome = self.outcome();
-        let fallback_decision = evidence::decide(policy, &outcome);
+        let fallback_decision = super::decide(policy, &outcome);
         let skip_reason = if self.cancelled {
             Some(SkipReason::Cancelled)
         } else {
@@ -177,7 +174,7 @@ impl Evidence {
     /// The evidence as the extensions say now, with `policy` (else the default table).
     fn from_extensions(response: &reqwest::Response, policy: Option<&dyn DecisionPolicy>) -> Self {
         let ext = response.extensions();
-        let verdict = crate::inspect::verdict(response);
+        let verdict = super::verdict::of_response(response);
         let pending = verdict.is_none() && ext.get::<VerdictHandle>().is_some();
         let log = CallLog::of_records(ext.get::<RetryRecord>(), ext.get::<FailoverRecord>());
         let facts = CallFacts {

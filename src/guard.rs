@@ -1,10 +1,5 @@
 //! The whole stack, in the right order, in one line; and the evidence a call left.
 
-mod evidence;
-
-pub(crate) use evidence::CallFacts;
-pub use evidence::{Evidence, EvidenceHandle};
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +14,7 @@ use crate::retry::{Retry, RetryBudget};
 use crate::telemetry::Telemetry;
 
 /// The layers of this crate, assembled outermost first: the call layer ([`Telemetry`]: the
-/// decision, the [`Evidence`], the call span and the metrics), [`Retry`], the attempt spans,
+/// decision, the [`Evidence`](crate::Evidence), the call span and the metrics), [`Retry`], the attempt spans,
 /// then [`Inspect`].
 ///
 /// ```no_run
@@ -156,7 +151,7 @@ impl Guard {
         self
     }
 
-    /// No spans, no metrics. Calls are still decided and leave their [`Evidence`].
+    /// No spans, no metrics. Calls are still decided and leave their [`Evidence`](crate::Evidence).
     pub fn without_telemetry(mut self) -> Self {
         self.export = false;
         self
@@ -165,7 +160,7 @@ impl Guard {
     /// The policy that decides `fallback_decision` for every call (default:
     /// [`DecisionTable::default`](crate::evidence::DecisionTable)): JSON answers, streams at
     /// their end, transport errors and cancelled calls alike. The span, the metrics and
-    /// [`Evidence`] all carry its decision.
+    /// [`Evidence`](crate::Evidence) all carry its decision.
     pub fn with_decision_policy(mut self, policy: impl DecisionPolicy) -> Self {
         self.policy = Some(Arc::new(policy));
         self
