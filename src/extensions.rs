@@ -47,6 +47,36 @@ pub struct CurrentAttempt {
     pub(crate) leg: usize,
 }
 
+/// A value of the protocol between the layers. Implemented here, and only here, for every type
+/// of the table above: [`put`] and [`put_default`] take nothing else, and they are the only
+/// way the crate writes to an `Extensions` (a test holds the source to both rules).
+pub(crate) trait Protocol: Clone + Send + Sync + 'static {}
+
+impl Protocol for crate::evidence::ApiSurface {}
+impl Protocol for crate::evidence::EvidenceHandle {}
+impl Protocol for CallScope {}
+impl Protocol for CallContext {}
+impl Protocol for CaptureContent {}
+impl Protocol for CurrentAttempt {}
+impl Protocol for RetryRecord {}
+impl Protocol for FailoverRecord {}
+impl Protocol for crate::evidence::WafVerdict {}
+impl Protocol for crate::evidence::ContractVerdict {}
+impl Protocol for crate::evidence::VerdictHandle {}
+
+/// Writes `value` to `extensions` (a request's or a response's).
+pub(crate) fn put<T: Protocol>(extensions: &mut Extensions, value: T) {
+    extensions.insert(value);
+}
+
+/// The value of this type in `extensions`, written from `make` when there is none.
+pub(crate) fn put_default<T: Protocol>(
+    extensions: &mut Extensions,
+    make: impl FnOnce() -> T,
+) -> &mut T {
+    extensions.get_or_insert_with(make)
+}
+
 /// The call span's context and the tracer of the call layer, for the attempt layer (written by
 /// the call layer when it records spans, or by a lone attempt layer for itself).
 #[derive(Clone)]
@@ -124,7 +154,7 @@ impl CallScope {
         }
         let (bounds, policy) = start();
         let scope = Self::start(bounds, policy);
-        extensions.insert(scope.clone());
+        put(extensions, scope.clone());
         (scope, true)
     }
 
@@ -219,5 +249,60 @@ impl std::fmt::Debug for CallScope {
         f.debug_struct("CallScope")
             .field("bounds", &self.bounds)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every write to an `Extensions` in the crate goes through `put` or `put_default`, and
+    /// every type they take is declared a `Protocol` here: a layer cannot slip a value of its
+    /// own into the protocol without this file (and its table) saying so.
+    #[test]
+    fn every_extension_type_is_declared_here_and_written_only_through_put() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut offences = Vec::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).unwrap();
+            // Test code may build extensions as it likes.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let here = path.ends_with("extensions.rs");
+            for (n, line) in code.lines().enumerate() {
+                let line = line.trim_start();
+                if line.starts_with("//") {
+                    continue;
+                }
+                let writes = line.contains("extensions.insert(")
+                    || line.contains("extensions_mut().insert(")
+                    || line.contains(".get_or_insert_with(")
+                        && (line.contains("extensions") || line.contains("ext."));
+                let declares =
+                    line.contains("impl Protocol for") || line.contains("extensions::Protocol for");
+                if (writes || declares) && !here {
+                    offences.push(format!("{}:{}: {line}", path.display(), n + 1));
+                }
+            }
+        }
+        assert!(
+            files.len() > 30,
+            "read the crate's sources: {}",
+            files.len()
+        );
+        assert!(
+            offences.is_empty(),
+            "writes outside extensions.rs:\n{}",
+            offences.join("\n")
+        );
     }
 }

@@ -657,7 +657,7 @@ impl Failover {
                             crate::redact::join(parts, reqwest::Body::wrap(body), url);
                         if let Some(caller) = outer {
                             // The call is judged by the whole answer, continued or not.
-                            response.extensions_mut().insert(caller);
+                            crate::extensions::put(response.extensions_mut(), caller);
                         }
                         record.stop = Some(FailoverStop::Decided);
                         return finish(Ok(response), record, scope);
@@ -822,7 +822,7 @@ fn finish(
 ) -> reqwest_middleware::Result<Response> {
     scope.record_failover(record.clone());
     result.map(|mut r| {
-        r.extensions_mut().insert(record);
+        crate::extensions::put(r.extensions_mut(), record);
         r
     })
 }

@@ -62,6 +62,7 @@ use http::{Extensions, Method};
 use http_body::Body as _;
 use reqwest::{Request, Response};
 
+use crate::extensions::put;
 use crate::redact::{join, split};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
@@ -171,7 +172,7 @@ impl Inspect {
         capture: Option<usize>,
     ) -> Response {
         let mut response = response;
-        response.extensions_mut().insert(surface);
+        put(response.extensions_mut(), surface);
         let status = response.status();
         if surface == ApiSurface::Other {
             return with_verdict(response, ContractVerdict::skipped(SkipReason::OtherSurface));
@@ -222,7 +223,7 @@ impl Inspect {
                         waf::classify(status, &parts.headers, &bytes)
                     };
                     if let Some(wall) = wall {
-                        parts.extensions.insert(wall);
+                        put(&mut parts.extensions, wall);
                     }
                     if let Some(max) = capture {
                         let mut text = Capture::new(surface, max);
@@ -234,7 +235,7 @@ impl Inspect {
                 Read::TooLarge(prefix, rest) => {
                     let head = sniffed(&prefix, cap);
                     if let Some(wall) = waf::classify(status, &parts.headers, head) {
-                        parts.extensions.insert(wall);
+                        put(&mut parts.extensions, wall);
                     }
                     (
                         ContractVerdict::skipped(SkipReason::TooLarge),
@@ -247,7 +248,7 @@ impl Inspect {
                 ),
                 Read::Failed(prefix, error) => {
                     if let Some(wall) = waf::classify_headers(&parts.headers) {
-                        parts.extensions.insert(wall);
+                        put(&mut parts.extensions, wall);
                     }
                     let violation = if error.is_timeout() {
                         Violation::BodyTimeout
@@ -270,7 +271,7 @@ impl Inspect {
                 }
             };
         let mut response = join(parts, body, url);
-        response.extensions_mut().insert(verdict);
+        put(response.extensions_mut(), verdict);
         response
     }
 
@@ -304,9 +305,9 @@ impl Inspect {
     ) -> Response {
         let verdict = VerdictHandle::new();
         if let Some(wall) = waf::classify_headers(&parts.headers) {
-            parts.extensions.insert(wall);
+            put(&mut parts.extensions, wall);
         }
-        parts.extensions.insert(verdict.clone());
+        put(&mut parts.extensions, verdict.clone());
         let body = reqwest::Body::wrap(CheckedBody::new(body, checker, verdict));
         join(parts, body, url)
     }
@@ -363,9 +364,9 @@ pub fn verdict(response: &Response) -> Option<ContractVerdict> {
 /// headers alone.
 fn with_verdict(mut response: Response, verdict: ContractVerdict) -> Response {
     if let Some(wall) = waf::classify_headers(response.headers()) {
-        response.extensions_mut().insert(wall);
+        put(response.extensions_mut(), wall);
     }
-    response.extensions_mut().insert(verdict);
+    put(response.extensions_mut(), verdict);
     response
 }
 

@@ -84,7 +84,7 @@ use retry_policies::policies::ExponentialBackoff;
 
 use crate::error::{Error, ErrorKind};
 use crate::evidence::{DecisionTable, WafKind, WafVerdict};
-use crate::extensions::{CallBounds, CallScope};
+use crate::extensions::{CallBounds, CallScope, put};
 
 /// The retry middleware. See the [module docs](self).
 #[derive(Debug, Clone)]
@@ -405,7 +405,7 @@ impl<P, S> Retry<P, S> {
         scope.record_retry(record.clone());
         result
             .map(|mut r| {
-                r.extensions_mut().insert(record);
+                put(r.extensions_mut(), record);
                 crate::redact::response(r)
             })
             .map_err(crate::redact::error)
@@ -464,10 +464,13 @@ where
             let Some(attempt) = req.try_clone() else {
                 return Err(Error::new(ErrorKind::RequestNotCloneable).into());
             };
-            extensions.insert(CurrentAttempt {
-                resend_count: retries,
-                leg,
-            });
+            put(
+                extensions,
+                CurrentAttempt {
+                    resend_count: retries,
+                    leg,
+                },
+            );
             let result = match self.time_to_headers {
                 Some(limit) => tokio::time::timeout(limit, next.clone().run(attempt, extensions))
                     .await
@@ -495,7 +498,7 @@ where
                     scope.record_retry(record.clone());
                     return result
                         .map(|mut r| {
-                            r.extensions_mut().insert(record);
+                            put(r.extensions_mut(), record);
                             crate::redact::response(r)
                         })
                         .map_err(crate::redact::error);
@@ -510,7 +513,7 @@ where
                         server_wait,
                     });
                     // Inner layers of the next attempt see why this one was retried.
-                    extensions.insert(record.clone());
+                    put(extensions, record.clone());
                     // Free the connection before sleeping.
                     drop(result);
                     tokio::time::sleep(wait).await;

@@ -18,7 +18,7 @@ use crate::evidence::{
     ApiSurface, FallbackDecision, StatusClass, TransportErrorKind, WafVerdict, attr,
 };
 use crate::extensions::CallScope;
-use crate::extensions::{CallContext, CurrentAttempt, PendingAttempt};
+use crate::extensions::{CallContext, CurrentAttempt, PendingAttempt, put, put_default};
 
 impl PendingAttempt {
     /// Ends the attempt's span with the decision about it (and, when retried, the wait).
@@ -79,7 +79,7 @@ impl Middleware for AttemptTelemetry {
                 tracer: self.own.tracer_arc(),
                 pending: Arc::default(),
             };
-            extensions.insert(call.clone());
+            put(extensions, call.clone());
             call
         };
         let parent = call.cx.clone();
@@ -100,7 +100,7 @@ impl Middleware for AttemptTelemetry {
                 previous.finish(FallbackDecision::Retry, extensions.get::<RetryRecord>());
             }
         }
-        let surface = *extensions.get_or_insert_with(|| ApiSurface::of_request(&req));
+        let surface = *put_default(extensions, || ApiSurface::of_request(&req));
         let url = req.url();
         let mut kv = vec![
             KeyValue::new(attr::HTTP_REQUEST_RESEND_COUNT, i64::from(resend)),

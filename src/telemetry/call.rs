@@ -22,7 +22,7 @@ use crate::evidence::{
     ApiSurface, ParseCheck, SkipReason, TransportErrorKind, Violation, WafVerdict, attr,
 };
 use crate::evidence::{CallFacts, Evidence, EvidenceHandle};
-use crate::extensions::{CallContext, CallScope, CaptureContent, PendingAttempt};
+use crate::extensions::{CallContext, CallScope, CaptureContent, PendingAttempt, put, put_default};
 use crate::inspect::VerdictHandle;
 use crate::lint::{self, ModelFamily, Returned};
 
@@ -308,22 +308,25 @@ impl Middleware for Telemetry {
             .unwrap_or_default();
         // For `Evidence::of` on a stream not read to its end yet.
         handle.set_policy(shared.policy.clone());
-        extensions.insert(handle.clone());
+        put(extensions, handle.clone());
         // The call, written once here and read by every layer below.
         let scope = CallScope::start(shared.bounds.clone(), shared.policy.clone());
-        extensions.insert(scope.clone());
-        let surface = *extensions.get_or_insert_with(|| ApiSurface::of_request(&req));
+        put(extensions, scope.clone());
+        let surface = *put_default(extensions, || ApiSurface::of_request(&req));
         // To tell a followed redirect: reqwest follows them inside `send`.
         let sent_to = shared.export.then(|| req.url().clone());
         let pending = Arc::new(std::sync::Mutex::new(None));
         let (cx, facts) = if shared.export {
             let (cx, facts) = start_span(&shared, &req, surface, extensions);
             inject(&cx, &mut req);
-            extensions.insert(CallContext {
-                cx: cx.clone(),
-                tracer: shared.tracer_arc(),
-                pending: pending.clone(),
-            });
+            put(
+                extensions,
+                CallContext {
+                    cx: cx.clone(),
+                    tracer: shared.tracer_arc(),
+                    pending: pending.clone(),
+                },
+            );
             (Some(cx), Some(facts))
         } else {
             (None, None)
@@ -379,7 +382,7 @@ impl Middleware for Telemetry {
                 let mut response = crate::redact::response(response);
                 end.status = Some(response.status());
                 end.waf = response.extensions().get::<WafVerdict>().cloned();
-                response.extensions_mut().insert(handle);
+                put(response.extensions_mut(), handle);
                 if let Some(stream) = response.extensions().get::<VerdictHandle>() {
                     end.streamed = true;
                     let first_chunk = stream.clone();
@@ -461,7 +464,7 @@ fn start_span(
     if let Some(max) = shared.capture
         && facts.operation.is_some()
     {
-        extensions.insert(CaptureContent(max));
+        put(extensions, CaptureContent(max));
         if let Some(body) = req.body().and_then(reqwest::Body::as_bytes) {
             let prompt = request::prompt(body, surface, max);
             if let Some(messages) = prompt.messages {
