@@ -1,25 +1,22 @@
 //! The failover middleware: the call moves to the next eligible upstream only on `fallback`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
-use tokio::time::Instant;
 
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerConfig, CallOutcome, Permit};
-use super::stream::{CommitPoint, Committed, read_to_commit};
+use super::route::{Route, Step};
+use super::stream::CommitPoint;
 use super::upstream::Upstream;
-use crate::contract::ContractVerdict;
-use crate::error::{Error, ErrorKind};
 use crate::evidence::CallFacts;
 use crate::evidence::{
-    ApiSurface, DecisionPolicy, DecisionTable, FailoverRecord, FailoverStop, FallbackDecision, Hop,
-    HopReason, PassReason, PassedOver, StatusClass, TransportErrorKind, Violation, WafKind,
-    WafVerdict,
+    ApiSurface, DecisionPolicy, DecisionTable, FallbackDecision, HopReason, PassReason,
+    StatusClass, WafKind, WafVerdict,
 };
 use crate::extensions::{CallBounds, CallScope};
 use crate::inspect::VerdictHandle;
@@ -38,50 +35,31 @@ pub struct Failover {
     pub(super) shared: Arc<Shared>,
 }
 
-struct Entry {
-    upstream: Upstream,
-    breaker: Breaker,
+pub(super) struct Entry {
+    pub(super) upstream: Upstream,
+    pub(super) breaker: Breaker,
     /// For an upstream that must pass the drill: whether it has, since its breaker last
     /// opened.
     promoted: std::sync::atomic::AtomicBool,
 }
 
 impl Entry {
-    fn promoted(&self) -> bool {
+    pub(super) fn promoted(&self) -> bool {
         !self.upstream.drill || self.promoted.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
 pub(super) struct Shared {
-    entries: Vec<Entry>,
-    settings: Settings,
-    affinity: Mutex<Affinity>,
+    pub(super) entries: Vec<Entry>,
+    pub(super) settings: Settings,
+    pub(super) affinity: Mutex<Affinity>,
     /// Set once the breaker metrics are registered (at the first call).
     registered: std::sync::OnceLock<()>,
 }
 
 impl Shared {
-    /// The upstream a cut Chat stream would be continued on: the next eligible one, not tried,
-    /// not behind a walled host, whose breaker is not open, that declares prefill support.
-    fn continuation_target(
-        &self,
-        eligible: &[usize],
-        tried: &[usize],
-        walled_hosts: &[String],
-    ) -> Option<usize> {
-        eligible.iter().copied().find(|&i| {
-            let e = &self.entries[i];
-            e.upstream.prefill
-                && !tried.contains(&i)
-                && e.upstream
-                    .host()
-                    .is_none_or(|h| !walled_hosts.iter().any(|w| w == h))
-                && e.breaker.state() != super::BreakerState::Open
-        })
-    }
-
     /// An upstream that must pass the drill loses its promotion when its breaker opens.
-    fn demote_if_open(&self, index: usize) {
+    pub(super) fn demote_if_open(&self, index: usize) {
         let entry = &self.entries[index];
         if entry.upstream.drill && entry.breaker.state() == super::BreakerState::Open {
             entry
@@ -105,14 +83,14 @@ pub(crate) const MAX_AFFINITY_ID_BYTES: usize = 256;
 
 /// Response ids this layer saw minted, and by which upstream: bounded in count (oldest
 /// forgotten first) and in length, so at most `capacity` × ~350 bytes.
-struct Affinity {
+pub(super) struct Affinity {
     capacity: usize,
     by_id: HashMap<Arc<str>, usize>,
     order: VecDeque<Arc<str>>,
 }
 
 impl Affinity {
-    fn remember(&mut self, id: &str, upstream: usize) {
+    pub(super) fn remember(&mut self, id: &str, upstream: usize) {
         if self.capacity == 0 || id.len() > MAX_AFFINITY_ID_BYTES || self.by_id.contains_key(id) {
             return;
         }
@@ -127,7 +105,7 @@ impl Affinity {
         self.order.push_back(id);
     }
 
-    fn owner(&self, id: &str) -> Option<usize> {
+    pub(super) fn owner(&self, id: &str) -> Option<usize> {
         self.by_id.get(id).copied()
     }
 }
@@ -233,14 +211,14 @@ impl Shared {
 /// stream, and the state it continues (`previous_response_id`, a `conversation`, or the
 /// response named in a `GET`/`POST …/responses/{id}` path).
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Peek {
-    stream: bool,
-    state_id: Option<String>,
-    conversation: bool,
+pub(super) struct Peek {
+    pub(super) stream: bool,
+    pub(super) state_id: Option<String>,
+    pub(super) conversation: bool,
 }
 
 impl Peek {
-    fn of(req: &Request, surface: ApiSurface) -> Self {
+    pub(super) fn of(req: &Request, surface: ApiSurface) -> Self {
         #[derive(serde::Deserialize)]
         struct Fields<'a> {
             #[serde(default)]
@@ -305,7 +283,7 @@ fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
 }
 
 /// What an upstream's answer means for its breaker.
-fn breaker_outcome(
+pub(super) fn breaker_outcome(
     decision: FallbackDecision,
     status: Option<http::StatusCode>,
     waf: Option<&WafVerdict>,
@@ -321,7 +299,7 @@ fn breaker_outcome(
     }
 }
 
-fn hop_reason(facts: &CallFacts<'_>) -> HopReason {
+pub(super) fn hop_reason(facts: &CallFacts<'_>) -> HopReason {
     let code = facts
         .verdict
         .and_then(|v| v.api_error.as_ref())
@@ -343,76 +321,6 @@ fn hop_reason(facts: &CallFacts<'_>) -> HopReason {
         }
         Some(StatusClass::ServerError | StatusClass::Success) => HopReason::UpstreamFailed,
         Some(_) => HopReason::Policy,
-    }
-}
-
-struct Pick {
-    index: usize,
-    permit: Permit,
-}
-
-impl Shared {
-    /// The next upstream to try: in order, not tried yet, eligible, its breaker willing; for a
-    /// context-length hop, one with a larger window first. When every eligible breaker refuses
-    /// and nothing was tried yet, the one that failed least recently is probed anyway.
-    fn pick(
-        &self,
-        eligible: &[usize],
-        tried: &[usize],
-        walled_hosts: &[String],
-        larger_than: Option<u64>,
-        first: bool,
-    ) -> Option<Pick> {
-        let open: Vec<usize> = eligible
-            .iter()
-            .copied()
-            .filter(|i| !tried.contains(i))
-            .filter(|&i| {
-                self.entries[i]
-                    .upstream
-                    .host()
-                    .is_none_or(|h| !walled_hosts.iter().any(|w| w == h))
-            })
-            .collect();
-        let by_window: Vec<usize> = match larger_than {
-            Some(window) => {
-                let mut larger: Vec<usize> = open
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        self.entries[i]
-                            .upstream
-                            .context_window
-                            .is_some_and(|w| w > window)
-                    })
-                    .collect();
-                let rest: Vec<usize> = open
-                    .iter()
-                    .copied()
-                    .filter(|i| !larger.contains(i))
-                    .collect();
-                larger.extend(rest);
-                larger
-            }
-            None => open.clone(),
-        };
-        for &i in &by_window {
-            if let Some(permit) = self.entries[i].breaker.try_acquire() {
-                return Some(Pick { index: i, permit });
-            }
-        }
-        if first {
-            // Every breaker refuses: probe the one that failed least recently.
-            let index = open
-                .iter()
-                .copied()
-                .min_by_key(|&i| self.entries[i].breaker.last_failure())?;
-            return Some(Pick {
-                index,
-                permit: self.entries[index].breaker.force_probe(),
-            });
-        }
-        None
     }
 }
 
@@ -448,8 +356,7 @@ impl Middleware for Failover {
 }
 
 impl Failover {
-    /// The hop loop: pick an upstream, send, decide; stop, or move on.
-    #[allow(clippy::too_many_lines)]
+    /// The hop loop: pick an upstream, hop to it, decide; stop, or move on.
     async fn route(
         &self,
         req: Request,
@@ -458,299 +365,47 @@ impl Failover {
         surface: ApiSurface,
         scope: &CallScope,
     ) -> reqwest_middleware::Result<Response> {
+        self.register_metrics();
+        let mut route = Route::new(&self.shared, &req, surface, scope)?;
+        // Something is eligible and nothing was tried: there is always a first pick.
+        let mut pick = route.pick();
+        while let Some(picked) = pick.take() {
+            let Some(attempt) = route.request_for(&req, &picked)? else {
+                // Passed over (its key cannot be had): no request, no hop.
+                pick = route.pick();
+                continue;
+            };
+            let index = picked.index;
+            match route
+                .hop(&req, attempt, picked, extensions, next.clone())
+                .await
+            {
+                Step::Stop(answer) => return route.finish(answer),
+                Step::MoveOn(answer, reason, next_pick) => {
+                    route.leave(answer, index, reason);
+                    pick = Some(next_pick);
+                }
+            }
+        }
+        route.nothing_left()
+    }
+
+    /// The breaker metrics, registered at the first call (on the global meter unless one was
+    /// set).
+    fn register_metrics(&self) {
         self.shared.registered.get_or_init(|| {
             let meter = self.shared.settings.meter.clone().unwrap_or_else(|| {
                 opentelemetry::global::meter_with_scope(crate::evidence::metric::scope())
             });
             super::metrics::register(&meter, &self.shared);
         });
-        let shared = &*self.shared;
-        let policy = scope.policy.clone();
-        let Peek {
-            stream,
-            state_id,
-            conversation,
-        } = Peek::of(&req, surface);
-        let wants_stream = stream && shared.settings.first_token.is_some();
-        let mut eligible: Vec<usize> = (0..shared.entries.len())
-            .filter(|&i| shared.entries[i].upstream.serves(surface))
-            .filter(|&i| shared.entries[i].promoted())
-            .collect();
-        let pinned = state_id.is_some() || conversation;
-        if pinned {
-            // State lives on one upstream: the one that minted it, else (not seen here) the
-            // first that serves the surface. Never a hop.
-            let owner = state_id.as_deref().and_then(|id| {
-                shared
-                    .affinity
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .owner(id)
-            });
-            let only = owner
-                .filter(|o| eligible.contains(o))
-                .or_else(|| eligible.first().copied());
-            eligible = only.into_iter().collect();
-        }
-        if eligible.is_empty() {
-            return Err(Error::new(ErrorKind::NoUpstream).into());
-        }
-        let mut record = FailoverRecord::default();
-        // The upstreams tried or passed over: none is picked again.
-        let mut tried: Vec<usize> = Vec::new();
-        let mut walled_hosts: Vec<String> = Vec::new();
-        // The failure being left and why, held until the next upstream is really sent the call
-        // (handed back if none is).
-        let mut left: Option<(reqwest_middleware::Result<Response>, Arc<str>, HopReason)> = None;
-        let mut larger_than = None;
-        // Eligible is not empty and nothing was tried: there is always a first pick.
-        let mut pick = shared.pick(&eligible, &tried, &walled_hosts, None, true);
-        while let Some(Pick { index, permit }) = pick.take() {
-            let entry = &shared.entries[index];
-            let Some(mut attempt) = req.try_clone() else {
-                record.stop = Some(FailoverStop::NotCloneable);
-                scope.record_failover(record);
-                return Err(Error::new(ErrorKind::RequestNotCloneable).into());
-            };
-            tried.push(index);
-            let moved = match prepare(&mut attempt, &entry.upstream, surface, req.url()) {
-                Ok(moved) => moved,
-                Err(reason) => {
-                    // Its key cannot be had: passed over, never sent the caller's instead. No
-                    // request was made, so nothing for its breaker (the permit goes back).
-                    drop(permit);
-                    record.passed_over.push(PassedOver {
-                        upstream: entry.upstream.name.clone(),
-                        reason,
-                    });
-                    pick = shared.pick(
-                        &eligible,
-                        &tried,
-                        &walled_hosts,
-                        larger_than,
-                        record.tried.is_empty(),
-                    );
-                    continue;
-                }
-            };
-            if let Some((previous, from, reason)) = left.take() {
-                // Free the connection before the next hop.
-                drop(previous);
-                record.hops.push(Hop {
-                    from,
-                    to: entry.upstream.name.clone(),
-                    reason,
-                });
-            }
-            record.tried.push(entry.upstream.name.clone());
-            // A new leg of the call: the layers below send, retry and record on it.
-            scope.begin_leg(
-                entry.upstream.name.clone(),
-                moved.then(|| attempt.url().clone()),
-            );
-
-            // A stream's first token is due by the first-token limit from the hop's start: a
-            // silent upstream that never sends its headers is left too.
-            let first_token = shared
-                .settings
-                .first_token
-                .filter(|_| wants_stream)
-                .map(|limit| Instant::now() + limit);
-            let result = match first_token {
-                Some(by) => tokio::time::timeout_at(by, next.clone().run(attempt, extensions))
-                    .await
-                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::TimeToHeaders).into())),
-                None => next.clone().run(attempt, extensions).await,
-            };
-
-            // What the server asked to wait, for the breaker.
-            let server_wait = scope.leg_server_wait();
-            let (status, transport, waf, stream) = match &result {
-                Ok(r) => (
-                    Some(r.status()),
-                    None,
-                    r.extensions().get::<WafVerdict>().cloned(),
-                    r.extensions().get::<VerdictHandle>().cloned(),
-                ),
-                Err(e) => (None, Some(TransportErrorKind::of(e)), None, None),
-            };
-            // The decision and, on `fallback`, why: read from the answer where it lies.
-            let (decision, reason) = {
-                let verdict = result
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.extensions().get::<ContractVerdict>());
-                // A stream is judged at its end; until then, as if it will keep its contract.
-                let provisional = stream.as_ref().map(|_| ContractVerdict::passed());
-                let facts = CallFacts {
-                    surface,
-                    status,
-                    transport_error: transport,
-                    verdict: verdict.or(provisional.as_ref()),
-                    waf: waf.as_ref(),
-                    log: None,
-                    cancelled: false,
-                };
-                let decision = facts.decision(&*policy);
-                // Only Responses ids are state a later request can continue.
-                if surface == ApiSurface::Responses
-                    && let Some(v) = verdict
-                    && status.is_some_and(|s| s.is_success())
-                    && let Some(id) = &v.facts.response_id
-                {
-                    shared
-                        .affinity
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remember(id, index);
-                }
-                let reason = (decision == FallbackDecision::Fallback).then(|| hop_reason(&facts));
-                (decision, reason)
-            };
-            let mut decision = decision;
-            let mut result = result;
-            let mut stream_failed = false;
-            match (&stream, decision, result) {
-                (Some(stream), FallbackDecision::None, Ok(response)) => {
-                    let settings = &shared.settings;
-                    let (parts, body, url) = crate::redact::split(response);
-                    let read =
-                        read_to_commit(body, settings.commit, first_token, settings.idle, stream)
-                            .await;
-                    if let Ok(read) = read {
-                        watch_stream(
-                            (&self.shared, index),
-                            stream,
-                            permit,
-                            surface,
-                            status,
-                            &policy,
-                            waf.as_ref(),
-                            server_wait,
-                        );
-                        let mut body = Committed::new(read, stream.clone(), settings.idle);
-                        let mut outer = None;
-                        if surface == ApiSurface::ChatCompletions
-                            && let Some(client) = &settings.continuation
-                            && let Some(target) =
-                                shared.continuation_target(&eligible, &tried, &walled_hosts)
-                        {
-                            let caller = VerdictHandle::new();
-                            body = body.with_continuation(
-                                super::continuation::Plan {
-                                    client: client.clone(),
-                                    target: shared.entries[target].upstream.clone(),
-                                    url: req.url().clone(),
-                                    headers: req.headers().clone(),
-                                    body: req
-                                        .body()
-                                        .and_then(reqwest::Body::as_bytes)
-                                        .map(bytes::Bytes::copy_from_slice)
-                                        .unwrap_or_default(),
-                                    continued_on: record.continued_on.clone(),
-                                },
-                                caller.clone(),
-                            );
-                            outer = Some(caller);
-                        }
-                        let mut response =
-                            crate::redact::join(parts, reqwest::Body::wrap(body), url);
-                        if let Some(caller) = outer {
-                            // The call is judged by the whole answer, continued or not.
-                            crate::extensions::put(response.extensions_mut(), caller);
-                        }
-                        record.stop = Some(FailoverStop::Decided);
-                        return finish(Ok(response), record, scope);
-                    }
-                    // Failed before the caller saw a byte of it: fail over (its verdict
-                    // is set, by the checker or by the limit that cut it off).
-                    permit.record(CallOutcome::Failure { retry_after: None });
-                    shared.demote_if_open(index);
-                    decision = FallbackDecision::Fallback;
-                    stream_failed = true;
-                    // What the caller gets if no hop is left: the headers, then an
-                    // error, never a clean end.
-                    let verdict = stream.clone();
-                    if verdict.get().is_none() {
-                        verdict.complete(ContractVerdict::failed(Violation::StreamTruncated));
-                    }
-                    let body = Committed::new(
-                        super::stream::PreCommit {
-                            prefix: Vec::new(),
-                            rest: None,
-                        },
-                        verdict,
-                        None,
-                    );
-                    result = Ok(crate::redact::join(parts, reqwest::Body::wrap(body), url));
-                }
-                (_, _, r) => {
-                    permit.record(breaker_outcome(decision, status, waf.as_ref(), server_wait));
-                    shared.demote_if_open(index);
-                    result = r;
-                }
-            }
-            if decision != FallbackDecision::Fallback {
-                record.stop = Some(FailoverStop::Decided);
-                return finish(result, record, scope);
-            }
-            // Fallback: move on if a hop is allowed.
-            let reason = if stream_failed {
-                HopReason::StreamFailed
-            } else {
-                reason.unwrap_or(HopReason::Policy)
-            };
-            let deadline_passed = scope.deadline_passed();
-            let stop = if pinned {
-                Some(FailoverStop::StateAffinity)
-            } else if record.tried.len() > shared.settings.max_hops {
-                Some(FailoverStop::HopsExhausted)
-            } else if deadline_passed {
-                Some(FailoverStop::Deadline)
-            } else {
-                None
-            };
-            if let Some(stop) = stop {
-                record.stop = Some(stop);
-                return finish(result, record, scope);
-            }
-            if waf.is_some()
-                && let Some(host) = entry.upstream.host()
-            {
-                // A wall the policy chose to fail over from: never to the same edge again.
-                walled_hosts.push(host.to_owned());
-            }
-            larger_than = (reason == HopReason::ContextLength)
-                .then(|| entry.upstream.context_window.unwrap_or(0));
-            let Some(next_pick) = shared.pick(&eligible, &tried, &walled_hosts, larger_than, false)
-            else {
-                record.stop = Some(FailoverStop::NoEligibleUpstream);
-                return finish(result, record, scope);
-            };
-            if let Some(budget) = &scope.bounds.budget
-                && !budget.withdraw()
-            {
-                record.stop = Some(FailoverStop::BudgetExhausted);
-                return finish(result, record, scope);
-            }
-            left = Some((result, entry.upstream.name.clone(), reason));
-            pick = Some(next_pick);
-        }
-        // No upstream left to send the call to: the last failure, if one was left for
-        // another upstream that was then passed over, else an error.
-        record.stop = Some(FailoverStop::NoEligibleUpstream);
-        if let Some((result, _, _)) = left {
-            return finish(result, record, scope);
-        }
-        scope.record_failover(record);
-        Err(Error::new(ErrorKind::NoUpstream).into())
     }
 }
 
 /// The breaker learns a committed stream's outcome at its end; a stream the caller drops
 /// before it gives the permit back. (Everything the end's decision needs, passed as it is.)
 #[allow(clippy::too_many_arguments)]
-fn watch_stream(
+pub(super) fn watch_stream(
     (shared, index): (&Arc<Shared>, usize),
     stream: &VerdictHandle,
     permit: Permit,
@@ -791,7 +446,7 @@ fn watch_stream(
 /// it, `caller`, or where the upstream opts in), its model. `true` when the URL changed (a
 /// request already addressed to the upstream keeps its own); an error when its own key cannot
 /// be had: the request must not be sent.
-fn prepare(
+pub(super) fn prepare(
     req: &mut Request,
     upstream: &Upstream,
     surface: ApiSurface,
@@ -813,18 +468,6 @@ fn prepare(
         }
     }
     Ok(moved)
-}
-
-fn finish(
-    result: reqwest_middleware::Result<Response>,
-    record: FailoverRecord,
-    scope: &CallScope,
-) -> reqwest_middleware::Result<Response> {
-    scope.record_failover(record.clone());
-    result.map(|mut r| {
-        crate::extensions::put(r.extensions_mut(), record);
-        r
-    })
 }
 
 #[cfg(test)]

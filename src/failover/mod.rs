@@ -128,6 +128,7 @@ mod build;
 mod continuation;
 mod layer;
 mod metrics;
+mod route;
 mod stream;
 mod upstream;
 

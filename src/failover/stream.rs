@@ -358,6 +358,7 @@ pub(crate) async fn read_to_commit(
 type Continuing = super::continuation::Pending;
 
 pin_project! {
+    #[project = CommittedProj]
     /// The caller's body after the commit point: the frames read, then the rest within the
     /// idle limit; a stream whose verdict failed ends with an error, never cleanly. With a
     /// continuation plan, a stream cut after the commit is continued on the plan's upstream
@@ -496,22 +497,10 @@ impl Body for Committed {
                             // Stalled after the commit point: a failure the caller must see.
                             this.verdict
                                 .complete(ContractVerdict::failed(Violation::BodyStalled));
-                            this.rest.set(None);
                             this.timer.set(None);
-                            let failed = this.verdict.get();
-                            match after_failure(
-                                this.plan.as_ref(),
-                                this.partial,
-                                this.original,
-                                failed,
-                                this.continuing,
-                            ) {
-                                Next::Continue => continue,
-                                Next::Fail(e) => {
-                                    *this.done = true;
-                                    complete_outer(this.outer.as_ref(), this.original.take());
-                                    return Poll::Ready(Some(Err(e)));
-                                }
+                            match fail(&mut this, None) {
+                                Some(end) => return Poll::Ready(Some(end)),
+                                None => continue,
                             }
                         }
                     }
@@ -529,38 +518,18 @@ impl Body for Committed {
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Some(Err(e)) => {
-                    this.rest.set(None);
-                    let failed = this.verdict.get();
-                    match after_failure(
-                        this.plan.as_ref(),
-                        this.partial,
-                        this.original,
-                        failed,
-                        this.continuing,
-                    ) {
-                        Next::Continue => {}
-                        Next::Fail(_) if this.original.is_some() && this.plan.is_some() => {
-                            return Poll::Ready(fail_original(
-                                this.original.take(),
-                                this.outer.as_ref(),
-                                this.done,
-                            ));
-                        }
-                        Next::Fail(_) => {
-                            *this.done = true;
-                            complete_outer(this.outer.as_ref(), this.verdict.get());
-                            return Poll::Ready(Some(Err(Box::new(e))));
-                        }
+                    if let Some(end) = fail(&mut this, Some(Box::new(e))) {
+                        return Poll::Ready(Some(end));
                     }
                 }
                 None => {
-                    this.rest.set(None);
                     let verdict = this.verdict.get();
                     if verdict
                         .as_ref()
                         .is_none_or(|v| v.parse_check != ParseCheck::Fail)
                     {
                         // A clean end: the answer (continued or not) kept its contract.
+                        this.rest.set(None);
                         *this.done = true;
                         // The caller's call is judged by the last stream's verdict (the
                         // continuation's, when one completed the answer: its end is the
@@ -568,19 +537,8 @@ impl Body for Committed {
                         complete_outer(this.outer.as_ref(), verdict);
                         return Poll::Ready(None);
                     }
-                    match after_failure(
-                        this.plan.as_ref(),
-                        this.partial,
-                        this.original,
-                        verdict,
-                        this.continuing,
-                    ) {
-                        Next::Continue => {}
-                        Next::Fail(e) => {
-                            *this.done = true;
-                            complete_outer(this.outer.as_ref(), this.original.take());
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    if let Some(end) = fail(&mut this, None) {
+                        return Poll::Ready(Some(end));
                     }
                 }
             }
@@ -653,6 +611,47 @@ fn fail_original(
         .unwrap_or(Violation::StreamTruncated);
     complete_outer(outer, original);
     Some(Err(Box::new(StreamFailed { violation })))
+}
+
+/// The one failure path of a committed body, whatever failed it (a stall, a broken
+/// connection, a verdict that failed at the end): a continuation takes over where the plan
+/// allows one (`None`: poll it); else the body ends with the failure, and the caller's call is
+/// judged by it. A failed continuation surfaces the original failure. A transport error with
+/// no continuation plan reaches the caller as it came (its kind and timeout flag intact), the
+/// call judged by the checker's verdict.
+fn fail(
+    this: &mut CommittedProj<'_>,
+    transport: Option<BoxError>,
+) -> Option<Result<Frame<Bytes>, BoxError>> {
+    this.rest.set(None);
+    let failed = this.verdict.get();
+    match after_failure(
+        this.plan.as_ref(),
+        this.partial,
+        this.original,
+        failed,
+        this.continuing,
+    ) {
+        Next::Continue => None,
+        Next::Fail(failure) => {
+            *this.done = true;
+            let broke = transport.is_some();
+            if let Some(e) = transport
+                && this.plan.is_none()
+            {
+                complete_outer(this.outer.as_ref(), this.verdict.get());
+                return Some(Err(e));
+            }
+            let original = this.original.take();
+            let violation = original.as_ref().and_then(|v| v.violation);
+            complete_outer(this.outer.as_ref(), original);
+            Some(Err(match violation {
+                // With a plan, a broken connection is the stream's failure as first seen.
+                Some(violation) if broke => Box::new(StreamFailed { violation }),
+                _ => failure,
+            }))
+        }
+    }
 }
 
 fn complete_outer(outer: Option<&VerdictHandle>, verdict: Option<ContractVerdict>) {
