@@ -302,6 +302,7 @@ pub mod extensions;
 pub mod failover;
 mod guard;
 pub mod inspect;
+pub mod judge;
 pub mod lint;
 #[cfg(feature = "mock")]
 pub mod mock;

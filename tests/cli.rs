@@ -687,3 +687,179 @@ fn check_judges_the_recorded_waf_corpus() {
     );
     eprintln!("WAF corpus through llm-guard check: {walls} walls, {ordinary} ordinary pages");
 }
+
+/// One response to judge both ways: its status, headers (name, value) and body.
+struct Judged {
+    name: String,
+    surface: reqwest_llm_guard::evidence::ApiSurface,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Every shared fixture as a response: the WAF corpus (status, headers, body as recorded)
+/// and the provider recordings (status, content type, body).
+fn every_fixture() -> Vec<Judged> {
+    use reqwest_llm_guard::evidence::ApiSurface;
+    let Some(dir) = common::fixtures_dir() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut waf: Vec<_> = std::fs::read_dir(dir.join("waf"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    waf.sort();
+    for path in waf {
+        let bytes = std::fs::read(&path).unwrap();
+        let split = memchr::memmem::find(&bytes, b"\n---\n").expect("a `---` line");
+        let head = std::str::from_utf8(&bytes[..split]).unwrap();
+        let status = head
+            .lines()
+            .find_map(|l| l.strip_prefix("STATUS:"))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(403);
+        let headers = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("HEADER:"))
+            .filter_map(|h| h.trim().split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        out.push(Judged {
+            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            surface: ApiSurface::ChatCompletions,
+            status,
+            headers,
+            body: bytes[split + 5..].to_vec(),
+        });
+    }
+    for file in common::all_files() {
+        for r in common::load(&file) {
+            out.push(Judged {
+                surface: if r.path.contains("/responses") {
+                    ApiSurface::Responses
+                } else {
+                    ApiSurface::ChatCompletions
+                },
+                name: r.name,
+                status: r.status.as_u16(),
+                headers: r
+                    .content_type
+                    .map(|ct| vec![("content-type".to_owned(), ct)])
+                    .unwrap_or_default(),
+                body: r.body,
+            });
+        }
+    }
+    out
+}
+
+/// `llm-guard check` promises the evidence a live call would leave: for every shared fixture,
+/// the live inspect layer (the response served on loopback) and the command (the same response
+/// saved as `curl -i` would) give the same verdict and the same wall.
+#[tokio::test]
+async fn check_and_the_live_inspect_layer_agree_on_every_fixture() {
+    use reqwest_llm_guard::evidence::{ApiSurface, SkipReason, Violation, WafVerdict};
+    use reqwest_llm_guard::inspect::{Inspect, VerdictHandle};
+    let fixtures = every_fixture();
+    if fixtures.is_empty() {
+        return;
+    }
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(Inspect::new())
+        .build();
+    for f in &fixtures {
+        // Framing is the server's: the recorded framing and encodings are not replayed.
+        let kept: Vec<&(String, String)> = f
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                !matches!(
+                    n.to_ascii_lowercase().as_str(),
+                    "content-length" | "transfer-encoding" | "content-encoding" | "connection"
+                )
+            })
+            .collect();
+        let mut head = format!("HTTP/1.1 {}\r\n", f.status);
+        for (n, v) in &kept {
+            head.push_str(n);
+            head.push_str(": ");
+            head.push_str(v);
+            head.push_str("\r\n");
+        }
+        let mut saved = head.clone().into_bytes();
+        saved.extend_from_slice(b"\r\n");
+        saved.extend_from_slice(&f.body);
+        let mut live = head.into_bytes();
+        live.extend_from_slice(format!("content-length: {}\r\n\r\n", f.body.len()).as_bytes());
+        live.extend_from_slice(&f.body);
+
+        let addr = common::raw_server(vec![live], None).await;
+        let path = if f.surface == ApiSurface::Responses {
+            "/v1/responses"
+        } else {
+            "/v1/chat/completions"
+        };
+        let response = client
+            .post(format!("http://{addr}{path}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let wall = response.extensions().get::<WafVerdict>().cloned();
+        let stream = response.extensions().get::<VerdictHandle>().cloned();
+        let whole = reqwest_llm_guard::inspect::verdict(&response);
+        let _ = response.bytes().await;
+        let verdict = match stream {
+            Some(handle) => handle.wait().await,
+            None => whole.expect("a verdict"),
+        };
+
+        let surface = if f.surface == ApiSurface::Responses {
+            "responses"
+        } else {
+            "chat"
+        };
+        let o = check_stdin(&["-", "--json", "--surface", surface], &saved);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{}: {e}: {}", f.name, text(&o)));
+        let name = &f.name;
+        assert_eq!(v["parse_check"], verdict.parse_check.as_str(), "{name}");
+        assert_eq!(
+            v["violation"].as_str(),
+            verdict.violation.map(Violation::as_str),
+            "{name}"
+        );
+        assert_eq!(
+            v["skip_reason"].as_str(),
+            verdict.skip_reason.map(SkipReason::as_str),
+            "{name}"
+        );
+        assert_eq!(
+            v["waf_vendor"].as_str(),
+            wall.as_ref().map(|w| w.vendor.as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            v["waf_kind"].as_str(),
+            wall.as_ref().map(|w| w.kind.as_str()),
+            "{name}"
+        );
+        let warnings: Vec<String> = verdict.warnings.iter().map(|w| w.to_string()).collect();
+        let offline: Vec<String> = v["warnings"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(offline, warnings, "{name}");
+    }
+    assert!(fixtures.len() > 100, "{} fixtures judged", fixtures.len());
+    eprintln!(
+        "{} fixtures: check and the live inspect layer agree",
+        fixtures.len()
+    );
+}

@@ -63,12 +63,14 @@ use http_body::Body as _;
 use reqwest::{Request, Response};
 
 use crate::extensions::put;
+use crate::judge;
 use crate::redact::{join, split};
+use crate::sse::Sniff;
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use crate::contract::{self, Capture, ContractVerdict, Mode, StreamChecker};
-use crate::evidence::{ApiSurface, SkipReason, Violation, Warning};
+use crate::contract::{Capture, ContractVerdict, Mode, StreamChecker};
+use crate::evidence::{ApiSurface, Violation, WafVerdict, Warning};
 use crate::extensions::CaptureContent;
 use crate::sse::DEFAULT_MAX_EVENT_BYTES;
 use crate::waf;
@@ -174,102 +176,69 @@ impl Inspect {
         let mut response = response;
         put(response.extensions_mut(), surface);
         let status = response.status();
-        if surface == ApiSurface::Other {
-            return with_verdict(response, ContractVerdict::skipped(SkipReason::OtherSurface));
-        }
-        if method == Method::HEAD
-            || status.is_informational()
-            || status.is_redirection()
-            || status == http::StatusCode::NO_CONTENT
-        {
-            return with_verdict(response, ContractVerdict::skipped(SkipReason::NoBody));
-        }
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if status.is_success()
-            && content_type
-                .as_deref()
-                .is_some_and(contract::is_event_stream)
-        {
-            return self.wrap_stream(surface, response, capture);
-        }
         let cap = self.config.max_body_bytes;
-        if response.content_length().is_some_and(|n| n > cap as u64) {
-            return with_verdict(response, ContractVerdict::skipped(SkipReason::TooLarge));
-        }
+        let sniff = match judge::before_body(surface, method, status, response.headers(), cap) {
+            judge::Before::Done(verdict, wall) => return with_verdict(response, verdict, wall),
+            judge::Before::Stream => return self.wrap_stream(surface, response, capture),
+            judge::Before::Read { sniff } => sniff,
+        };
         let (mut parts, body, url) = split(response);
         // A 2xx without `text/event-stream` may still be a stream (a gateway that mislabels it):
         // the first bytes tell, before anything is buffered.
-        let sniff = status.is_success();
-        let (verdict, body) =
-            match read_capped(body, cap, sniff, self.config.body_idle_timeout).await {
-                Read::Whole(bytes) => {
-                    let mut verdict = contract::check_body(
-                        surface,
-                        status,
-                        content_type.as_deref(),
-                        &bytes,
-                        self.config.mode,
-                    );
-                    // A body that keeps its contract, or an error the API recognisably sent, is the
-                    // API speaking whatever the headers say ([`waf`] module docs); only an edge's own JSON
-                    // error can still be a wall then.
-                    let wall = if verdict.is_pass() || verdict.api_error.is_some() {
-                        waf::classify_problem(&parts.headers, &bytes)
-                    } else {
-                        waf::classify(status, &parts.headers, &bytes)
-                    };
-                    if let Some(wall) = wall {
-                        put(&mut parts.extensions, wall);
-                    }
-                    if let Some(max) = capture {
-                        let mut text = Capture::new(surface, max);
-                        text.body(&bytes);
-                        verdict.facts.output_text = Some(text.into_text());
-                    }
-                    (verdict, reqwest::Body::from(bytes))
+        let (verdict, body) = match read_capped(body, cap, sniff, self.config.body_idle_timeout)
+            .await
+        {
+            Read::Whole(bytes) => {
+                let (mut verdict, wall) =
+                    judge::whole_body(surface, status, &parts.headers, &bytes, self.config.mode);
+                if let Some(wall) = wall {
+                    put(&mut parts.extensions, wall);
                 }
-                Read::TooLarge(prefix, rest) => {
-                    let head = sniffed(&prefix, cap);
-                    if let Some(wall) = waf::classify(status, &parts.headers, head) {
-                        put(&mut parts.extensions, wall);
-                    }
-                    (
-                        ContractVerdict::skipped(SkipReason::TooLarge),
-                        reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
-                    )
+                if let Some(max) = capture {
+                    let mut text = Capture::new(surface, max);
+                    text.body(&bytes);
+                    verdict.facts.output_text = Some(text.into_text());
                 }
-                Read::Stalled(prefix, rest) => (
-                    ContractVerdict::failed(Violation::BodyStalled),
+                (verdict, reqwest::Body::from(bytes))
+            }
+            Read::TooLarge(prefix, rest) => {
+                let (verdict, wall) = judge::body_too_large(status, &parts.headers, &prefix, cap);
+                if let Some(wall) = wall {
+                    put(&mut parts.extensions, wall);
+                }
+                (
+                    verdict,
                     reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
-                ),
-                Read::Failed(prefix, error) => {
-                    if let Some(wall) = waf::classify_headers(&parts.headers) {
-                        put(&mut parts.extensions, wall);
-                    }
-                    let violation = if error.is_timeout() {
-                        Violation::BodyTimeout
-                    } else {
-                        Violation::BodyReadError
-                    };
-                    (
-                        ContractVerdict::failed(violation),
-                        reqwest::Body::wrap(Replay::then_error(
-                            prefix,
-                            crate::redact::reqwest_error(error),
-                        )),
-                    )
+                )
+            }
+            Read::Stalled(prefix, rest) => (
+                ContractVerdict::failed(Violation::BodyStalled),
+                reqwest::Body::wrap(Replay::then_rest(prefix, rest)),
+            ),
+            Read::Failed(prefix, error) => {
+                if let Some(wall) = waf::classify_headers(&parts.headers) {
+                    put(&mut parts.extensions, wall);
                 }
-                Read::Stream(prefix, rest) => {
-                    let body = reqwest::Body::wrap(Replay::then_rest(prefix, rest));
-                    let mut checker = self.checker(surface, capture);
-                    checker.warn(Warning::NotEventStream);
-                    return Self::wrap_parts(parts, body, url, checker);
-                }
-            };
+                let violation = if error.is_timeout() {
+                    Violation::BodyTimeout
+                } else {
+                    Violation::BodyReadError
+                };
+                (
+                    ContractVerdict::failed(violation),
+                    reqwest::Body::wrap(Replay::then_error(
+                        prefix,
+                        crate::redact::reqwest_error(error),
+                    )),
+                )
+            }
+            Read::Stream(prefix, rest) => {
+                let body = reqwest::Body::wrap(Replay::then_rest(prefix, rest));
+                let mut checker = self.checker(surface, capture);
+                checker.warn(Warning::NotEventStream);
+                return Self::wrap_parts(parts, body, url, checker);
+            }
+        };
         let mut response = join(parts, body, url);
         put(response.extensions_mut(), verdict);
         response
@@ -311,13 +280,6 @@ impl Inspect {
         let body = reqwest::Body::wrap(CheckedBody::new(body, checker, verdict));
         join(parts, body, url)
     }
-}
-
-/// What the WAF classifier reads of a body over the cap: its first [`waf::SNIFF_BYTES`], and
-/// never more than the cap. The read stops at the chunk that crosses the cap, so the bytes past
-/// the cap depend on the chunking, and the verdict must not.
-fn sniffed(prefix: &[u8], cap: usize) -> &[u8] {
-    &prefix[..prefix.len().min(waf::SNIFF_BYTES).min(cap)]
 }
 
 #[async_trait::async_trait]
@@ -362,8 +324,12 @@ pub fn verdict(response: &Response) -> Option<ContractVerdict> {
 
 /// For a response whose body the layer does not read: the verdict, and a wall known from the
 /// headers alone.
-fn with_verdict(mut response: Response, verdict: ContractVerdict) -> Response {
-    if let Some(wall) = waf::classify_headers(response.headers()) {
+fn with_verdict(
+    mut response: Response,
+    verdict: ContractVerdict,
+    wall: Option<WafVerdict>,
+) -> Response {
+    if let Some(wall) = wall {
         put(response.extensions_mut(), wall);
     }
     put(response.extensions_mut(), verdict);
@@ -378,76 +344,6 @@ enum Read {
     Stream(Bytes, reqwest::Body),
     /// No byte came for the idle timeout: the rest is the caller's to wait for.
     Stalled(Bytes, reqwest::Body),
-}
-
-/// The fields a server-sent event line can start with, and a comment's colon.
-const SSE_FIELDS: [&[u8]; 5] = [b"data:", b"event:", b"id:", b"retry:", b":"];
-
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Tells, from a body's first bytes however they are split, whether it starts like server-sent
-/// events: an optional UTF-8 BOM, optional ASCII whitespace, then a field name or a comment.
-///
-/// It looks at each byte once and keeps at most the few bytes of a field name: a body of
-/// whitespace sent one byte at a time must cost what it costs in one piece (joining the pieces
-/// again on each new one made 100,000 one-byte chunks quadratic).
-#[derive(Debug)]
-enum SseSniff {
-    /// At the body's start, with this many bytes of a BOM so far.
-    Bom(usize),
-    /// Past the BOM, in the whitespace before the first field.
-    Space,
-    /// The first bytes after the whitespace, until they match or miss every field name.
-    Field(Vec<u8>),
-}
-
-impl Default for SseSniff {
-    fn default() -> Self {
-        Self::Bom(0)
-    }
-}
-
-impl SseSniff {
-    /// Feeds the next bytes: `Some(true)` once the body starts like server-sent events,
-    /// `Some(false)` once it cannot, `None` while the bytes so far do not tell.
-    fn feed(&mut self, chunk: &[u8]) -> Option<bool> {
-        chunk.iter().find_map(|&b| self.byte(b))
-    }
-
-    fn byte(&mut self, b: u8) -> Option<bool> {
-        match self {
-            Self::Bom(matched) => {
-                if BOM.get(*matched) == Some(&b) {
-                    *matched += 1;
-                    if *matched == BOM.len() {
-                        *self = Self::Space;
-                    }
-                    None
-                } else if *matched > 0 {
-                    // A BOM's first bytes, then something else: not text a field can start.
-                    Some(false)
-                } else {
-                    *self = Self::Space;
-                    self.byte(b)
-                }
-            }
-            Self::Space if b.is_ascii_whitespace() => None,
-            Self::Space => {
-                *self = Self::Field(Vec::with_capacity(8));
-                self.byte(b)
-            }
-            Self::Field(head) => {
-                head.push(b);
-                if SSE_FIELDS.iter().any(|f| head.starts_with(f)) {
-                    Some(true)
-                } else if SSE_FIELDS.iter().any(|f| f.starts_with(head)) {
-                    None
-                } else {
-                    Some(false)
-                }
-            }
-        }
-    }
 }
 
 /// The bytes a body read has gathered: the first piece as it came (no copy for a body that
@@ -508,7 +404,7 @@ async fn read_capped(mut body: reqwest::Body, cap: usize, sniff: bool, idle: Dur
         .unwrap_or(usize::MAX)
         .min(cap.saturating_add(1));
     let mut read = Gathered::default();
-    let mut sniff = sniff.then(SseSniff::default);
+    let mut sniff = sniff.then(Sniff::default);
     // One timer for the whole read, moved on only when it fires: arming a timeout for every
     // piece cost more than the piece itself when a body came one byte at a time.
     let mut last_piece = Instant::now();
@@ -564,84 +460,6 @@ fn idle_deadline(last: Instant, idle: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The sniffing rule stated on the whole prefix at once: an optional BOM, whitespace, then a
-    /// field name. A proper prefix of a BOM does not tell yet.
-    fn starts_like_sse(body: &[u8]) -> Option<bool> {
-        if body.len() < BOM.len() && BOM.starts_with(body) {
-            return None;
-        }
-        let head = body.strip_prefix(BOM).unwrap_or(body).trim_ascii_start();
-        if head.is_empty() {
-            None
-        } else if SSE_FIELDS.iter().any(|f| head.starts_with(f)) {
-            Some(true)
-        } else if SSE_FIELDS.iter().any(|f| f.starts_with(head)) {
-            None
-        } else {
-            Some(false)
-        }
-    }
-
-    fn sniff(pieces: &[&[u8]]) -> Option<bool> {
-        let mut sniff = SseSniff::default();
-        pieces.iter().find_map(|p| sniff.feed(p))
-    }
-
-    #[test]
-    fn sniffing_decides_the_same_whatever_the_chunking() {
-        let bodies: &[&[u8]] = &[
-            b"",
-            b"   \r\n\t ",
-            b"data: {}\n\n",
-            b"  \n event: x\ndata: 1\n\n",
-            b": keep-alive\n\n",
-            b"id: 1\n",
-            b"retry: 10\n",
-            b"\xEF\xBB\xBFdata: x\n\n",
-            b"\xEF\xBB\xBF  \n:c\n",
-            b"\xEF\xBB",
-            b"\xEF\xBBx",
-            b" \xEF\xBB\xBFdata: x",
-            b"dat",
-            b"dat a: x",
-            b"{\"id\":\"chatcmpl-1\"}",
-            b"   {\"data:\": 1}",
-            b"<html>",
-            b"retr",
-            b"retry",
-        ];
-        for body in bodies {
-            let want = starts_like_sse(body);
-            assert_eq!(sniff(&[body]), want, "{body:?} whole");
-            let bytewise: Vec<&[u8]> = body.chunks(1).collect();
-            assert_eq!(sniff(&bytewise), want, "{body:?} byte by byte");
-            for i in 0..=body.len() {
-                assert_eq!(
-                    sniff(&[&body[..i], &body[i..]]),
-                    want,
-                    "{body:?} cut at {i}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_split_bom_does_not_hide_a_stream() {
-        // One byte of the BOM used to decide "not a stream" before the rest arrived.
-        assert_eq!(sniff(&[b"\xEF", b"\xBB\xBFdata: x\n\n"]), Some(true));
-        assert_eq!(sniff(&[b"\xEF"]), None);
-    }
-
-    #[test]
-    fn whitespace_keeps_the_sniffer_waiting_without_holding_it() {
-        let mut sniffer = SseSniff::default();
-        for _ in 0..100_000 {
-            assert_eq!(sniffer.feed(b" "), None);
-        }
-        assert!(matches!(sniffer, SseSniff::Space));
-        assert_eq!(sniffer.feed(b"{"), Some(false));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_body_is_read_to_its_end_and_a_silent_one_stalls() {

@@ -49,7 +49,11 @@ use std::fmt;
 /// Default limit on one event's size (its `data` plus the line being read): 16 MiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
+/// The UTF-8 byte order mark, dropped before a body's first field.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+mod sniff;
+pub(crate) use sniff::{Sniff, starts_like_events};
 
 /// One dispatched server-sent event. It borrows the decoder's buffers and lives until the
 /// callback returns.

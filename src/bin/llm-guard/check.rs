@@ -1,6 +1,6 @@
-//! `llm-guard check`: a saved response judged offline, with the library's pure functions, the
-//! way the inspect layer judges a live one (`inspect_capturing` in src/inspect/mod.rs), and
-//! decided by the default decision table.
+//! `llm-guard check`: a saved response judged offline by the library's own judgement
+//! (`reqwest_llm_guard::judge::saved`, the functions the inspect layer judges a live response
+//! with), and decided by the default decision table.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,15 +8,12 @@ use std::io::Read as _;
 use std::process::ExitCode;
 
 use http::StatusCode;
-use http::header::CONTENT_TYPE;
-use reqwest_llm_guard::contract::{self, ContractVerdict, ErrorShape, Mode, StreamChecker};
+use reqwest_llm_guard::contract::{ErrorShape, Mode};
 use reqwest_llm_guard::evidence::{
     self, ApiSurface, DecisionTable, FallbackDecision, Outcome, ParseCheck, SkipReason,
-    StatusClass, Violation, WafKind, WafVendor, WafVerdict, Warning,
+    StatusClass, Violation, WafKind, WafVendor, Warning,
 };
-use reqwest_llm_guard::inspect::DEFAULT_MAX_BODY_BYTES;
 use reqwest_llm_guard::sse::{Decoder, Frame};
-use reqwest_llm_guard::waf;
 use serde::{Deserialize, Serialize};
 
 use crate::Surface;
@@ -155,7 +152,7 @@ fn guess_surface(body: &[u8]) -> Option<ApiSurface> {
             _ => None,
         }
     }
-    if !saved::looks_like_sse(body) {
+    if reqwest_llm_guard::judge::starts_like_events(body) != Some(true) {
         return named(None, body);
     }
     let mut decoder = Decoder::new();
@@ -264,48 +261,6 @@ impl Judgement {
     }
 }
 
-/// The contract verdict and the wall, as the inspect layer would leave them for this response.
-fn inspect(
-    saved: &Saved,
-    surface: ApiSurface,
-    as_stream: bool,
-) -> (ContractVerdict, Option<WafVerdict>) {
-    let (status, headers, body) = (saved.status, &saved.headers, &saved.body[..]);
-    if status.is_informational() || status.is_redirection() || status == StatusCode::NO_CONTENT {
-        return (
-            ContractVerdict::skipped(SkipReason::NoBody),
-            waf::classify_headers(headers),
-        );
-    }
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let labelled_stream = content_type.is_some_and(contract::is_event_stream);
-    // A stream's body is never read by the layer: only its headers can name a wall.
-    if status.is_success() && (as_stream || labelled_stream || saved::looks_like_sse(body)) {
-        let mut checker = StreamChecker::new(surface, Mode::Compat);
-        checker.feed(body);
-        let mut verdict = checker.finish();
-        if !as_stream && !labelled_stream {
-            verdict.warnings.add(Warning::NotEventStream);
-        }
-        return (verdict, waf::classify_headers(headers));
-    }
-    if body.len() > DEFAULT_MAX_BODY_BYTES {
-        return (
-            ContractVerdict::skipped(SkipReason::TooLarge),
-            waf::classify(status, headers, &body[..waf::SNIFF_BYTES]),
-        );
-    }
-    let verdict = contract::check_body(surface, status, content_type, body, Mode::Compat);
-    // A body in contract, or an error the API recognisably sent, is the API speaking whatever
-    // the headers say; only an edge's own JSON answer can still be a wall then.
-    let wall = if verdict.is_pass() || verdict.api_error.is_some() {
-        waf::classify_problem(headers, body)
-    } else {
-        waf::classify(status, headers, body)
-    };
-    (verdict, wall)
-}
-
 /// The evidence for a saved response.
 fn judge(saved: &Saved, surface: Option<ApiSurface>, as_stream: bool) -> Judgement {
     let (surface, source) = match surface {
@@ -315,7 +270,15 @@ fn judge(saved: &Saved, surface: Option<ApiSurface>, as_stream: bool) -> Judgeme
             None => (ApiSurface::ChatCompletions, SurfaceSource::Assumed),
         },
     };
-    let (verdict, wall) = inspect(saved, surface, as_stream);
+    // The library's own judgement, the one the inspect layer makes of a live response.
+    let (verdict, wall) = reqwest_llm_guard::judge::saved(
+        surface,
+        saved.status,
+        &saved.headers,
+        &saved.body,
+        Mode::Compat,
+        as_stream,
+    );
     let mut outcome = Outcome::checked(saved.status, &verdict);
     if let Some(w) = &wall {
         outcome = outcome.with_waf(w);
@@ -460,7 +423,7 @@ mod tests {
         assert_eq!(j.api_surface_source, SurfaceSource::Given);
         // An oversized body is skipped, its head still sniffed.
         let mut page = "Sorry, you have been blocked".to_owned();
-        page.push_str(&" ".repeat(DEFAULT_MAX_BODY_BYTES));
+        page.push_str(&" ".repeat(reqwest_llm_guard::inspect::DEFAULT_MAX_BODY_BYTES));
         let j = judge(
             &body(403, &["cf-ray: 8f1c2d3e4a5b6c7d-FRA"], &page),
             None,

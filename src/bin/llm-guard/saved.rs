@@ -227,15 +227,6 @@ fn still_compressed(headers: &HeaderMap, body: &[u8]) -> Result<(), Unusable> {
     Ok(())
 }
 
-/// Whether a body starts like server-sent events (the inspect layer's test for a 2xx stream
-/// sent without `text/event-stream`, which it keeps private).
-pub(crate) fn looks_like_sse(body: &[u8]) -> bool {
-    let head = body.strip_prefix(BOM).unwrap_or(body).trim_ascii_start();
-    [&b"data:"[..], b"event:", b"id:", b"retry:", b":"]
-        .iter()
-        .any(|field| head.starts_with(field))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,20 +356,5 @@ mod tests {
         );
         // `curl --compressed -i` keeps the header and decodes the body.
         assert!(from_body(StatusCode::OK, &br, b"{}".to_vec()).is_ok());
-    }
-
-    #[test]
-    fn sse_is_known_by_its_first_field() {
-        for (body, sse) in [
-            ("data: {}\n\n", true),
-            ("\u{feff}event: response.created\n", true),
-            (": keep-alive\n\n", true),
-            ("  \nid: 1\n", true),
-            ("{\"data\":1}", false),
-            ("<html>", false),
-            ("", false),
-        ] {
-            assert_eq!(looks_like_sse(body.as_bytes()), sse, "{body:?}");
-        }
     }
 }
