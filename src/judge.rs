@@ -21,6 +21,9 @@ use crate::contract::{self, ContractVerdict, Mode, StreamChecker};
 use crate::evidence::{ApiSurface, SkipReason, WafVerdict, Warning};
 use crate::waf;
 
+/// Default cap on a non-streaming body the inspect layer reads: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
 /// What the inspect layer does with a response before it reads a byte of its body.
 // Returned once a call and matched at once, never kept: boxing the verdict would cost an
 // allocation on the paths that skip the body.
@@ -144,7 +147,7 @@ pub fn saved(
     mode: Mode,
     as_stream: bool,
 ) -> (ContractVerdict, Option<WafVerdict>) {
-    let max_body = crate::inspect::DEFAULT_MAX_BODY_BYTES;
+    let max_body = DEFAULT_MAX_BODY_BYTES;
     let stream = |warn: bool| {
         let mut checker = StreamChecker::new(surface, mode);
         if warn {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerConfig};
-use super::layer::{
-    DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Failover,
-    Settings, Shared,
+use super::layer::Failover;
+use super::state::{
+    DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Settings, Shared,
 };
 use super::stream::CommitPoint;
 use super::upstream::Upstream;

@@ -129,6 +129,7 @@ mod continuation;
 mod layer;
 mod metrics;
 mod route;
+mod state;
 mod stream;
 mod upstream;
 
@@ -138,8 +139,7 @@ pub use breaker::{
 
 pub use crate::evidence::{FailoverRecord, FailoverStop, Hop, HopReason, PassReason, PassedOver};
 pub use build::{FailoverBuilder, FailoverHandle};
-pub use layer::{
-    DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Failover,
-};
+pub use layer::Failover;
+pub use state::{DEFAULT_AFFINITY_CAPACITY, DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 pub use stream::{CommitPoint, FIRST_CONTENT_MAX_HELD};
 pub use upstream::{Credential, InvalidBaseUrl, Upstream};

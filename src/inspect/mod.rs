@@ -6,7 +6,7 @@
 //! Every attempt is first checked for a WAF or bot wall ([`waf::classify`]), at any status: from
 //! the headers, then from the first 64 KiB of a body the layer reads (a body it does not read is
 //! judged by its block headers alone, [`waf::classify_headers`]). A wall leaves a
-//! [`WafVerdict`](crate::evidence::WafVerdict) in the response's extensions (the retry layer
+//! [`WafVerdict`] in the response's extensions (the retry layer
 //! never retries it).
 //!
 //! | response | body | verdict in the extensions |
@@ -76,8 +76,7 @@ use crate::sse::DEFAULT_MAX_EVENT_BYTES;
 use crate::waf;
 use body::{CheckedBody, Replay};
 
-/// Default cap on a non-streaming body the layer reads: 8 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub use crate::judge::DEFAULT_MAX_BODY_BYTES;
 
 /// Default wait for the next piece of a non-streaming body being read: 30 s.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
