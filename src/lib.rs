@@ -285,7 +285,7 @@
 //! | (none) | the contract checkers, the SSE decoder, the WAF classifier, the inspect, retry and telemetry layers | available |
 //! | `otlp` | [`telemetry::otlp`]: OTLP export (gRPC, HTTP/protobuf) built from the `OTEL_*` environment variables, with a guard that flushes on drop | available |
 //! | `mock` | [`mock`]: an OpenAI-compatible mock gateway on loopback that misbehaves on request | available |
-//! | `cli` | the `llm-guard` command: `smoke` (the evidence [`drill`]), `check` (judges a saved response offline: `curl -i` output, a body, an SSE dump), `proxy` (an OpenAI-compatible server on loopback sending every request through the stack with [`failover`], configured in TOML) and `mock` (the mock gateway); implies `mock` and `otlp`, and enables reqwest's default TLS for the command | available |
+//! | `cli` | the `llm-guard` command: `smoke` (the evidence drill: a real call, checked, the key and prompt looked for in every span), `check` (judges a saved response offline: `curl -i` output, a body, an SSE dump), `proxy` (an OpenAI-compatible server on loopback sending every request through the stack with [`failover`], configured in TOML) and `mock` (the mock gateway); implies `mock` and `otlp`, and enables reqwest's default TLS for the command | available |
 //!
 //! The crate's own tests, examples and benchmarks need the `mock` and `otlp` features
 //! (`cargo test --all-features`); the library needs none.
@@ -294,8 +294,6 @@
 
 mod budget;
 pub mod contract;
-#[cfg(feature = "cli")]
-pub mod drill;
 mod error;
 pub mod evidence;
 pub mod extensions;

@@ -149,6 +149,45 @@ impl CallFacts<'_> {
 }
 
 impl Evidence {
+    /// The evidence of one attempt that ended in `outcome` on `surface`, decided by `policy`,
+    /// with no retry and no failover: what the call layer would leave for it. For testing code
+    /// that acts on evidence (a policy, a failover loop of your own).
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use reqwest_llm_guard::Evidence;
+    /// use reqwest_llm_guard::evidence::{ApiSurface, DecisionTable, FallbackDecision, Outcome, ParseCheck};
+    ///
+    /// let outcome = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, ParseCheck::Skipped, None);
+    /// let e = Evidence::of_outcome(ApiSurface::ChatCompletions, &outcome, &DecisionTable::default());
+    /// assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+    /// ```
+    pub fn of_outcome(
+        surface: ApiSurface,
+        outcome: &Outcome<'_>,
+        policy: &dyn DecisionPolicy,
+    ) -> Self {
+        let fallback_decision = super::decide(policy, outcome);
+        Self {
+            api_surface: surface,
+            status: outcome.status,
+            status_class: outcome.status_class(),
+            transport_error: outcome.transport_error,
+            parse_check: Some(outcome.parse_check),
+            violation: outcome.violation,
+            skip_reason: outcome.cancelled.then_some(SkipReason::Cancelled),
+            api_error: outcome.api_error.cloned(),
+            waf: outcome.waf.cloned(),
+            retry_count: 0,
+            upstream_retry_count: 0,
+            retry_stop_reason: None,
+            upstream: None,
+            hops: 0,
+            failover_stop: None,
+            fallback_decision,
+        }
+    }
+
     /// The evidence of a response that went through the layers, as it stands now.
     ///
     /// For a non-streaming response it is final. For a stream it is final once the body has

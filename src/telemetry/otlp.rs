@@ -130,9 +130,10 @@ fn config_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::with_source(ErrorKind::OtlpConfig, e)
 }
 
-/// Builds both pipelines from the environment, without touching any global.
-pub fn pipeline_from_env() -> Result<OtlpGuard, Error> {
-    let resource = Resource::builder().build();
+/// The span and metric exporters the `OTEL_*` variables describe (protocol, endpoint,
+/// headers, timeout per signal). The HTTP exporter builds a blocking client, and the gRPC one
+/// needs a tokio runtime: call it inside `tokio::task::spawn_blocking`.
+pub fn exporters_from_env() -> Result<(SpanExporter, MetricExporter), Error> {
     let spans = match Protocol::from_env("TRACES")? {
         Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
         Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
@@ -143,18 +144,33 @@ pub fn pipeline_from_env() -> Result<OtlpGuard, Error> {
         Protocol::HttpProtobuf => MetricExporter::builder().with_http().build(),
     }
     .map_err(config_error)?;
-    let tracer_provider = SdkTracerProvider::builder()
-        .with_batch_exporter(spans)
-        .with_resource(resource.clone())
-        .build();
-    let meter_provider = SdkMeterProvider::builder()
+    Ok((spans, metrics))
+}
+
+/// The meter provider every pipeline of this crate builds on an exporter: a periodic reader,
+/// the resource from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`.
+pub fn meter_provider(metrics: MetricExporter) -> SdkMeterProvider {
+    SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(metrics).build())
-        .with_resource(resource)
-        .build();
-    Ok(OtlpGuard {
-        tracer_provider,
-        meter_provider,
-    })
+        .with_resource(Resource::builder().build())
+        .build()
+}
+
+/// Both providers on these exporters: spans batched, metrics read periodically, one resource.
+fn providers(spans: SpanExporter, metrics: MetricExporter) -> OtlpGuard {
+    OtlpGuard {
+        tracer_provider: SdkTracerProvider::builder()
+            .with_batch_exporter(spans)
+            .with_resource(Resource::builder().build())
+            .build(),
+        meter_provider: meter_provider(metrics),
+    }
+}
+
+/// Builds both pipelines from the environment, without touching any global.
+pub fn pipeline_from_env() -> Result<OtlpGuard, Error> {
+    let (spans, metrics) = exporters_from_env()?;
+    Ok(providers(spans, metrics))
 }
 
 /// Builds both pipelines from the environment and installs them as the global tracer and
@@ -193,15 +209,8 @@ pub fn pipeline(protocol: Protocol, endpoint: &str) -> Result<OtlpGuard, Error> 
                 .build(),
         ),
     };
-    let resource = Resource::builder().build();
-    Ok(OtlpGuard {
-        tracer_provider: SdkTracerProvider::builder()
-            .with_batch_exporter(spans.map_err(config_error)?)
-            .with_resource(resource.clone())
-            .build(),
-        meter_provider: SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(metrics.map_err(config_error)?).build())
-            .with_resource(resource)
-            .build(),
-    })
+    Ok(providers(
+        spans.map_err(config_error)?,
+        metrics.map_err(config_error)?,
+    ))
 }

@@ -14,6 +14,7 @@
 
 mod check;
 mod config;
+mod drill;
 mod forward;
 mod proxy;
 mod saved;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use reqwest_llm_guard::drill::{self, DrillConfig, DrillExport};
+use drill::{DrillConfig, DrillExport};
 use reqwest_llm_guard::evidence::ApiSurface;
 use reqwest_llm_guard::mock::{MockGateway, Scenario};
 

@@ -323,7 +323,7 @@ fn spawn_drills(
     failover: FailoverHandle,
     export: bool,
 ) -> tokio::task::JoinHandle<()> {
-    let drilled: Vec<(String, reqwest_llm_guard::drill::DrillConfig)> = config
+    let drilled: Vec<(String, crate::drill::DrillConfig)> = config
         .upstreams
         .iter()
         .filter(|u| u.drill)
@@ -337,7 +337,7 @@ fn spawn_drills(
             let model = u.upstream.model().unwrap_or("gpt-4o-mini").to_owned();
             Some((
                 u.name.clone(),
-                reqwest_llm_guard::drill::DrillConfig::default()
+                crate::drill::DrillConfig::default()
                     .with_base_url(Some(u.upstream.base_url().to_owned()))
                     .with_surface(surface)
                     .with_model(model)
@@ -356,12 +356,24 @@ fn spawn_drills(
                 .map(|u| u.name().to_owned())
                 .collect();
             for (name, drill) in drilled.iter().filter(|(n, _)| waiting.contains(n)) {
+                // The HTTP exporter builds a blocking client: off the async workers. A drill
+                // whose export cannot be built still runs, and says so.
                 let exported = if export {
-                    reqwest_llm_guard::drill::DrillExport::from_env().ok()
+                    match tokio::task::spawn_blocking(crate::drill::DrillExport::from_env).await {
+                        Ok(Ok(exported)) => Some(exported),
+                        Ok(Err(e)) => {
+                            eprintln!(
+                                "llm-guard proxy: drill for {name}: its spans are not exported ({:?})",
+                                e.kind()
+                            );
+                            None
+                        }
+                        Err(_) => None,
+                    }
                 } else {
                     None
                 };
-                match reqwest_llm_guard::drill::run_with_export(drill.clone(), exported).await {
+                match crate::drill::run_with_export(drill.clone(), exported).await {
                     Ok(record) if record.pass => {
                         failover.promote(name);
                         eprintln!(

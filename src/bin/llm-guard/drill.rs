@@ -1,60 +1,51 @@
-//! The evidence drill (feature `cli`): one happy-path request and one deliberately invalid
-//! request through one API surface, before fallback traffic is promoted.
+//! The evidence drill (`llm-guard smoke`, and the proxy's promotion of upstreams marked
+//! `drill = true`): one happy-path request and one deliberately invalid request through one API
+//! surface, before fallback traffic is promoted. Application code of the command, built on the
+//! library's public API only.
 //!
 //! The verdict is the promotion decision: `promote` (both paths kept their contracts and nothing leaked),
 //! `hold` (a wall, a credential or request problem, or an error shape retry logic would
 //! misread: a human must look) or `rollback` (the endpoint failed: 5xx, exhausted 429s or an
 //! edge's rate limit, a broken 2xx, no answer at all). The record never holds the key, the
 //! prompt, a body or the API's error message.
-//!
-//! ```no_run
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use reqwest_llm_guard::drill::{self, DrillConfig};
-//!
-//! let record = drill::run(DrillConfig::default()).await?; // against the embedded mock gateway
-//! assert!(record.pass);
-//! println!("{}", record.to_text());
-//! # Ok(()) }
-//! ```
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry_otlp::{MetricExporter, SpanExporter};
+use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{ContractVerdict, ErrorShape};
-use crate::evidence::{
+use reqwest_llm_guard::contract::{ContractVerdict, ErrorShape};
+use reqwest_llm_guard::evidence::{
     ApiSurface, FallbackDecision, ParseCheck, StatusClass, Violation, WafKind, WafVendor, Warning,
-    str_enum,
 };
-use crate::mock::{MockGateway, Scenario};
-use crate::telemetry::Telemetry;
-use crate::telemetry::otlp::Protocol;
-use crate::{Evidence, EvidenceHandle, Guard, inspect};
+use reqwest_llm_guard::mock::{MockGateway, Scenario};
+use reqwest_llm_guard::telemetry::Telemetry;
+use reqwest_llm_guard::telemetry::otlp;
+use reqwest_llm_guard::{Evidence, EvidenceHandle, Guard, inspect};
 
 /// What to drill.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct DrillConfig {
+pub(crate) struct DrillConfig {
     /// The API's base URL, up to and including the version (`https://api.cometapi.com/v1`);
     /// `None` starts the embedded mock gateway.
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// Which surface to drill.
-    pub surface: ApiSurface,
+    pub(crate) surface: ApiSurface,
     /// The model for the happy path.
-    pub model: String,
+    pub(crate) model: String,
     /// The name of the environment variable that holds the API key (never the key itself).
-    pub api_key_env: String,
+    pub(crate) api_key_env: String,
     /// The embedded mock gateway's scenario, when no base URL is given.
-    pub mock_scenario: Scenario,
+    pub(crate) mock_scenario: Scenario,
     /// Per-request timeout (default 60 s).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for DrillConfig {
@@ -73,65 +64,89 @@ impl Default for DrillConfig {
 impl DrillConfig {
     /// Against this base URL.
     #[must_use]
-    pub fn with_base_url(mut self, url: Option<String>) -> Self {
+    pub(crate) fn with_base_url(mut self, url: Option<String>) -> Self {
         self.base_url = url;
         self
     }
 
     /// Through this surface.
     #[must_use]
-    pub fn with_surface(mut self, surface: ApiSurface) -> Self {
+    pub(crate) fn with_surface(mut self, surface: ApiSurface) -> Self {
         self.surface = surface;
         self
     }
 
     /// With this model.
     #[must_use]
-    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+    pub(crate) fn with_model(mut self, model: impl Into<String>) -> Self {
         self.model = model.into();
         self
     }
 
     /// With the key in this environment variable.
     #[must_use]
-    pub fn with_api_key_env(mut self, name: impl Into<String>) -> Self {
+    pub(crate) fn with_api_key_env(mut self, name: impl Into<String>) -> Self {
         self.api_key_env = name.into();
         self
     }
 
     /// With the embedded mock gateway answering this way.
     #[must_use]
-    pub fn with_mock_scenario(mut self, scenario: Scenario) -> Self {
+    pub(crate) fn with_mock_scenario(mut self, scenario: Scenario) -> Self {
         self.mock_scenario = scenario;
         self
     }
 
     /// With this per-request timeout.
     #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 }
 
-str_enum! {
-    /// The drill's verdict (field `fallback_decision` of the [`Record`]).
-    pub enum DrillDecision {
-        /// Both paths kept their contracts: fallback traffic may go here.
-        Promote => "promote",
-        /// A human must look before any traffic goes here.
-        Hold => "hold",
-        /// The endpoint is failing: keep (or put back) traffic on the primary.
-        Rollback => "rollback",
+/// The drill's verdict (field `fallback_decision` of the [`Record`]), written as its stable
+/// string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DrillDecision {
+    /// Both paths kept their contracts: fallback traffic may go here.
+    Promote,
+    /// A human must look before any traffic goes here.
+    Hold,
+    /// The endpoint is failing: keep (or put back) traffic on the primary.
+    Rollback,
+}
+
+impl DrillDecision {
+    /// The stable string form.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Promote => "promote",
+            Self::Hold => "hold",
+            Self::Rollback => "rollback",
+        }
     }
 }
 
-str_enum! {
-    /// What the drill sent (field `request_profile` of the [`Record`]).
-    pub enum RequestProfile {
-        /// A minimal request with the model and a fixed prompt, then the same request without
-        /// its `model`.
-        HappyPathMissingModel => "happy_path+missing_model",
+impl fmt::Display for DrillDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the drill sent (field `request_profile` of the [`Record`]): a minimal request with the
+/// model and a fixed prompt, then the same request without its `model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum RequestProfile {
+    /// The only profile.
+    #[serde(rename = "happy_path+missing_model")]
+    HappyPathMissingModel,
+}
+
+impl fmt::Display for RequestProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("happy_path+missing_model")
     }
 }
 
@@ -139,59 +154,59 @@ str_enum! {
 /// values as `null` in JSON and empty in text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
-pub struct Record {
+pub(crate) struct Record {
     /// A fresh id for this run.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// `chat_completions` or `responses`.
-    pub api_surface: ApiSurface,
+    pub(crate) api_surface: ApiSurface,
     /// What was sent: the happy path and the invalid request.
-    pub request_profile: RequestProfile,
+    pub(crate) request_profile: RequestProfile,
     /// The happy path's status class (`transport_error` when no response arrived).
-    pub status_class: StatusClass,
+    pub(crate) status_class: StatusClass,
     /// The happy path's contract check.
-    pub parse_check: ParseCheck,
+    pub(crate) parse_check: ParseCheck,
     /// `promote`, `hold` or `rollback`.
-    pub fallback_decision: DrillDecision,
+    pub(crate) fallback_decision: DrillDecision,
     /// Retries the happy path needed.
-    pub retry_count: u32,
+    pub(crate) retry_count: u32,
     /// Whether the key's value appeared in any span, event or in this record.
-    pub credential_logged: bool,
+    pub(crate) credential_logged: bool,
     /// Whether the prompt and the bodies stayed out of the telemetry.
-    pub body_redacted: bool,
+    pub(crate) body_redacted: bool,
     /// Whether there is something to quote to support: a response or request id, or a WAF
     /// reference.
-    pub support_packet_ready: bool,
+    pub(crate) support_packet_ready: bool,
     /// One line for the operator.
-    pub operator_note: String,
+    pub(crate) operator_note: String,
     /// The happy path's HTTP status; `None` when no response arrived.
-    pub http_status: Option<u16>,
+    pub(crate) http_status: Option<u16>,
     /// A finish reason came back, one the contract checker knows (Chat: every choice's
     /// `finish_reason`; Responses: a `completed` or `incomplete` status).
-    pub finish_reason_present: bool,
+    pub(crate) finish_reason_present: bool,
     /// The answer's text is a non-null string.
-    pub content_non_null: bool,
+    pub(crate) content_non_null: bool,
     /// The invalid request got a 4xx whose body is the error envelope retry logic expects:
     /// `error.message` a non-empty string, `error.type` a string, `error.code` present.
     pub error_shape_valid_on_4xx: bool,
     /// The host drilled, from the base URL: no userinfo, port, path or query.
-    pub endpoint_host: String,
+    pub(crate) endpoint_host: String,
     /// The model the happy path asked for.
-    pub model: String,
+    pub(crate) model: String,
     /// The vendor of the wall that answered the happy path, if one did.
-    pub waf_vendor: Option<WafVendor>,
+    pub(crate) waf_vendor: Option<WafVendor>,
     /// `block`, `challenge`, `suspected` or `rate_limit`.
-    pub waf_kind: Option<WafKind>,
+    pub(crate) waf_kind: Option<WafKind>,
     /// The wall's reference for the vendor's support (Cloudflare Ray ID, Akamai Reference #, …).
-    pub waf_reference: Option<String>,
+    pub(crate) waf_reference: Option<String>,
     /// The happy path's API error type (`invalid_request_error`, …), if its body carried one.
-    pub error_type: Option<String>,
+    pub(crate) error_type: Option<String>,
     /// The happy path's API error code (`invalid_api_key`, `429`, …). The error's message is
     /// never recorded: it may quote the request.
-    pub error_code: Option<String>,
+    pub(crate) error_code: Option<String>,
     /// When the drill ran (RFC 3339, UTC).
-    pub test_timestamp_utc: String,
+    pub(crate) test_timestamp_utc: String,
     /// `fallback_decision == promote`, nothing logged, bodies redacted.
-    pub pass: bool,
+    pub(crate) pass: bool,
 }
 
 fn text_or_empty<T: fmt::Display>(value: Option<T>) -> String {
@@ -200,7 +215,7 @@ fn text_or_empty<T: fmt::Display>(value: Option<T>) -> String {
 
 impl Record {
     /// `field: value` lines: the record's original fields in their order, then the newer ones.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let fields: [(&str, String); 24] = [
             ("run_id", self.run_id.clone()),
             ("api_surface", self.api_surface.to_string()),
@@ -248,7 +263,7 @@ impl Record {
     }
 
     /// The record as one JSON object.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }
@@ -258,7 +273,7 @@ impl Record {
 ///
 /// The endpoint's own failures are not errors: they are findings in the [`Record`].
 #[derive(Debug)]
-pub struct DrillError {
+pub(crate) struct DrillError {
     kind: DrillErrorKind,
     /// The environment variable concerned, for [`DrillErrorKind::MissingApiKey`].
     variable: Option<String>,
@@ -268,7 +283,7 @@ pub struct DrillError {
 /// What kept the drill from running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum DrillErrorKind {
+pub(crate) enum DrillErrorKind {
     /// The embedded mock gateway could not start (no loopback port to listen on).
     MockGateway,
     /// The environment variable named in [`DrillConfig::api_key_env`] holds no key, and a base
@@ -301,7 +316,7 @@ impl DrillError {
     }
 
     /// What kept the drill from running.
-    pub fn kind(&self) -> DrillErrorKind {
+    pub(crate) fn kind(&self) -> DrillErrorKind {
         self.kind
     }
 }
@@ -337,13 +352,13 @@ impl StdError for DrillError {
 }
 
 /// OTLP export of the drill's spans and metrics, built from the `OTEL_*` variables the way
-/// [`otlp`](crate::telemetry::otlp) reads them (protocol, endpoint, headers, timeout,
+/// [`otlp`] reads them (protocol, endpoint, headers, timeout,
 /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
 ///
 /// The drill keeps its own tracer provider, because it reads back every span it made to look
 /// for the key and the prompt; with an export, the same spans are also sent on through OTLP.
 #[derive(Debug)]
-pub struct DrillExport {
+pub(crate) struct DrillExport {
     spans: SpanExporter,
     meters: SdkMeterProvider,
 }
@@ -351,23 +366,14 @@ pub struct DrillExport {
 impl DrillExport {
     /// Builds the exporters. The HTTP exporter builds a blocking client, and the gRPC one needs
     /// a tokio runtime: call it inside `tokio::task::spawn_blocking`.
-    pub fn from_env() -> Result<Self, DrillError> {
-        let export = |e| DrillError::with_source(DrillErrorKind::Export, e);
-        let spans = match Protocol::from_env("TRACES").map_err(export)? {
-            Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
-            Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
-        }
-        .map_err(|e| DrillError::with_source(DrillErrorKind::Export, e))?;
-        let metrics = match Protocol::from_env("METRICS").map_err(export)? {
-            Protocol::Grpc => MetricExporter::builder().with_tonic().build(),
-            Protocol::HttpProtobuf => MetricExporter::builder().with_http().build(),
-        }
-        .map_err(|e| DrillError::with_source(DrillErrorKind::Export, e))?;
-        let meters = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(metrics).build())
-            .with_resource(Resource::builder().build())
-            .build();
-        Ok(Self { spans, meters })
+    pub(crate) fn from_env() -> Result<Self, DrillError> {
+        // The library's one OTLP set-up: the same exporters, resource and reader.
+        let (spans, metrics) = otlp::exporters_from_env()
+            .map_err(|e| DrillError::with_source(DrillErrorKind::Export, e))?;
+        Ok(Self {
+            spans,
+            meters: otlp::meter_provider(metrics),
+        })
     }
 }
 
@@ -381,14 +387,9 @@ struct Sent {
     request_id: bool,
 }
 
-/// Runs the drill.
-pub async fn run(config: DrillConfig) -> Result<Record, DrillError> {
-    run_with_export(config, None).await
-}
-
 /// Runs the drill, sending its spans and metrics on through `export` as well. The export is
 /// flushed and shut down before this returns.
-pub async fn run_with_export(
+pub(crate) async fn run_with_export(
     config: DrillConfig,
     export: Option<DrillExport>,
 ) -> Result<Record, DrillError> {
@@ -817,11 +818,9 @@ fn run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{ApiError, check_body};
-    use crate::evidence::{
-        DecisionTable, Outcome, TransportErrorKind, WafVerdict, decide as decide_call,
-    };
     use http::StatusCode;
+    use reqwest_llm_guard::contract::{ApiError, check_body};
+    use reqwest_llm_guard::evidence::{DecisionTable, Outcome, TransportErrorKind, WafVerdict};
 
     const ALL_PASS: Checks = Checks {
         finish_reason_present: true,
@@ -830,6 +829,7 @@ mod tests {
     };
 
     /// The happy path's evidence as the call layer leaves it, decided by the default table.
+    #[allow(clippy::needless_pass_by_value)]
     fn evidence(
         status: Option<u16>,
         violation: Option<Violation>,
@@ -853,25 +853,14 @@ mod tests {
         if let Some(a) = &api_error {
             outcome = outcome.with_api_error(a);
         }
-        let fallback_decision = decide_call(&DecisionTable::default(), &outcome);
-        Evidence {
-            api_surface: ApiSurface::ChatCompletions,
-            status,
-            status_class: outcome.status_class(),
-            transport_error: status.is_none().then_some(TransportErrorKind::Timeout),
-            parse_check: Some(outcome.parse_check),
-            violation,
-            skip_reason: None,
-            api_error,
-            waf,
-            retry_count: 0,
-            upstream_retry_count: 0,
-            retry_stop_reason: None,
-            upstream: None,
-            hops: 0,
-            failover_stop: None,
-            fallback_decision,
-        }
+        let mut e = Evidence::of_outcome(
+            ApiSurface::ChatCompletions,
+            &outcome,
+            &DecisionTable::default(),
+        );
+        // The call layer reads the violation from the verdict, with or without a status.
+        e.violation = violation;
+        e
     }
 
     fn wall(kind: WafKind) -> WafVerdict {
@@ -1084,7 +1073,7 @@ mod tests {
             StatusCode::OK,
             Some("application/json"),
             body.as_bytes(),
-            crate::contract::Mode::Compat,
+            reqwest_llm_guard::contract::Mode::Compat,
         )
     }
 
