@@ -8,7 +8,7 @@
 //! blocked or changed.
 //!
 //! The rules are data: [`FAMILY_RULES`] holds one row per [`ModelFamily`], from the
-//! cross-provider table of the seed:
+//! cross-provider table of what each provider family accepts:
 //!
 //! | family | temperature | `n` | `logprobs` | `reasoning_effort` | `max_completion_tokens` | prefers Responses |
 //! |---|---|---|---|---|---|---|

@@ -150,7 +150,7 @@ impl fmt::Display for RequestProfile {
     }
 }
 
-/// The seed's record of one drill. Its enums are written as their stable strings, absent
+/// The record of one drill. Its enums are written as their stable strings, absent
 /// values as `null` in JSON and empty in text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -607,7 +607,7 @@ async fn send(
     }
 }
 
-/// The seed's `finish_reason_present`, from the contract checker's facts and its own list of
+/// The check `finish_reason_present`, from the contract checker's facts and its own list of
 /// finish reasons: every Chat choice came back with one the checker knows; a Responses object
 /// ended `completed` or `incomplete` (the checker's reason for `failed` and `cancelled` is no
 /// finish, and it fails those bodies).
@@ -692,7 +692,7 @@ fn answer_text(surface: ApiSurface, body: &[u8]) -> Option<String> {
     Some(text.into_owned())
 }
 
-/// The seed's `error_shape_valid_on_4xx`: a 4xx, and the OpenAI envelope with a message, a type
+/// The check `error_shape_valid_on_4xx`: a 4xx, and the OpenAI envelope with a message, a type
 /// and the code key (`param` may be absent, as on CometAPI).
 fn error_shape_valid(sent: &Sent) -> bool {
     let (Some(_), Some(v)) = (
@@ -712,7 +712,7 @@ fn error_shape_valid(sent: &Sent) -> bool {
         && sent.evidence.waf.is_none()
 }
 
-/// The seed's three checks of the answers, beside the happy path's evidence.
+/// The drill's three checks of the answers, beside the happy path's evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Checks {
     finish_reason_present: bool,
