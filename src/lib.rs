@@ -293,6 +293,7 @@
 //! The crate chooses no TLS backend: enable the one you want on your own `reqwest`.
 
 mod budget;
+mod call;
 pub mod contract;
 mod error;
 pub mod evidence;

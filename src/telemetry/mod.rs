@@ -91,17 +91,18 @@
 
 mod attempt;
 mod attributes;
-mod call;
 mod findings;
 mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 mod propagation;
+mod record;
 mod request;
 
 pub use crate::evidence::metric;
 pub use attempt::AttemptTelemetry;
 pub use metrics::{DURATION_BUCKETS, TOKEN_BUCKETS};
+pub(crate) use record::{Ended, Recording};
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -311,6 +312,11 @@ impl Telemetry {
 
     pub(crate) fn with_decision_policy_arc(self, policy: Arc<dyn DecisionPolicy>) -> Self {
         self.edit(|s| s.policy = policy)
+    }
+
+    /// The call's settings: the decision policy, and the bounds every retry and hop is held to.
+    pub(crate) fn call_settings(&self) -> (Arc<dyn DecisionPolicy>, CallBounds) {
+        (self.shared.policy.clone(), self.shared.bounds.clone())
     }
 
     /// The call settings (deadline, budget) every retry and hop of a call is bounded by.

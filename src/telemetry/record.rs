@@ -1,12 +1,13 @@
-//! The call layer's middleware: one decision, one span and one set of metrics per call.
+//! What the call layer records of a call: its span (opened when the call starts, ended with the
+//! call's evidence) and its metrics. The call layer (`src/call.rs`) decides; this only records
+//! the evidence it is handed.
 
 use std::sync::Arc;
 
 use http::Extensions;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
-use reqwest::{Request, Response};
-use reqwest_middleware::{Middleware, Next};
+use reqwest::Request;
 use tokio::time::Instant;
 
 use super::attributes::{
@@ -18,102 +19,79 @@ use super::request::{self, RequestFacts, request_attributes};
 use super::{Shared, Telemetry};
 use crate::contract::ContractVerdict;
 use crate::evidence::CallLog;
+use crate::evidence::Evidence;
 use crate::evidence::{
     ApiSurface, ParseCheck, SkipReason, TransportErrorKind, Violation, WafVerdict, attr,
 };
-use crate::evidence::{CallFacts, Evidence, EvidenceHandle};
-use crate::extensions::{CallContext, CallScope, CaptureContent, PendingAttempt, put, put_default};
-use crate::inspect::VerdictHandle;
+use crate::extensions::{CallContext, CaptureContent, PendingAttempt, put};
 use crate::lint::{self, ModelFamily, Returned};
 
-/// Everything the call's end needs, moved into the stream callback when the call streams.
-/// Dropped without being finished (the caller dropped the call's future, or a stream's
-/// verdict never came), it finishes the call as cancelled.
-struct CallEnd {
+/// What the call layer hands the recorder when the call ends: the evidence, and the facts it
+/// was decided from.
+pub(crate) struct Ended<'a> {
+    pub(crate) evidence: &'a Evidence,
+    pub(crate) verdict: Option<&'a ContractVerdict>,
+    pub(crate) status: Option<http::StatusCode>,
+    pub(crate) transport: Option<TransportErrorKind>,
+    pub(crate) waf: Option<&'a WafVerdict>,
+    /// What the layers below recorded: every leg, its attempts, the failover record.
+    pub(crate) log: &'a CallLog,
+    /// A stream's first chunk.
+    pub(crate) first_chunk: Option<Instant>,
+    pub(crate) cancelled: bool,
+}
+
+/// One call's span and what its metrics need, from its start to its end.
+pub(crate) struct Recording {
     shared: Arc<Shared>,
-    handle: EvidenceHandle,
-    /// The call span, when spans are on.
-    cx: Option<Context>,
+    cx: Context,
     started: Instant,
     surface: ApiSurface,
-    facts: Option<RequestFacts>,
-    status: Option<http::StatusCode>,
-    transport: Option<TransportErrorKind>,
-    waf: Option<WafVerdict>,
-    /// What the layers below recorded: every leg, its attempts, the failover record.
-    log: CallLog,
-    pending: Option<PendingAttempt>,
+    facts: RequestFacts,
+    /// The attempt layer's slot for the last attempt's span.
+    pending: Arc<std::sync::Mutex<Option<PendingAttempt>>>,
+    /// The URL the call was sent to, to tell a followed redirect.
+    sent_to: reqwest::Url,
     streamed: bool,
     /// The host a followed redirect led to.
     redirected_to: Option<String>,
-    done: bool,
 }
 
-impl Drop for CallEnd {
-    fn drop(&mut self) {
-        if !self.done {
-            self.finish(None, None, true);
-        }
-    }
-}
-
-impl CallEnd {
-    /// Decides the call, leaves its evidence, records it on its span and in the metrics, and
-    /// ends the span.
-    fn finish(
-        &mut self,
-        verdict: Option<&ContractVerdict>,
-        first_chunk: Option<Instant>,
-        cancelled: bool,
-    ) {
-        self.done = true;
+impl Recording {
+    /// Records the ended call on its span and in the metrics, and ends the span.
+    pub(crate) fn finish(&mut self, call: &Ended<'_>) {
         // A stream's end (its last chunk), for the time per output chunk.
-        let ended = first_chunk.map(|_| Instant::now());
-        let cancelled =
-            cancelled || verdict.is_some_and(|v| v.skip_reason == Some(SkipReason::Cancelled));
-        let facts = CallFacts {
-            surface: self.surface,
-            status: self.status,
-            transport_error: self.transport,
-            verdict,
-            waf: self.waf.as_ref(),
-            log: Some(&self.log),
-            cancelled,
-        };
-        let evidence = facts.decide(&*self.shared.policy);
-        if self.shared.export {
-            let error = error_type(self.status, self.transport, verdict, cancelled);
-            let ttfc = first_chunk.map(|t| t.saturating_duration_since(self.started).as_secs_f64());
-            let tpoc = first_chunk
-                .zip(ended)
-                .zip(verdict)
-                .filter(|(_, v)| stream_ran_to_its_end(v))
-                .and_then(|((first, last), v)| {
-                    super::metrics::time_per_output_chunk(first, last, v.facts.events)
-                });
-            self.record_span(&evidence, verdict, error.clone(), ttfc);
-            self.record_metrics(&evidence, verdict, error, (ttfc, tpoc));
-        }
-        self.handle.complete(evidence);
+        let ended = call.first_chunk.map(|_| Instant::now());
+        let error = error_type(call.status, call.transport, call.verdict, call.cancelled);
+        let ttfc = call
+            .first_chunk
+            .map(|t| t.saturating_duration_since(self.started).as_secs_f64());
+        let tpoc = call
+            .first_chunk
+            .zip(ended)
+            .zip(call.verdict)
+            .filter(|(_, v)| stream_ran_to_its_end(v))
+            .and_then(|((first, last), v)| {
+                super::metrics::time_per_output_chunk(first, last, v.facts.events)
+            });
+        self.record_span(call, error.clone(), ttfc);
+        self.record_metrics(call, error, (ttfc, tpoc));
     }
 
     fn record_span(
         &mut self,
-        evidence: &Evidence,
-        verdict: Option<&ContractVerdict>,
+        call: &Ended<'_>,
         error: Option<std::borrow::Cow<'static, str>>,
         ttfc: Option<f64>,
     ) {
-        let Some(cx) = &self.cx else { return };
-        let span = cx.span();
+        let (evidence, verdict) = (call.evidence, call.verdict);
+        let span = self.cx.span();
         let flavor = self.flavor();
-        let operation = self.facts.as_ref().and_then(|f| f.operation);
+        let operation = self.facts.operation;
         let mut kv = Vec::with_capacity(32);
-        if self.shared.retargets
-            && let Some(facts) = &self.facts
-        {
+        if self.shared.retargets {
             // Known only now: the target that answered.
-            target_attributes(facts, self.surface, flavor, &mut kv);
+            target_attributes(&self.facts, self.surface, flavor, &mut kv);
         }
         kv.push(KeyValue::new(
             attr::STATUS_CLASS,
@@ -136,7 +114,7 @@ impl CallEnd {
         if let Some(stop) = evidence.retry_stop_reason {
             kv.push(KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str()));
         }
-        if let Some(failover) = &self.log.failover {
+        if let Some(failover) = &call.log.failover {
             if let Some(upstream) = evidence.upstream.clone() {
                 kv.push(KeyValue::new(
                     attr::FAILOVER_UPSTREAM,
@@ -182,7 +160,7 @@ impl CallEnd {
         if let Some(reason) = evidence.skip_reason {
             kv.push(KeyValue::new(attr::CONTRACT_SKIP_REASON, reason.as_str()));
         }
-        if let Some(status) = self.status {
+        if let Some(status) = call.status {
             kv.push(KeyValue::new(
                 attr::HTTP_RESPONSE_STATUS_CODE,
                 i64::from(status.as_u16()),
@@ -191,9 +169,9 @@ impl CallEnd {
         if let Some(e) = &error {
             kv.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
         }
-        if let (Some(v), Some(facts)) = (verdict, &self.facts)
+        if let Some(v) = verdict
             && v.is_pass()
-            && self.status.is_some_and(|s| s.is_success())
+            && call.status.is_some_and(|s| s.is_success())
             && self.surface != ApiSurface::Other
         {
             let returned = Returned {
@@ -202,16 +180,20 @@ impl CallEnd {
                 model: v.facts.response_model.as_deref(),
                 tool_calls: v.facts.tool_calls,
             };
-            let found =
-                lint::cross_check_summary(&facts.asked, self.surface, facts.family, &returned);
-            findings::record(&self.shared, cx, &found, Phase::Response);
+            let found = lint::cross_check_summary(
+                &self.facts.asked,
+                self.surface,
+                self.facts.family,
+                &returned,
+            );
+            findings::record(&self.shared, &self.cx, &found, Phase::Response);
         }
         if let Some(v) = verdict {
             // The conventions: no token usage for `fetch_response`, which runs no model.
             let usage = operation.is_some_and(Operation::is_inference);
             verdict_attributes(v, self.streamed, usage, flavor, &mut kv);
             if let Some(text) = &v.facts.output_text
-                && self.model_answered(v, text)
+                && model_answered(call, v, text)
             {
                 kv.push(KeyValue::new(
                     attr::GEN_AI_OUTPUT_MESSAGES,
@@ -219,7 +201,7 @@ impl CallEnd {
                 ));
             }
         }
-        if let Some(waf) = &self.waf {
+        if let Some(waf) = call.waf {
             waf_attributes(waf, &mut kv);
         }
         if let Some(host) = self.redirected_to.take() {
@@ -236,38 +218,30 @@ impl CallEnd {
         if let Some(e) = error {
             span.set_status(Status::error(e));
         }
-        if let Some(pending) = self.pending.take() {
-            let retry = self.log.last().and_then(|l| l.retry.as_ref());
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(pending) = pending {
+            let retry = call.log.last().and_then(|l| l.retry.as_ref());
             pending.finish(evidence.fallback_decision, retry);
         }
         span.end();
     }
 
-    /// Whether captured text is an answer the model gave: a success, no wall, no API error,
-    /// and text, or a body that kept its contract. A 429, a wall or an HTML page is not.
-    fn model_answered(&self, v: &ContractVerdict, text: &str) -> bool {
-        self.status.is_some_and(|s| s.is_success())
-            && self.waf.is_none()
-            && v.api_error.is_none()
-            && (!text.is_empty() || v.is_pass())
-    }
-
     /// The call's flavour: its provider's, and the conventions'.
     fn flavor(&self) -> Flavor {
-        self.facts
-            .as_ref()
-            .map(|f| self.shared.flavor(f))
-            .unwrap_or_default()
+        self.shared.flavor(&self.facts)
     }
 
     fn record_metrics(
         &self,
-        evidence: &Evidence,
-        verdict: Option<&ContractVerdict>,
+        call: &Ended<'_>,
         error: Option<std::borrow::Cow<'static, str>>,
         (ttfc, tpoc): (Option<f64>, Option<f64>),
     ) {
-        let Some(facts) = &self.facts else { return };
+        let facts = &self.facts;
         super::metrics::record_call(
             self.shared.instruments(),
             &super::metrics::CallRecord {
@@ -276,9 +250,9 @@ impl CallEnd {
                 openai: self.flavor().openai,
                 model: facts.model.as_ref(),
                 server: (facts.server_address.as_ref(), facts.server_port),
-                evidence,
-                verdict,
-                log: &self.log,
+                evidence: call.evidence,
+                verdict: call.verdict,
+                log: call.log,
                 error,
                 ttfc,
                 tpoc,
@@ -288,115 +262,80 @@ impl CallEnd {
     }
 }
 
-#[async_trait::async_trait]
-impl Middleware for Telemetry {
-    async fn handle(
+impl Telemetry {
+    /// Opens the call span when this layer records (else `None`), injects the trace context
+    /// into the request and leaves the attempt layer its context.
+    pub(crate) fn recording(
         &self,
-        mut req: Request,
+        req: &mut Request,
+        surface: ApiSurface,
         extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        if extensions.get::<CallScope>().is_some() {
-            // A guard inside another guard's call: the outer call layer records the call.
-            return next.run(req, extensions).await;
+    ) -> Option<Recording> {
+        let shared = &self.shared;
+        if !shared.export {
+            return None;
         }
-        let shared = self.shared.clone();
         let started = Instant::now();
-        let handle = extensions
-            .get::<EvidenceHandle>()
-            .cloned()
-            .unwrap_or_default();
-        // For `Evidence::of` on a stream not read to its end yet.
-        handle.set_policy(shared.policy.clone());
-        put(extensions, handle.clone());
-        // The call, written once here and read by every layer below.
-        let scope = CallScope::start(shared.bounds.clone(), shared.policy.clone());
-        put(extensions, scope.clone());
-        let surface = *put_default(extensions, || ApiSurface::of_request(&req));
-        // To tell a followed redirect: reqwest follows them inside `send`.
-        let sent_to = shared.export.then(|| req.url().clone());
+        let (cx, facts) = start_span(shared, req, surface, extensions);
+        inject(&cx, req);
         let pending = Arc::new(std::sync::Mutex::new(None));
-        let (cx, facts) = if shared.export {
-            let (cx, facts) = start_span(&shared, &req, surface, extensions);
-            inject(&cx, &mut req);
-            put(
-                extensions,
-                CallContext {
-                    cx: cx.clone(),
-                    tracer: shared.tracer_arc(),
-                    pending: pending.clone(),
-                },
-            );
-            (Some(cx), Some(facts))
-        } else {
-            (None, None)
-        };
-        let mut end = CallEnd {
-            shared,
-            handle: handle.clone(),
+        put(
+            extensions,
+            CallContext {
+                cx: cx.clone(),
+                tracer: shared.tracer_arc(),
+                pending: pending.clone(),
+            },
+        );
+        Some(Recording {
+            shared: shared.clone(),
             cx,
             started,
             surface,
             facts,
-            status: None,
-            transport: None,
-            waf: None,
-            log: CallLog::default(),
-            pending: None,
+            pending,
+            sent_to: req.url().clone(),
             streamed: false,
             redirected_to: None,
-            done: false,
-        };
+        })
+    }
+}
 
-        let result = next.run(req, extensions).await;
-
-        // The call is over for the layers below: this layer started it, and ends it.
-        extensions.remove::<CallScope>();
-        extensions.remove::<CallContext>();
-        end.pending = pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        end.log = scope.take_log();
-        // Where the call went: the last leg's target when a layer below moved it, else the
-        // URL the caller wrote.
-        let target = end.log.last().and_then(|l| l.url.clone());
-        if let (Some(url), Some(facts)) = (&target, &mut end.facts) {
-            facts.retarget(url, end.shared.provider.as_ref());
+impl Recording {
+    /// Where the call went, once the layers below are done: the last leg's target when one
+    /// moved it (after a hop: never the URL the caller wrote), and the URL a response came
+    /// from (a followed redirect, when it is not where the call was sent).
+    pub(crate) fn went(
+        &mut self,
+        target: Option<&reqwest::Url>,
+        answered_from: Option<&reqwest::Url>,
+    ) {
+        if let Some(url) = target {
+            self.facts.retarget(url, self.shared.provider.as_ref());
+            self.sent_to = url.clone();
         }
-        let sent_to = target.or(sent_to);
-        match result {
-            Err(e) => {
-                end.transport = Some(TransportErrorKind::of(&e));
-                end.finish(None, None, false);
-                Err(crate::redact::error(e))
-            }
-            Ok(response) => {
-                if let Some(sent) = &sent_to
-                    && (response.url().host_str() != sent.host_str()
-                        || response.url().path() != sent.path()
-                        || response.url().port_or_known_default() != sent.port_or_known_default())
-                {
-                    end.redirected_to = response.url().host_str().map(str::to_owned);
-                }
-                let mut response = crate::redact::response(response);
-                end.status = Some(response.status());
-                end.waf = response.extensions().get::<WafVerdict>().cloned();
-                put(response.extensions_mut(), handle);
-                if let Some(stream) = response.extensions().get::<VerdictHandle>() {
-                    end.streamed = true;
-                    let first_chunk = stream.clone();
-                    stream.on_verdict(move |v| {
-                        end.finish(Some(v), first_chunk.first_chunk_at(), false);
-                    });
-                } else {
-                    let verdict = response.extensions().get::<ContractVerdict>();
-                    end.finish(verdict, None, false);
-                }
-                Ok(response)
-            }
+        if let Some(at) = answered_from
+            && (at.host_str() != self.sent_to.host_str()
+                || at.path() != self.sent_to.path()
+                || at.port_or_known_default() != self.sent_to.port_or_known_default())
+        {
+            self.redirected_to = at.host_str().map(str::to_owned);
         }
     }
+
+    /// The call's answer is a stream (its span ends when the stream does).
+    pub(crate) fn streamed(&mut self) {
+        self.streamed = true;
+    }
+}
+
+/// Whether captured text is an answer the model gave: a success, no wall, no API error, and
+/// text, or a body that kept its contract. A 429, a wall or an HTML page is not.
+fn model_answered(call: &Ended<'_>, v: &ContractVerdict, text: &str) -> bool {
+    call.status.is_some_and(|s| s.is_success())
+        && call.waf.is_none()
+        && v.api_error.is_none()
+        && (!text.is_empty() || v.is_pass())
 }
 
 /// Whether a stream's verdict came at its end, so the moment it came is its last chunk's: not
