@@ -7,14 +7,17 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The retry layer needs to resend the request, but its body is a stream that cannot be
-    /// cloned. Buffer the body (`.body(bytes)` or `.json(..)`), or send such requests through a
-    /// client without the retry layer.
+    /// The retry or the failover layer needs a copy of the request (to resend it, or to send
+    /// it to an upstream), but its body is a stream that cannot be cloned. Buffer the body
+    /// (`.body(bytes)` or `.json(..)`), or send such requests through a client without those
+    /// layers.
     RequestNotCloneable,
     /// The OTLP export pipeline could not be built from its configuration (feature `otlp`).
     /// The cause is in [`source`](std::error::Error::source).
     OtlpConfig,
-    /// The failover layer has no upstream serving the request's surface.
+    /// The failover layer has no upstream to send the call to: none serves the request's
+    /// surface, or those that do await the drill, or every one was passed over because its own
+    /// key could not be had (the call's `FailoverRecord` says which, with the reason).
     NoUpstream,
     /// An attempt got no response headers within the retry layer's time-to-headers limit.
     TimeToHeaders,
@@ -24,11 +27,11 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ErrorKind::RequestNotCloneable => {
-                "the request body is a stream and cannot be cloned for a retry; \
-                 buffer it or send it without the retry layer"
+                "the request body is a stream and cannot be cloned for a retry or a hop; \
+                 buffer it or send it without the retry and failover layers"
             }
             ErrorKind::OtlpConfig => "the OTLP export pipeline could not be built",
-            ErrorKind::NoUpstream => "no upstream serves this request's API surface",
+            ErrorKind::NoUpstream => "no upstream to send this request to",
             ErrorKind::TimeToHeaders => "no response headers within the time-to-headers limit",
         })
     }

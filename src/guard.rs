@@ -14,8 +14,14 @@ use crate::retry::{Retry, RetryBudget};
 use crate::telemetry::Telemetry;
 
 /// The layers of this crate, assembled outermost first: the call layer ([`Telemetry`]: the
-/// decision, the [`Evidence`](crate::Evidence), the call span and the metrics), [`Retry`], the attempt spans,
-/// then [`Inspect`].
+/// call's scope, the decision, the [`Evidence`](crate::Evidence), the call span and the
+/// metrics), the failover layer when one is given ([`Guard::with_failover`]), [`Retry`], the
+/// attempt spans, then [`Inspect`].
+///
+/// The call's settings are the guard's: its decision policy, its deadline and its retry budget
+/// ([`Guard::with_deadline`], [`Guard::with_budget`]) bound every retry and every hop of a call.
+/// A deadline or budget set on the [`Retry`] given to the guard becomes the guard's, unless the
+/// guard sets its own.
 ///
 /// ```no_run
 /// use reqwest_llm_guard::Guard;
