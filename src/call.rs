@@ -29,8 +29,11 @@ struct CallEnd {
     status: Option<http::StatusCode>,
     transport: Option<TransportErrorKind>,
     waf: Option<WafVerdict>,
+    /// The call; its log is taken when the layers below are done (or when the call is
+    /// cancelled under them).
+    scope: CallScope,
     /// What the layers below recorded: every leg, its attempts, the failover record.
-    log: CallLog,
+    log: Option<CallLog>,
     /// The span and the metrics, when the layer records them.
     recording: Option<Recording>,
     done: bool,
@@ -53,6 +56,16 @@ impl CallEnd {
         cancelled: bool,
     ) {
         self.done = true;
+        let log = if let Some(log) = self.log.take() {
+            log
+        } else {
+            // Cancelled while the layers below ran: what they did so far.
+            let log = self.scope.take_log();
+            if let Some(recording) = &mut self.recording {
+                recording.went(log.last().and_then(|l| l.url.as_ref()), None);
+            }
+            log
+        };
         let cancelled =
             cancelled || verdict.is_some_and(|v| v.skip_reason == Some(SkipReason::Cancelled));
         let evidence = CallFacts {
@@ -61,7 +74,7 @@ impl CallEnd {
             transport_error: self.transport,
             verdict,
             waf: self.waf.as_ref(),
-            log: Some(&self.log),
+            log: Some(&log),
             cancelled,
         }
         .decide(&*self.policy);
@@ -72,12 +85,13 @@ impl CallEnd {
                 status: self.status,
                 transport: self.transport,
                 waf: self.waf.as_ref(),
-                log: &self.log,
+                log: &log,
                 first_chunk,
                 cancelled,
             });
         }
         self.handle.complete(evidence);
+        self.log = Some(log);
     }
 }
 
@@ -89,8 +103,11 @@ impl Middleware for Telemetry {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        if extensions.get::<CallScope>().is_some() {
-            // A guard inside another guard's call: the outer call layer owns the call.
+        // A guard inside another guard's call: the outer call layer owns the call. (A scope
+        // a retry or failover layer used alone started above is theirs: this call layer still
+        // owns its call, and gives theirs back when it ends.)
+        let outer = extensions.get::<CallScope>().cloned();
+        if outer.as_ref().is_some_and(|s| s.by_call_layer) {
             return next.run(req, extensions).await;
         }
         let (policy, bounds) = self.call_settings();
@@ -102,7 +119,7 @@ impl Middleware for Telemetry {
         handle.set_policy(policy.clone());
         put(extensions, handle.clone());
         // The call, written once here and read by every layer below.
-        let scope = CallScope::start(bounds, policy.clone());
+        let scope = CallScope::start_by(bounds, policy.clone(), true);
         put(extensions, scope.clone());
         let surface = *put_default(extensions, || ApiSurface::of_request(&req));
         let recording = self.recording(&mut req, surface, extensions);
@@ -113,7 +130,8 @@ impl Middleware for Telemetry {
             status: None,
             transport: None,
             waf: None,
-            log: CallLog::default(),
+            scope: scope.clone(),
+            log: None,
             recording,
             done: false,
         };
@@ -123,13 +141,17 @@ impl Middleware for Telemetry {
         // The call is over for the layers below: this layer started it, and ends it.
         extensions.remove::<CallScope>();
         extensions.remove::<CallContext>();
-        end.log = scope.take_log();
+        if let Some(outer) = outer {
+            put(extensions, outer);
+        }
+        let log = scope.take_log();
         // Where the call went: the last leg's target when a layer below moved it, else the
         // URL the caller wrote.
         if let Some(recording) = &mut end.recording {
-            let target = end.log.last().and_then(|l| l.url.as_ref());
+            let target = log.last().and_then(|l| l.url.as_ref());
             recording.went(target, result.as_ref().ok().map(Response::url));
         }
+        end.log = Some(log);
         match result {
             Err(e) => {
                 end.transport = Some(TransportErrorKind::of(&e));

@@ -43,7 +43,9 @@ use crate::evidence::{CallLog, FailoverRecord, Leg, RetryRecord};
 pub struct CurrentAttempt {
     /// 0 for the first attempt: `http.request.resend_count`.
     pub resend_count: u32,
-    /// The leg of the call (the upstream, under failover) it belongs to.
+    /// The call it belongs to (its scope's id) and the leg of it (the upstream, under
+    /// failover).
+    pub(crate) call: u64,
     pub(crate) leg: usize,
 }
 
@@ -109,6 +111,11 @@ pub(crate) struct CaptureContent(pub(crate) usize);
 pub(crate) struct CallScope(Arc<Scope>);
 
 pub(crate) struct Scope {
+    /// Tells this call from any other (a re-run of the stack by a retry layer outside is
+    /// another call).
+    pub(crate) id: u64,
+    /// Started by a call layer (not by a retry or failover layer used alone).
+    pub(crate) by_call_layer: bool,
     /// When the call started, on tokio's clock (the deadline's) and the system's (a retry
     /// policy's).
     pub(crate) started: Instant,
@@ -160,10 +167,22 @@ impl CallScope {
 
     /// A new scope, the call's budget charged with it.
     pub(crate) fn start(bounds: CallBounds, policy: Arc<dyn DecisionPolicy>) -> Self {
+        Self::start_by(bounds, policy, false)
+    }
+
+    /// A new scope, started by a call layer (`true`) or by a layer used alone.
+    pub(crate) fn start_by(
+        bounds: CallBounds,
+        policy: Arc<dyn DecisionPolicy>,
+        by_call_layer: bool,
+    ) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         if let Some(budget) = &bounds.budget {
             budget.deposit();
         }
         Self(Arc::new(Scope {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            by_call_layer,
             started: Instant::now(),
             started_at: SystemTime::now(),
             bounds,

@@ -29,6 +29,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 // allocation on the paths that skip the body.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Before {
     /// Judged already, body unread (rules 1 and 3 by `Content-Length`).
     Done(ContractVerdict, Option<WafVerdict>),
@@ -160,12 +161,13 @@ pub fn saved(
         Before::Done(verdict, wall) => (verdict, wall),
         Before::Stream => stream(false),
         Before::Read { sniff } => {
+            // As the layer reads: the first bytes tell a stream before the cap is reached.
             if as_stream && sniff {
                 stream(false)
-            } else if body.len() > max_body {
-                body_too_large(status, headers, body, max_body)
             } else if sniff && starts_like_events(body) == Some(true) {
                 stream(true)
+            } else if body.len() > max_body {
+                body_too_large(status, headers, body, max_body)
             } else {
                 whole_body(surface, status, headers, body, mode)
             }

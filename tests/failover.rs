@@ -769,6 +769,10 @@ async fn keyed_chat(client: &ClientWithMiddleware, to: &str) -> (u16, Evidence) 
         .with_extension(handle.clone())
         .bearer_auth("sk-caller-canary")
         .header("api-key", "sk-caller-canary")
+        .header("ocp-apim-subscription-key", "sk-caller-canary")
+        .header("proxy-authorization", "Basic sk-caller-canary")
+        .header("x-session-token", "sk-caller-canary")
+        .header("cookie", "session=sk-caller-canary")
         .header("content-type", "application/json")
         .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
         .send()
@@ -938,4 +942,46 @@ async fn the_handle_acts_on_the_layer_in_the_client() {
     handle.breaker("a").unwrap().reset();
     let (_, e) = chat(&client, &a).await;
     assert_eq!(e.upstream.as_deref(), Some("a"));
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_before_its_commit_with_no_hop_left_ends_in_an_error() {
+    // One upstream: a stream that ends before its first byte, and nowhere to go.
+    let a = serving(ResponseTemplate::new(200).set_body_raw("", "text/event-stream")).await;
+    let client = client(Failover::new([upstream("a", &a)]));
+    let (text, failed, e) = stream_call(&client).await;
+    assert!(text.is_empty(), "{text}");
+    assert!(failed, "never a clean end after a failure");
+    assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+    assert_eq!(e.failover_stop, Some(FailoverStop::NoEligibleUpstream));
+}
+
+#[tokio::test]
+async fn a_lone_failover_layer_above_a_guard_leaves_the_guard_its_call() {
+    let (a, b) = a_then_b(ResponseTemplate::new(503)).await;
+    let builder = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(Failover::new([upstream("a", &a), upstream("b", &b)]));
+    let client = Guard::new()
+        .without_telemetry()
+        .with_retry(quick())
+        .layer(builder)
+        .build();
+    let handle = EvidenceHandle::new();
+    let response = client
+        .post(format!("{}/v1/chat/completions", a.uri()))
+        .with_extension(handle.clone())
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Each hop of the layer above is a call of the guard's own: its call layer decided the
+    // first (a's 503) and settled the handle with it, where it used to pass the call through
+    // and leave the handle unsettled.
+    let e = tokio::time::timeout(Duration::from_secs(5), handle.settled())
+        .await
+        .expect("the call layer under a lone failover layer still owns its call");
+    assert_eq!(e.status.map(|s| s.as_u16()), Some(503));
+    assert_eq!(e.fallback_decision, FallbackDecision::Fallback);
+    assert_eq!((seen(&a).await, seen(&b).await), (1, 1));
 }

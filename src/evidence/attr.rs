@@ -69,7 +69,7 @@ pub const BREAKER_STATE: &str = "breaker.state";
 /// [`FAILOVER_REASON`]).
 pub const EVENT_FAILOVER_HOP: &str = "llm_guard.failover_hop";
 /// The span event of an upstream passed over without a request (with [`FAILOVER_UPSTREAM`]
-/// and [`FAILOVER_REASON`]: `credential_unresolved`, `credential_invalid`).
+/// and [`FAILOVER_REASON`]: `credential_unresolved`, `credential_invalid`, `unaddressable`).
 pub const EVENT_FAILOVER_PASSED_OVER: &str = "llm_guard.failover_passed_over";
 /// The span event of one request-lint finding (with [`LINT_RULE`] and [`LINT_FAMILY`]).
 pub const EVENT_REQUEST_CHECK: &str = "llm_guard.request_check";

@@ -55,7 +55,8 @@ pub struct Evidence {
     /// The wall that answered, if one did.
     pub waf: Option<WafVerdict>,
     /// Retries made in the whole call: on every upstream it went to, those before a hop
-    /// included.
+    /// included. (Read with [`Evidence::of`] from a response of a stack with no call layer,
+    /// it is the last upstream's alone: only the call layer keeps the call's log.)
     pub retry_count: u32,
     /// Retries made on the upstream that answered (or failed last): `retry_count` less those
     /// made on upstreams the call left.

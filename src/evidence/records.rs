@@ -163,6 +163,10 @@ str_enum! {
         CredentialUnresolved => "credential_unresolved",
         /// Its own key is no valid header value.
         CredentialInvalid => "credential_invalid",
+        /// The request's path is not one this upstream can be addressed with (neither
+        /// `…/chat/completions` nor `…/responses` for its surface): it is never sent the
+        /// upstream's key at a URL that is not the upstream's.
+        Unaddressable => "unaddressable",
     }
 }
 

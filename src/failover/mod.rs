@@ -47,8 +47,8 @@
 //! it over.
 //!
 //! Each upstream gets its request with its base URL, its key (`Authorization: Bearer`, read
-//! from the environment at each call; the caller's own goes to upstreams with no key of their
-//! own) and its model, if it overrides the request's. Keys are never recorded.
+//! from the environment at each call; the caller's own only as the rule above allows) and its
+//! model, if it overrides the request's. Keys are never recorded.
 //!
 //! Streams fail over freely until their [`CommitPoint`]: the first body byte (the default), the
 //! first content event, or the end (the answer held in a bounded buffer). A streaming request's

@@ -637,9 +637,16 @@ pub(super) fn prepare(
     surface: ApiSurface,
     caller: &reqwest::Url,
 ) -> Result<bool, PassReason> {
-    upstream.authorize(req.headers_mut(), upstream.same_origin(caller))?;
     let moved = !upstream.addressed_by(req.url(), surface);
-    if moved && let Some(url) = upstream.url_for(req.url(), surface) {
+    // Its URL first: an upstream's key never goes to a URL that is not the upstream's.
+    let url = if moved {
+        let url = upstream.url_for(req.url(), surface);
+        Some(url.ok_or(PassReason::Unaddressable)?)
+    } else {
+        None
+    };
+    upstream.authorize(req.headers_mut(), upstream.same_origin(caller))?;
+    if let Some(url) = url {
         *req.url_mut() = url;
     }
     if let Some(model) = &upstream.model
@@ -675,7 +682,7 @@ mod tests {
     const CHAT_OK: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"PASS","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
 
     /// One scripted answer: a status and a JSON body, after a wait on tokio's clock.
-    #[derive(Clone)]
+    #[derive(Clone, Copy)]
     struct Say(u16, &'static str, Duration);
 
     /// Each host's answers, in order.
@@ -693,7 +700,7 @@ mod tests {
             let stub = Self::default();
             *stub.script.lock().unwrap() = script
                 .iter()
-                .map(|(host, says)| ((*host).to_owned(), says.iter().cloned().collect()))
+                .map(|(host, says)| ((*host).to_owned(), says.iter().copied().collect()))
                 .collect();
             stub
         }
@@ -966,5 +973,61 @@ mod tests {
             Peek::of(&get, ApiSurface::Responses).state_id.as_deref(),
             Some("resp_9")
         );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_cannot_be_addressed_gets_neither_a_request_nor_its_key() {
+        // The caller says Chat of a path that is none of Chat's: the upstream's URL cannot be
+        // made, so its key must not go to the caller's URL instead.
+        let stub = Stub::new(&[]);
+        let failover = Failover::new([up("a").with_credential(Credential::value("sk-a-key"))]);
+        let client = client(Guard::new().with_failover(failover), &stub);
+        let handle = EvidenceHandle::new();
+        let result = client
+            .post("http://caller.test/llm")
+            .with_extension(handle.clone())
+            .with_extension(crate::evidence::ApiSurface::ChatCompletions)
+            .body(r#"{"model":"m","messages":[]}"#)
+            .send()
+            .await;
+        assert!(result.is_err());
+        assert!(stub.asked().is_empty(), "{:?}", stub.asked());
+        let e = handle.settled().await;
+        assert_eq!(e.failover_stop, Some(FailoverStop::NoEligibleUpstream));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_layer_outside_re_running_the_stack_gets_one_attempt_per_upstream() {
+        use reqwest_retry::RetryTransientMiddleware;
+        use retry_policies::policies::ExponentialBackoff;
+        let stub = Stub::new(&[
+            ("a.test", &[Say(503, "{}", NOW); 16]),
+            ("b.test", &[Say(503, "{}", NOW); 16]),
+        ]);
+        let fast = || {
+            ExponentialBackoff::builder()
+                .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
+                .build_with_max_retries(2)
+        };
+        let guard = Guard::new()
+            .without_telemetry()
+            .with_retry(crate::retry::Retry::openai_sdk().with_policy(fast()))
+            .with_failover(Failover::new([up("a"), up("b")]));
+        let outside = ClientBuilder::new(reqwest::Client::new())
+            .with(RetryTransientMiddleware::new_with_policy(fast()));
+        let client = guard.layer(outside).with(stub.clone()).build();
+        let _ = client
+            .post("http://placeholder.invalid/v1/chat/completions")
+            .body(r#"{"model":"m","messages":[]}"#)
+            .send()
+            .await;
+        let asked = stub.asked();
+        let (a, b) = (
+            asked.iter().filter(|h| *h == "a.test").count(),
+            asked.iter().filter(|h| *h == "b.test").count(),
+        );
+        // First run: 1 + 2 retries on each upstream. Each of the outside layer's 2 re-runs:
+        // one attempt on each (the guard's retry layer leaves the retrying to it).
+        assert_eq!((a, b), (3 + 2, 3 + 2), "{asked:?}");
     }
 }

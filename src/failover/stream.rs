@@ -463,6 +463,22 @@ impl Body for Committed {
                     this.done,
                 ));
             }
+            if this.rest.is_none() {
+                // No body left. A clean end only for an answer that kept its contract: a stream
+                // that failed before its commit point, handed back with no hop left, ends in
+                // its error, never cleanly.
+                if this
+                    .verdict
+                    .get()
+                    .is_some_and(|v| v.parse_check == ParseCheck::Fail)
+                {
+                    match fail(&mut this, None) {
+                        Some(end) => return Poll::Ready(Some(end)),
+                        None => continue,
+                    }
+                }
+                return Poll::Ready(None);
+            }
             let Some(rest) = this.rest.as_mut().as_pin_mut() else {
                 return Poll::Ready(None);
             };

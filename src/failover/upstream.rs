@@ -83,14 +83,55 @@ pub struct Upstream {
 }
 
 /// The headers that carry a caller's credentials: they go only where the caller sent them,
-/// or to an upstream that opts in ([`Upstream::with_forward_caller_auth`]).
-pub(crate) const CREDENTIAL_HEADERS: [http::HeaderName; 5] = [
+/// or to an upstream that opts in ([`Upstream::with_forward_caller_auth`]). Besides these names,
+/// any header whose name says it carries a credential ([`is_credential`]) is treated alike.
+pub(crate) const CREDENTIAL_HEADERS: [http::HeaderName; 11] = [
     http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
     http::header::COOKIE,
     http::HeaderName::from_static("api-key"),
     http::HeaderName::from_static("x-api-key"),
     http::HeaderName::from_static("x-goog-api-key"),
+    http::HeaderName::from_static("ocp-apim-subscription-key"),
+    http::HeaderName::from_static("x-amz-security-token"),
+    http::HeaderName::from_static("cf-aig-authorization"),
+    http::HeaderName::from_static("helicone-auth"),
+    http::HeaderName::from_static("x-portkey-api-key"),
 ];
+
+/// Whether a header carries a credential: one of [`CREDENTIAL_HEADERS`], or a name that says
+/// so (`auth`, `token`, `secret`, `cookie`, `session`, `api-key`/`apikey`, `subscription-key`).
+/// Erring towards removal: such a header sent to a host the caller did not address is a leak,
+/// one removed is at worst a request the upstream refuses, visibly.
+pub(crate) fn is_credential(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    CREDENTIAL_HEADERS.contains(name)
+        || [
+            "auth",
+            "token",
+            "secret",
+            "cookie",
+            "session",
+            "api-key",
+            "apikey",
+            "api_key",
+            "subscription-key",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// Removes every credential header.
+fn strip_credentials(headers: &mut http::HeaderMap) {
+    let names: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| is_credential(n))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
 
 /// A base URL that cannot serve as one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +158,10 @@ impl Upstream {
     ///   (its variable unset or empty, or a value that is no valid header) makes the upstream
     ///   passed over for that call, with [`PassReason`](super::PassReason) in the
     ///   [`FailoverRecord`](super::FailoverRecord): it never gets the caller's key instead.
-    /// - Without one: the caller's credential headers (`Authorization`, `Cookie`, `api-key`,
-    ///   `x-api-key`, `x-goog-api-key`) only when the upstream is where the caller sent the
+    /// - Without one: the caller's credential headers (`Authorization`, `Proxy-Authorization`,
+    ///   `Cookie`, `api-key`, `x-api-key`, `x-goog-api-key`, `Ocp-Apim-Subscription-Key`, and any
+    ///   header whose name says `auth`, `token`, `secret`, `cookie`, `session` or `api-key`) only
+    ///   when the upstream is where the caller sent the
     ///   request (same scheme, host and port) or it opts in with
     ///   [`with_forward_caller_auth`](Self::with_forward_caller_auth); else it gets none.
     pub fn new(name: impl Into<Arc<str>>, base_url: &str) -> Result<Self, InvalidBaseUrl> {
@@ -257,9 +300,7 @@ impl Upstream {
     ) -> Result<(), super::PassReason> {
         let Some(credential) = &self.credential else {
             if !same_origin && !self.forward_caller_auth {
-                for name in &CREDENTIAL_HEADERS {
-                    headers.remove(name);
-                }
+                strip_credentials(headers);
             }
             return Ok(());
         };
@@ -269,9 +310,7 @@ impl Upstream {
         let mut value = http::HeaderValue::from_str(&format!("Bearer {key}"))
             .map_err(|_| super::PassReason::CredentialInvalid)?;
         value.set_sensitive(true);
-        for name in &CREDENTIAL_HEADERS {
-            headers.remove(name);
-        }
+        strip_credentials(headers);
         headers.insert(http::header::AUTHORIZATION, value);
         Ok(())
     }

@@ -450,11 +450,13 @@ where
         scope: &CallScope,
     ) -> reqwest_middleware::Result<Response> {
         let leg = scope.legs().saturating_sub(1);
-        // An attempt of this leg already running (a guard nested in a guard) or already run
-        // (a retry layer outside, re-running the stack): that one retries, not this one.
+        // An attempt of this leg of this call already running (a guard nested in a guard), or
+        // of another call (a retry layer outside re-running the stack, each run a call of its
+        // own): that layer retries, not this one. Another leg of this call (a hop) is this
+        // layer's to retry.
         if extensions
             .get::<CurrentAttempt>()
-            .is_some_and(|a| a.leg == leg)
+            .is_some_and(|a| a.call != scope.id || a.leg == leg)
         {
             return self.single_attempt(req, extensions, next, scope).await;
         }
@@ -468,6 +470,7 @@ where
                 extensions,
                 CurrentAttempt {
                     resend_count: retries,
+                    call: scope.id,
                     leg,
                 },
             );
@@ -512,8 +515,11 @@ where
                         stop: None,
                         server_wait,
                     });
-                    // Inner layers of the next attempt see why this one was retried.
+                    // Inner layers of the next attempt see why this one was retried, and the
+                    // call's log has the leg's attempts so far (a leg cut off while it waits
+                    // keeps them).
                     put(extensions, record.clone());
+                    scope.record_retry(record.clone());
                     // Free the connection before sleeping.
                     drop(result);
                     tokio::time::sleep(wait).await;
