@@ -97,6 +97,13 @@
 //! attempt's WAF verdict; the attempt spans
 //! ([`Telemetry::attempt_layer`](telemetry::Telemetry::attempt_layer)) between them.
 //!
+//! Assembled by hand, the call layer starts each call with the defaults of its settings (60 s
+//! deadline, a budget of its own, its decision policy): the deadline and budget of a call are
+//! set on [`Guard`] ([`Guard::with_deadline`], [`Guard::with_budget`]), and a `Retry`'s own
+//! apply only where no call layer runs above it. Add the failover layer with
+//! [`Guard::with_failover`]: the guard then records `server.*` and the provider when the call
+//! ends, for the upstream that answered.
+//!
 //! | layer | per | does |
 //! |---|---|---|
 //! | [`telemetry::Telemetry`] | call | starts the call: its deadline, budget and [`DecisionPolicy`](evidence::DecisionPolicy), written once for every layer below; decides the call (answers, streams at their end, transport errors, cancelled calls); leaves the [`Evidence`]; the call span `{operation} {model}` and the metrics; injects `traceparent` |

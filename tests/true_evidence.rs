@@ -276,6 +276,15 @@ async fn a_429_storm_on_a_then_b_names_b_and_counts_every_retry() {
         (retries - 2.0).abs() < f64::EPSILON,
         "retries before the hop are counted: {retries}"
     );
+    for (name, labels, _) in points
+        .iter()
+        .filter(|(n, _, _)| n == metric::RETRIES || n == metric::RETRIES_EXHAUSTED)
+    {
+        assert_eq!(
+            labels["failover.upstream"], "a",
+            "{name}: counted under the upstream they were made on"
+        );
+    }
     let calls: Vec<_> = points
         .iter()
         .filter(|(n, _, _)| n == metric::CALLS)

@@ -290,10 +290,38 @@ pub(super) struct CallRecord<'a> {
     pub(super) verdict: Option<&'a ContractVerdict>,
     /// Every leg of the call, with its attempts, and the failover record.
     pub(super) log: &'a CallLog,
+    /// The host the caller addressed, when the call ended elsewhere.
+    pub(super) caller_host: Option<&'a str>,
     pub(super) error: Option<Cow<'static, str>>,
     pub(super) ttfc: Option<f64>,
     pub(super) tpoc: Option<f64>,
     pub(super) duration: f64,
+}
+
+/// The common labels with a left leg's own upstream and host in place of the answering one's.
+fn leg_labels(
+    common: &[KeyValue],
+    leg: &crate::evidence::Leg,
+    caller_host: Option<&str>,
+) -> Vec<KeyValue> {
+    // A leg that kept the caller's URL went to the host the caller addressed.
+    let host = leg.url.as_ref().map_or(caller_host, |u| u.host_str());
+    common
+        .iter()
+        .map(|kv| match kv.key.as_str() {
+            attr::SERVER_ADDRESS => match host {
+                Some(host) => KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()),
+                None => kv.clone(),
+            },
+            attr::FAILOVER_UPSTREAM => match &leg.upstream {
+                Some(name) => {
+                    KeyValue::new(attr::FAILOVER_UPSTREAM, StringValue::from(name.clone()))
+                }
+                None => kv.clone(),
+            },
+            _ => kv.clone(),
+        })
+        .collect()
 }
 
 /// Records one call in every instrument it concerns.
@@ -425,6 +453,17 @@ fn record_evidence(m: &Instruments, call: &CallRecord<'_>) {
         ));
     }
     let common = kv.len();
+    // A leg the call left (an upstream before a hop) is counted under its own upstream and
+    // host, not the answering one's: its labels, made only when there is such a leg.
+    let left: Vec<(usize, Vec<KeyValue>)> = call
+        .log
+        .legs
+        .iter()
+        .enumerate()
+        .take(call.log.legs.len().saturating_sub(1))
+        .filter(|(_, leg)| leg.retry.is_some())
+        .map(|(i, leg)| (i, leg_labels(&kv, leg, call.caller_host)))
+        .collect();
     // Each counter: the common attributes and its own, then back to the common ones.
     let mut add = |counter: &Counter<u64>, n: u64, own: &[KeyValue]| {
         kv.extend_from_slice(own);
@@ -457,22 +496,31 @@ fn record_evidence(m: &Instruments, call: &CallRecord<'_>) {
             );
         }
     }
-    // Every leg's retries: those made on an upstream the call then left count too.
-    for retry in call.log.legs.iter().filter_map(|l| l.retry.as_ref()) {
+    // Every leg's retries: those made on an upstream the call then left count too, under
+    // that upstream.
+    for (i, leg) in call.log.legs.iter().enumerate() {
+        let Some(retry) = &leg.retry else { continue };
+        let own = left.iter().find(|(l, _)| *l == i).map(|(_, kv)| kv);
+        let mut count = |counter: &Counter<u64>, label: KeyValue| match own {
+            Some(labels) => {
+                let mut labels = labels.clone();
+                labels.push(label);
+                counter.add(1, &labels);
+            }
+            None => add(counter, 1, &[label]),
+        };
         for attempt in &retry.attempts {
             if let Some((_, reason)) = attempt.retry_after {
-                add(
+                count(
                     &m.retries,
-                    1,
-                    &[KeyValue::new(attr::RETRY_WAIT_REASON, reason.as_str())],
+                    KeyValue::new(attr::RETRY_WAIT_REASON, reason.as_str()),
                 );
             }
         }
         if let Some(stop) = retry.stop_reason().filter(|s| s.is_exhausted()) {
-            add(
+            count(
                 &m.exhausted,
-                1,
-                &[KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str())],
+                KeyValue::new(attr::RETRY_STOP_REASON, stop.as_str()),
             );
         }
     }

@@ -52,6 +52,9 @@ pub(crate) struct Recording {
     pending: Arc<std::sync::Mutex<Option<PendingAttempt>>>,
     /// The URL the call was sent to, to tell a followed redirect.
     sent_to: reqwest::Url,
+    /// The host the caller addressed, once a layer below sent the call elsewhere (the host of
+    /// a leg that kept the caller's URL).
+    caller_host: Option<String>,
     streamed: bool,
     /// The host a followed redirect led to.
     redirected_to: Option<String>,
@@ -253,6 +256,7 @@ impl Recording {
                 evidence: call.evidence,
                 verdict: call.verdict,
                 log: call.log,
+                caller_host: self.caller_host.as_deref(),
                 error,
                 ttfc,
                 tpoc,
@@ -295,6 +299,7 @@ impl Telemetry {
             facts,
             pending,
             sent_to: req.url().clone(),
+            caller_host: None,
             streamed: false,
             redirected_to: None,
         })
@@ -312,6 +317,7 @@ impl Recording {
     ) {
         if let Some(url) = target {
             self.facts.retarget(url, self.shared.provider.as_ref());
+            self.caller_host = self.sent_to.host_str().map(str::to_owned);
             self.sent_to = url.clone();
         }
         if let Some(at) = answered_from
