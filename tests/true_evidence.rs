@@ -422,3 +422,34 @@ async fn content_capture_records_no_answer_the_model_never_gave() {
         harness.spans.reset();
     }
 }
+
+#[tokio::test]
+async fn a_wall_on_a_holds_and_the_evidence_names_a() {
+    let harness = Harness::new();
+    let wall = ResponseTemplate::new(403)
+        .set_body_raw(CF_CHALLENGE, "text/html")
+        .insert_header("cf-mitigated", "challenge")
+        .insert_header("server", "cloudflare");
+    let (a, b) = (serving(wall).await, serving(chat_ok()).await);
+    let client = harness.client([upstream("a", &a), upstream("b", &b)]);
+    let (status, e) = call(&client, "http://upstream.invalid/v1/chat/completions").await;
+    assert_eq!(status, 403);
+    assert_eq!(e.fallback_decision, FallbackDecision::Hold);
+    assert_eq!((e.upstream.as_deref(), e.hops), (Some("a"), 0));
+    assert!(e.waf.is_some());
+
+    let (span, attempts) = harness.call();
+    assert_no_key_twice(&span);
+    let s = attrs(&span);
+    assert_eq!(
+        s["server.port"],
+        port(&a),
+        "the upstream that answered: the wall's"
+    );
+    assert_eq!(s["failover.upstream"], "a");
+    assert_eq!(s["fallback_decision"], "hold");
+    assert_eq!(s["waf.vendor"], "cloudflare");
+    assert_eq!(attempts.len(), 1, "a wall is never retried nor hopped from");
+    assert_eq!(attrs(&attempts[0])["server.port"], port(&a));
+    assert!(b.received_requests().await.unwrap().is_empty());
+}
