@@ -143,6 +143,8 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // Each streamed event leaves at once, as a real API's do (no waiting on Nagle).
+        let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
             // Set by a request that wants its connection reset rather than answered.
