@@ -687,3 +687,44 @@ async fn an_upstream_without_a_key_gets_no_caller_key_unless_it_opts_in() {
     );
     let _ = proxy.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_proxy_retried_failed_over_or_held_tells_the_sdk_not_to_retry() {
+    let storm = || {
+        ResponseTemplate::new(429)
+            .insert_header("retry-after-ms", "10")
+            .set_body_raw(
+                r#"{"error":{"message":"m","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+                "application/json",
+            )
+    };
+    let refused = ResponseTemplate::new(400).set_body_raw(
+        r#"{"error":{"message":"m","type":"invalid_request_error","param":null,"code":"invalid_value"}}"#,
+        "application/json",
+    );
+    for (name, first, second, want) in [
+        ("a 429 storm on both", storm(), storm(), Some("false")),
+        ("a request error held", refused, chat_ok(), Some("false")),
+        ("a clean answer", chat_ok(), chat_ok(), None),
+    ] {
+        let (a, b) = (MockServer::start().await, MockServer::start().await);
+        for (server, answer) in [(&a, first), (&b, second)] {
+            Mock::given(path("/v1/chat/completions"))
+                .respond_with(answer)
+                .mount(server)
+                .await;
+        }
+        let proxy = Proxy::start(
+            &config(&[upstream("a", &a.uri(), ""), upstream("b", &b.uri(), "")]),
+            &[],
+            &[],
+        );
+        let (_, headers, _) = post(&proxy, "/v1/chat/completions", CHAT).await;
+        assert_eq!(
+            headers.get("x-should-retry").and_then(|v| v.to_str().ok()),
+            want,
+            "{name}"
+        );
+        let _ = proxy.stop();
+    }
+}

@@ -10,7 +10,9 @@
 //! (streams are never buffered past the commit point), with three headers of the proxy's own:
 //! `x-llm-guard-upstream` (which upstream answered), `x-llm-guard-hops` (moves to another
 //! upstream) and `x-llm-guard-decision` (the call's `fallback_decision` when the headers came;
-//! a stream's final word is on its telemetry). A call that got no answer at all is a 502 whose
+//! a stream's final word is on its telemetry), and `x-should-retry: false` on an answer the
+//! proxy already retried or failed over, or held, so an SDK's own retries do not run the
+//! bounded sequence again. A call that got no answer at all is a 502 whose
 //! `error.code` says why: `connect`, `timeout`, `reset`, `time_to_headers`, `no_upstream`,
 //! `request` or `other`.
 //!
@@ -164,7 +166,8 @@ without gets it only with forward_caller_auth = true. `deadline` used to be unde
 read there still, with a warning to move it.
 
 Served: POST .../chat/completions, POST .../responses, GET .../responses/{id} (any prefix).
-Response headers added: x-llm-guard-upstream, x-llm-guard-hops, x-llm-guard-decision. A call
+Response headers added: x-llm-guard-upstream, x-llm-guard-hops, x-llm-guard-decision, and
+x-should-retry: false on an answer the proxy already retried or failed over, or held. A call
 with no answer is a 502 with error.type "proxy_error" and error.code saying why (connect,
 timeout, reset, time_to_headers, no_upstream, request, other).
 
@@ -628,12 +631,7 @@ async fn proxy(
             let e = Evidence::of(&response);
             let status = response.status();
             let mut headers = forward::response_headers(response.headers());
-            mark(
-                &mut headers,
-                e.upstream.as_deref(),
-                e.hops,
-                Some(e.fallback_decision),
-            );
+            mark(&mut headers, Some(&e));
             let body = FlushBeforeError::new(
                 http::Response::<reqwest::Body>::from(response)
                     .into_body()
@@ -662,7 +660,7 @@ async fn proxy(
                 let _ = write!(message, " (last upstream tried: {u}; hops: {hops})");
             }
             let mut out = error_response(StatusCode::BAD_GATEWAY, code, &message);
-            mark(out.headers_mut(), upstream.as_deref(), hops, decision);
+            mark(out.headers_mut(), e.as_ref());
             let served = Served {
                 status: StatusCode::BAD_GATEWAY,
                 upstream,
@@ -674,22 +672,35 @@ async fn proxy(
     }
 }
 
-/// The proxy's own response headers.
-fn mark(
-    headers: &mut HeaderMap,
-    upstream: Option<&str>,
-    hops: u32,
-    decision: Option<FallbackDecision>,
-) {
+/// The proxy's own response headers. An answer the proxy already retried or failed over, and
+/// a hold, say `x-should-retry: false`: the SDKs honour it, so their own retries do not run the
+/// whole bounded sequence again (a 429 storm over two upstreams was 18 upstream requests for
+/// one SDK call with the SDK's 2 retries on top).
+fn mark(headers: &mut HeaderMap, e: Option<&Evidence>) {
+    let Some(e) = e else {
+        headers.insert(HOPS_HEADER, HeaderValue::from(0));
+        return;
+    };
     // Names are checked to be header-safe when the file is read.
-    if let Some(v) = upstream.and_then(|u| HeaderValue::from_str(u).ok()) {
+    if let Some(v) = e
+        .upstream
+        .as_deref()
+        .and_then(|u| HeaderValue::from_str(u).ok())
+    {
         headers.insert(UPSTREAM_HEADER, v);
     }
-    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
-    if let Some(d) = decision {
-        headers.insert(DECISION_HEADER, HeaderValue::from_static(d.as_str()));
+    headers.insert(HOPS_HEADER, HeaderValue::from(e.hops));
+    headers.insert(
+        DECISION_HEADER,
+        HeaderValue::from_static(e.fallback_decision.as_str()),
+    );
+    if e.retry_count > 0 || e.hops > 0 || e.fallback_decision == FallbackDecision::Hold {
+        headers.insert(SHOULD_RETRY_HEADER, HeaderValue::from_static("false"));
     }
 }
+
+/// The header the OpenAI SDKs read to decide whether to retry.
+const SHOULD_RETRY_HEADER: &str = "x-should-retry";
 
 /// `error.code` for a call that got no answer: the crate's own reasons first, then the kind of
 /// transport error.
