@@ -728,3 +728,44 @@ async fn what_the_proxy_retried_failed_over_or_held_tells_the_sdk_not_to_retry()
         let _ = proxy.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_at_any_status_reaches_the_sdk_as_an_error_naming_it() {
+    const CHALLENGE: &str = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>\
+<script src=\"/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8f1e2d3c4b5a6978\"></script></body></html>";
+    for (status, want) in [(200, 502), (403, 403)] {
+        let a = MockServer::start().await;
+        Mock::given(path("/v1/chat/completions"))
+            .respond_with(
+                ResponseTemplate::new(status)
+                    .set_body_raw(CHALLENGE, "text/html")
+                    .insert_header("cf-mitigated", "challenge")
+                    .insert_header("cf-ray", "8f1e2d3c4b5a6978-FRA")
+                    .insert_header("server", "cloudflare"),
+            )
+            .mount(&a)
+            .await;
+        let proxy = Proxy::start(&config(&[upstream("a", &a.uri(), "")]), &[], &[]);
+        let (got, headers, body) = post(&proxy, "/v1/chat/completions", CHAT).await;
+        assert_eq!(got, want, "a wall in a {status}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["type"], "waf_wall", "{body}");
+        assert_eq!(v["error"]["code"], "cloudflare_challenge", "{body}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("8f1e2d3c4b5a6978"), "{message}");
+        assert!(
+            !body.contains("Just a moment"),
+            "the wall's page is not passed on"
+        );
+        assert_eq!(header(&headers, "x-llm-guard-waf-vendor"), "cloudflare");
+        assert_eq!(header(&headers, "x-llm-guard-waf-kind"), "challenge");
+        assert_eq!(
+            header(&headers, "x-llm-guard-waf-reference"),
+            "8f1e2d3c4b5a6978"
+        );
+        assert_eq!(header(&headers, "x-llm-guard-decision"), "hold");
+        assert_eq!(header(&headers, "x-should-retry"), "false");
+        assert_eq!(header(&headers, "content-type"), "application/json");
+        let _ = proxy.stop();
+    }
+}

@@ -12,7 +12,11 @@
 //! upstream) and `x-llm-guard-decision` (the call's `fallback_decision` when the headers came;
 //! a stream's final word is on its telemetry), and `x-should-retry: false` on an answer the
 //! proxy already retried or failed over, or held, so an SDK's own retries do not run the
-//! bounded sequence again. A call that got no answer at all is a 502 whose
+//! bounded sequence again. A WAF or bot wall, at any status (a 200 included), answers as an
+//! OpenAI-shaped error (`error.type` `waf_wall`, `error.code` `{vendor}_{kind}`, the upstream's
+//! status when 4xx or 5xx, else 502; the reference in the message and in
+//! `x-llm-guard-waf-vendor`, `-kind`, `-reference`), never as the wall's page. A call that got
+//! no answer at all is a 502 whose
 //! `error.code` says why: `connect`, `timeout`, `reset`, `time_to_headers`, `no_upstream`,
 //! `request` or `other`.
 //!
@@ -97,7 +101,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision, TransportErrorKind};
+use reqwest_llm_guard::evidence::{ApiSurface, FallbackDecision, TransportErrorKind, WafVerdict};
 use reqwest_llm_guard::failover::{Failover, FailoverHandle};
 use reqwest_llm_guard::retry::{OpenAiSdk, Retry};
 use reqwest_llm_guard::telemetry::otlp::{self, OtlpGuard};
@@ -167,7 +171,9 @@ read there still, with a warning to move it.
 
 Served: POST .../chat/completions, POST .../responses, GET .../responses/{id} (any prefix).
 Response headers added: x-llm-guard-upstream, x-llm-guard-hops, x-llm-guard-decision, and
-x-should-retry: false on an answer the proxy already retried or failed over, or held. A call
+x-should-retry: false on an answer the proxy already retried or failed over, or held. A WAF
+wall at any status answers as an error: error.type "waf_wall", error.code "{vendor}_{kind}",
+headers x-llm-guard-waf-vendor, -kind, -reference. A call
 with no answer is a 502 with error.type "proxy_error" and error.code saying why (connect,
 timeout, reset, time_to_headers, no_upstream, request, other).
 
@@ -630,6 +636,19 @@ async fn proxy(
         Ok(response) => {
             let e = Evidence::of(&response);
             let status = response.status();
+            if let Some(wall) = &e.waf {
+                // Not the API's answer, whatever its status: an error the SDKs raise and type.
+                drop(response);
+                let mut out = wall_response(status, wall);
+                mark(out.headers_mut(), Some(&e));
+                let served = Served {
+                    status: out.status(),
+                    upstream: e.upstream,
+                    hops: e.hops,
+                    decision: Some(e.fallback_decision),
+                };
+                return (out, served);
+            }
             let mut headers = forward::response_headers(response.headers());
             mark(&mut headers, Some(&e));
             let body = FlushBeforeError::new(
@@ -731,6 +750,66 @@ fn no_answer(code: &str) -> &'static str {
 }
 
 /// An OpenAI-style error: `{"error":{"message","type":"proxy_error","code","param":null}}`.
+/// A WAF or bot wall, at any status (a 200 included), as an OpenAI-shaped error the SDKs raise
+/// and type: the upstream's status when it is 4xx or 5xx, else 502; `error.type` `waf_wall`,
+/// `error.code` `{vendor}_{kind}`; the vendor, the kind and the reference their support asks
+/// for in the message and in `x-llm-guard-waf-*` headers. The wall's page is not passed on.
+fn wall_response(status: StatusCode, wall: &WafVerdict) -> hyper::Response<ProxyBody> {
+    let status = if status.is_client_error() || status.is_server_error() {
+        status
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let mut message = format!(
+        "the upstream's edge answered, not the API: a {} {} (waf.vendor={}, waf.kind={})",
+        wall.vendor, wall.kind, wall.vendor, wall.kind
+    );
+    if let Some(reference) = &wall.reference {
+        let _ = write!(
+            message,
+            "; reference for {}'s support: {reference}",
+            wall.vendor
+        );
+    }
+    if let Some(location) = &wall.location {
+        let _ = write!(message, " (at {location})");
+    }
+    let body = serde_json::json!({
+        "error": {
+            "message": message,
+            "type": "waf_wall",
+            "code": format!("{}_{}", wall.vendor, wall.kind),
+            "param": null,
+        }
+    });
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut out = hyper::Response::new(UnsyncBoxBody::new(
+        Full::new(Bytes::from(bytes)).map_err(|never| match never {}),
+    ));
+    *out.status_mut() = status;
+    let headers = out.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-llm-guard-waf-vendor",
+        HeaderValue::from_static(wall.vendor.as_str()),
+    );
+    headers.insert(
+        "x-llm-guard-waf-kind",
+        HeaderValue::from_static(wall.kind.as_str()),
+    );
+    if let Some(v) = wall
+        .reference
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        headers.insert("x-llm-guard-waf-reference", v);
+    }
+    out
+}
+
 fn error_response(status: StatusCode, code: &str, message: &str) -> hyper::Response<ProxyBody> {
     let body = serde_json::json!({
         "error": {"message": message, "type": "proxy_error", "code": code, "param": null}
