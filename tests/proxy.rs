@@ -769,3 +769,62 @@ async fn a_wall_at_any_status_reaches_the_sdk_as_an_error_naming_it() {
         let _ = proxy.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_after_it_started_ends_with_an_error_event_the_sdks_raise() {
+    use futures_util::StreamExt as _;
+    // The upstream sends the role and some text, then the connection ends without the
+    // chunked terminator: a stream cut after the proxy committed it to the caller.
+    let addr = common::raw_server(
+        vec![common::chunked_response(
+            "text/event-stream",
+            &[ROLE.as_bytes(), TEXT.as_bytes()],
+            false,
+        )],
+        None,
+    )
+    .await;
+    let proxy = Proxy::start(
+        &config(&[upstream("a", &format!("http://{addr}"), "")]),
+        &[],
+        &[],
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let (mut text, mut cut) = (String::new(), false);
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        text.starts_with(ROLE),
+        "what came is passed on first: {text}"
+    );
+    assert!(text.contains(TEXT));
+    // One event, on its own: `event: error` for the Node SDK, an `error` object for Python.
+    let event = text
+        .split("\n\n")
+        .find(|e| e.starts_with("event: error"))
+        .expect(&text);
+    let data: serde_json::Value =
+        serde_json::from_str(event.strip_prefix("event: error\ndata: ").unwrap()).unwrap();
+    assert_eq!(data["error"]["code"], "stream_failed");
+    assert_eq!(data["type"], "error");
+    assert!(!text.contains("[DONE]"));
+    assert!(cut, "and the connection is still cut: never a clean end");
+    let _ = proxy.stop();
+}

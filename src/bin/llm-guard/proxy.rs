@@ -15,7 +15,10 @@
 //! bounded sequence again. A WAF or bot wall, at any status (a 200 included), answers as an
 //! OpenAI-shaped error (`error.type` `waf_wall`, `error.code` `{vendor}_{kind}`, the upstream's
 //! status when 4xx or 5xx, else 502; the reference in the message and in
-//! `x-llm-guard-waf-vendor`, `-kind`, `-reference`), never as the wall's page. A call that got
+//! `x-llm-guard-waf-vendor`, `-kind`, `-reference`), never as the wall's page. A stream that
+//! fails after it started ends with an `event: error` whose data has an `error` object
+//! (`code` `stream_failed`), which both SDKs raise as an API error, and the connection is then
+//! cut: never a clean end. A call that got
 //! no answer at all is a 502 whose
 //! `error.code` says why: `connect`, `timeout`, `reset`, `time_to_headers`, `no_upstream`,
 //! `request` or `other`.
@@ -651,11 +654,18 @@ async fn proxy(
             }
             let mut headers = forward::response_headers(response.headers());
             mark(&mut headers, Some(&e));
-            let body = FlushBeforeError::new(
+            let streamed = status.is_success()
+                && response
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            let body = FlushBeforeError::new(InBandError::new(
                 http::Response::<reqwest::Body>::from(response)
                     .into_body()
                     .map_err(|e| Box::new(e) as BoxError),
-            );
+                streamed,
+            ));
             let mut out = hyper::Response::new(UnsyncBoxBody::new(body));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
@@ -860,6 +870,97 @@ mod tests {
         let r = error_response(StatusCode::BAD_GATEWAY, "connect", "m");
         assert_eq!(r.status(), 502);
         assert_eq!(r.headers()["content-type"], "application/json");
+    }
+}
+
+/// The event a stream that fails after it was handed on ends with, before the connection is
+/// cut: `event: error` (the Node SDK raises on the name) whose data has an `error` object (the
+/// Python SDK raises on the key) and the Responses spec's top-level `type`, `code`, `message`,
+/// `param`. The SDKs raise it as an API error, where a cut connection alone is an untyped
+/// transport error; the connection is still cut after it, so no client can take the answer for
+/// a whole one.
+const STREAM_FAILED_EVENT: &str = "event: error\ndata: {\"type\":\"error\",\"code\":\"stream_failed\",\"message\":\"the upstream's stream failed after the proxy had started passing it on: the answer is incomplete\",\"param\":null,\"error\":{\"message\":\"the upstream's stream failed after the proxy had started passing it on: the answer is incomplete\",\"type\":\"server_error\",\"code\":\"stream_failed\",\"param\":null}}\n\n";
+
+pin_project_lite::pin_project! {
+    /// For a stream (`streamed`): an error after the headers is preceded by
+    /// [`STREAM_FAILED_EVENT`], on a line of its own, then passed on. Any other body passes
+    /// as it is.
+    struct InBandError<B> {
+        #[pin]
+        inner: B,
+        streamed: bool,
+        held: Option<BoxError>,
+        // The last two bytes passed on: an event starts only after a blank line.
+        tail: [u8; 2],
+    }
+}
+
+impl<B> InBandError<B> {
+    fn new(inner: B, streamed: bool) -> Self {
+        Self {
+            inner,
+            streamed,
+            held: None,
+            tail: *b"\n\n",
+        }
+    }
+}
+
+impl<B> hyper::body::Body for InBandError<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Some(e) = this.held.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) if *this.streamed => {
+                *this.streamed = false;
+                *this.held = Some(e);
+                let mut event = Vec::with_capacity(STREAM_FAILED_EVENT.len() + 2);
+                // Cut inside an event: end it first (what it held is lost either way).
+                match *this.tail {
+                    [b'\n', b'\n'] => {}
+                    [_, b'\n'] => event.push(b'\n'),
+                    _ => event.extend_from_slice(b"\n\n"),
+                }
+                event.extend_from_slice(STREAM_FAILED_EVENT.as_bytes());
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(event)))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    match data[..] {
+                        [] => {}
+                        [only] => *this.tail = [this.tail[1], only],
+                        [.., a, b] => *this.tail = [a, b],
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.streamed {
+            // An event may be added: no exact length.
+            hyper::body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 
