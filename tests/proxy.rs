@@ -802,13 +802,11 @@ async fn a_stream_that_fails_after_it_started_ends_with_an_error_event_the_sdks_
     let mut body = response.bytes_stream();
     let (mut text, mut cut) = (String::new(), false);
     while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
-            Err(_) => {
-                cut = true;
-                break;
-            }
-        }
+        let Ok(b) = chunk else {
+            cut = true;
+            break;
+        };
+        text.push_str(&String::from_utf8_lossy(&b));
     }
     assert!(
         text.starts_with(ROLE),
