@@ -20,6 +20,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const CALLER_KEY: &str = "sk-CALLER-proxy-7c2a";
 const UPSTREAM_KEY: &str = "sk-UPSTREAM-proxy-41fe";
 
+/// A Cloudflare challenge page, as walls serve it.
+const CHALLENGE: &str = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>\
+<script src=\"/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8f1e2d3c4b5a6978\"></script></body></html>";
+
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
 async fn seen(server: &MockServer) -> Vec<wiremock::Request> {
@@ -731,8 +735,6 @@ async fn what_the_proxy_retried_failed_over_or_held_tells_the_sdk_not_to_retry()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_at_any_status_reaches_the_sdk_as_an_error_naming_it() {
-    const CHALLENGE: &str = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>\
-<script src=\"/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8f1e2d3c4b5a6978\"></script></body></html>";
     for (status, want) in [(200, 502), (403, 403)] {
         let a = MockServer::start().await;
         Mock::given(path("/v1/chat/completions"))
@@ -825,4 +827,135 @@ async fn a_stream_that_fails_after_it_started_ends_with_an_error_event_the_sdks_
     assert!(!text.contains("[DONE]"));
     assert!(cut, "and the connection is still cut: never a clean end");
     let _ = proxy.stop();
+}
+
+// ---- The official `openai` package for Python against the proxy (installed by .ci/run; a
+// run without it says it skipped, and fails under CI=true).
+
+/// Runs tests/sdk/openai_call.py against the proxy; `None` when the package is not installed.
+fn openai_sdk(proxy: &Proxy, kind: &str, retries: u32) -> Option<serde_json::Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_call.py");
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the openai package is required in CI (.ci/run installs it)"
+        );
+        eprintln!("skipped: python3 with the openai package not found");
+        return None;
+    }
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("{}/v1", proxy.url))
+        .arg(kind)
+        .arg(retries.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Some(
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr))),
+    )
+}
+
+/// Starts the proxy off the async workers (the SDK runs as a child process, blocking too).
+async fn proxy_over(upstreams: Vec<String>) -> Proxy {
+    tokio::task::spawn_blocking(move || Proxy::start(&config(&upstreams), &[], &[]))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_raises_what_the_proxy_means_and_retries_nothing_twice() {
+    // A 429 storm on both upstreams, with the SDK's own default of 2 retries: the upstreams
+    // see the proxy's bound (1 + 2 retries on each), not three times it.
+    let storm = || {
+        ResponseTemplate::new(429)
+            .insert_header("retry-after-ms", "10")
+            .set_body_raw(
+                r#"{"error":{"message":"m","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+                "application/json",
+            )
+    };
+    let (a, b) = (MockServer::start().await, MockServer::start().await);
+    for server in [&a, &b] {
+        Mock::given(path("/v1/chat/completions"))
+            .respond_with(storm())
+            .mount(server)
+            .await;
+    }
+    let proxy = proxy_over(vec![
+        upstream("a", &a.uri(), ""),
+        upstream("b", &b.uri(), ""),
+    ])
+    .await;
+    let Some(got) = tokio::task::spawn_blocking(move || {
+        let got = openai_sdk(&proxy, "chat", 2);
+        let _ = proxy.stop();
+        got
+    })
+    .await
+    .unwrap() else {
+        return;
+    };
+    assert_eq!(got["result"], "raised", "{got}");
+    assert_eq!(got["exception"], "RateLimitError", "{got}");
+    assert_eq!(got["status"], 429, "{got}");
+    assert_eq!(
+        (seen(&a).await.len(), seen(&b).await.len()),
+        (3, 3),
+        "the SDK's retries did not run the sequence again: {got}"
+    );
+
+    // A wall in a 200: a typed error naming it, not a string where a completion should be.
+    let wall = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(CHALLENGE, "text/html")
+                .insert_header("cf-mitigated", "challenge")
+                .insert_header("server", "cloudflare"),
+        )
+        .mount(&wall)
+        .await;
+    let proxy = proxy_over(vec![upstream("wall", &wall.uri(), "")]).await;
+    let got = tokio::task::spawn_blocking(move || {
+        let got = openai_sdk(&proxy, "chat", 2);
+        let _ = proxy.stop();
+        got
+    })
+    .await
+    .unwrap()
+    .expect("probed above");
+    assert_eq!(got["result"], "raised", "{got}");
+    assert_eq!(got["exception"], "InternalServerError", "{got}");
+    assert_eq!(got["status"], 502, "{got}");
+    assert_eq!(got["type"], "waf_wall", "{got}");
+    assert_eq!(got["code"], "cloudflare_challenge", "{got}");
+    assert_eq!(seen(&wall).await.len(), 1, "a wall is asked once: {got}");
+
+    // A stream cut after it started: an API error, not an untyped transport error.
+    let addr = common::raw_server(
+        vec![common::chunked_response(
+            "text/event-stream",
+            &[ROLE.as_bytes(), TEXT.as_bytes()],
+            false,
+        )],
+        None,
+    )
+    .await;
+    let proxy = proxy_over(vec![upstream("cut", &format!("http://{addr}"), "")]).await;
+    let got = tokio::task::spawn_blocking(move || {
+        let got = openai_sdk(&proxy, "chat_stream", 0);
+        let _ = proxy.stop();
+        got
+    })
+    .await
+    .unwrap()
+    .expect("probed above");
+    assert_eq!(got["result"], "raised", "{got}");
+    assert_eq!(got["exception"], "APIError", "{got}");
+    assert_eq!(got["code"], "stream_failed", "{got}");
 }
