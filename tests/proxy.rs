@@ -959,3 +959,43 @@ async fn the_python_sdk_raises_what_the_proxy_means_and_retries_nothing_twice() 
     assert_eq!(got["exception"], "APIError", "{got}");
     assert_eq!(got["code"], "stream_failed", "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_breaks_after_its_terminal_event_gets_no_error_event() {
+    use futures_util::StreamExt as _;
+    // A whole answer, `[DONE]` included, then the connection ends without the terminator.
+    let addr = common::raw_server(
+        vec![common::chunked_response(
+            "text/event-stream",
+            &[ROLE.as_bytes(), TEXT.as_bytes(), STOP.as_bytes()],
+            false,
+        )],
+        None,
+    )
+    .await;
+    let proxy = Proxy::start(
+        &config(&[upstream("a", &format!("http://{addr}"), "")]),
+        &[],
+        &[],
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(Ok(b)) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&b));
+    }
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        !text.contains("event: error"),
+        "an answer that reached its end is not turned into an error: {text}"
+    );
+    let _ = proxy.stop();
+}

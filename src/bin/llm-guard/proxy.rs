@@ -18,7 +18,11 @@
 //! `x-llm-guard-waf-vendor`, `-kind`, `-reference`), never as the wall's page. A stream that
 //! fails after it started ends with an `event: error` whose data has an `error` object
 //! (`code` `stream_failed`), which both SDKs raise as an API error, and the connection is then
-//! cut: never a clean end. A call that got
+//! cut: never a clean end. A stream that already passed its terminal event on (`[DONE]`,
+//! `response.completed`, …) is not turned into an error afterwards: the SDKs stopped reading
+//! there. A complete answer with a malformed event in the middle reaches the caller as it came
+//! (each SDK judges the events it reads), and its evidence says `parse_check=fail`: the proxy
+//! never rewrites an answer it has started to pass on. A call that got
 //! no answer at all is a 502 whose
 //! `error.code` says why: `connect`, `timeout`, `reset`, `time_to_headers`, `no_upstream`,
 //! `request` or `other`.
@@ -881,10 +885,24 @@ mod tests {
 /// a whole one.
 const STREAM_FAILED_EVENT: &str = "event: error\ndata: {\"type\":\"error\",\"code\":\"stream_failed\",\"message\":\"the upstream's stream failed after the proxy had started passing it on: the answer is incomplete\",\"param\":null,\"error\":{\"message\":\"the upstream's stream failed after the proxy had started passing it on: the answer is incomplete\",\"type\":\"server_error\",\"code\":\"stream_failed\",\"param\":null}}\n\n";
 
+/// Whether these bytes hold a stream's terminal event: Chat's `[DONE]`, or a Responses
+/// `response.completed`, `response.incomplete` or `response.failed`.
+fn terminal(data: &[u8]) -> bool {
+    [
+        &b"data: [DONE]"[..],
+        b"\"response.completed\"",
+        b"\"response.incomplete\"",
+        b"\"response.failed\"",
+    ]
+    .iter()
+    .any(|t| memchr::memmem::find(data, t).is_some())
+}
+
 pin_project_lite::pin_project! {
     /// For a stream (`streamed`): an error after the headers is preceded by
-    /// [`STREAM_FAILED_EVENT`], on a line of its own, then passed on. Any other body passes
-    /// as it is.
+    /// [`STREAM_FAILED_EVENT`], on a line of its own, then passed on; not after the answer's
+    /// terminal event (the SDKs have stopped reading: the answer stands as it came, and the
+    /// connection is cut). Any other body passes as it is.
     struct InBandError<B> {
         #[pin]
         inner: B,
@@ -892,6 +910,8 @@ pin_project_lite::pin_project! {
         held: Option<BoxError>,
         // The last two bytes passed on: an event starts only after a blank line.
         tail: [u8; 2],
+        // The answer's terminal event has been passed on.
+        ended: bool,
     }
 }
 
@@ -902,6 +922,7 @@ impl<B> InBandError<B> {
             streamed,
             held: None,
             tail: *b"\n\n",
+            ended: false,
         }
     }
 }
@@ -923,7 +944,7 @@ where
             return Poll::Ready(Some(Err(e)));
         }
         match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) if *this.streamed => {
+            Poll::Ready(Some(Err(e))) if *this.streamed && !*this.ended => {
                 *this.streamed = false;
                 *this.held = Some(e);
                 let mut event = Vec::with_capacity(STREAM_FAILED_EVENT.len() + 2);
@@ -938,6 +959,7 @@ where
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    *this.ended = *this.ended || terminal(data);
                     match data[..] {
                         [] => {}
                         [only] => *this.tail = [this.tail[1], only],
