@@ -999,3 +999,52 @@ async fn a_stream_that_breaks_after_its_terminal_event_gets_no_error_event() {
     );
     let _ = proxy.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_says_alive_and_readyz_whether_an_upstream_is_in_rotation() {
+    let ok = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&ok)
+        .await;
+    let get = |proxy_url: String, at: &'static str| async move {
+        let r = reqwest::get(format!("{proxy_url}{at}")).await.unwrap();
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap();
+        (status, v)
+    };
+    let proxy = Proxy::start(&config(&[upstream("ok", &ok.uri(), "")]), &[], &[]);
+    assert_eq!(get(proxy.url.clone(), "/healthz").await.0, 200);
+    let (status, v) = get(proxy.url.clone(), "/readyz").await;
+    assert_eq!(
+        (status, v["in_rotation"][0].as_str()),
+        (200, Some("ok")),
+        "{v}"
+    );
+    let _ = proxy.stop();
+    assert!(
+        seen(&ok).await.is_empty(),
+        "health checks never reach an upstream"
+    );
+
+    // Its only upstream awaits the evidence drill (which fails against a 503): not ready.
+    let down = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&down)
+        .await;
+    let proxy = Proxy::start(
+        &config(&[upstream(
+            "gated",
+            &down.uri(),
+            "api_key_env = \"LLM_GUARD_PROXY_TEST_KEY\"\ndrill = true",
+        )]),
+        &[("LLM_GUARD_PROXY_TEST_KEY", UPSTREAM_KEY)],
+        &[],
+    );
+    assert_eq!(get(proxy.url.clone(), "/healthz").await.0, 200);
+    let (status, v) = get(proxy.url.clone(), "/readyz").await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["status"], "not_ready");
+    let _ = proxy.stop();
+}

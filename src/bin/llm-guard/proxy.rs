@@ -176,7 +176,9 @@ it too: an upstream with a key of its own never gets the caller's Authorization,
 without gets it only with forward_caller_auth = true. `deadline` used to be under [retry]:
 read there still, with a warning to move it.
 
-Served: POST .../chat/completions, POST .../responses, GET .../responses/{id} (any prefix).
+Served: POST .../chat/completions, POST .../responses, GET .../responses/{id} (any prefix);
+GET /healthz (200 while alive) and GET /readyz (200 while an upstream is in rotation, else
+503), which never reach an upstream.
 Response headers added: x-llm-guard-upstream, x-llm-guard-hops, x-llm-guard-decision, and
 x-should-retry: false on an answer the proxy already retried or failed over, or held. A WAF
 wall at any status answers as an error: error.type "waf_wall", error.code "{vendor}_{kind}",
@@ -213,6 +215,9 @@ pub(crate) struct ProxyArgs {
 struct State {
     client: ClientWithMiddleware,
     log: bool,
+    /// The failover layer's state, for `/readyz`.
+    upstreams: FailoverHandle,
+    names: Vec<String>,
 }
 
 /// Reads the file, checks it and the keys, then serves until Ctrl-C. Exit code 2 for anything
@@ -240,7 +245,8 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
             return fail(format!(
                 "{path}: upstreams[{i}] (\"{}\").api_key_env: the environment variable {var} \
                  is unset or empty (an upstream with a key of its own never gets the caller's; \
-                 set it, or remove api_key_env to forward the caller's Authorization)",
+                 set it, or remove api_key_env and set forward_caller_auth = true to send it \
+                 the caller's Authorization)",
                 u.name
             ));
         }
@@ -274,10 +280,12 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
              anyone who reaches {addr} spends the upstreams' keys"
         );
     }
-    let drills = spawn_drills(&config, handle, otel.is_some());
+    let drills = spawn_drills(&config, handle.clone(), otel.is_some());
     let state = Arc::new(State {
         client,
         log: args.log,
+        upstreams: handle,
+        names: config.upstreams.iter().map(|u| u.name.clone()).collect(),
     });
     serve(listener, state, stop).await;
     drills.abort();
@@ -573,6 +581,11 @@ async fn handle(
     let method = req.method().clone();
     // The path only: a query may carry a key (Azure-style `?api-key=`).
     let path = req.uri().path().to_owned();
+    if method == Method::GET
+        && let Some(health) = health(&path, &state)
+    {
+        return Ok(health);
+    }
     let (response, served) = proxy(req, &state).await;
     if state.log {
         println!(
@@ -584,6 +597,56 @@ async fn handle(
         );
     }
     Ok(response)
+}
+
+/// `GET /healthz`: the proxy is alive (200). `GET /readyz`: at least one upstream is in
+/// rotation, promoted and its breaker not open (200, naming them), else 503. Neither reaches an
+/// upstream, nor is logged.
+fn health(path: &str, state: &State) -> Option<hyper::Response<ProxyBody>> {
+    let (status, body) = match path {
+        "/healthz" => (StatusCode::OK, serde_json::json!({"status": "ok"})),
+        "/readyz" => {
+            let waiting: Vec<String> = state
+                .upstreams
+                .awaiting_drill()
+                .iter()
+                .map(|u| u.name().to_owned())
+                .collect();
+            let in_rotation: Vec<&str> = state
+                .names
+                .iter()
+                .filter(|n| !waiting.contains(n))
+                .filter(|n| {
+                    state.upstreams.breaker(n).is_some_and(|b| {
+                        b.state() != reqwest_llm_guard::failover::BreakerState::Open
+                    })
+                })
+                .map(String::as_str)
+                .collect();
+            if in_rotation.is_empty() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"status": "not_ready", "in_rotation": in_rotation}),
+                )
+            } else {
+                (
+                    StatusCode::OK,
+                    serde_json::json!({"status": "ready", "in_rotation": in_rotation}),
+                )
+            }
+        }
+        _ => return None,
+    };
+    let mut out = hyper::Response::new(UnsyncBoxBody::new(
+        Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+            .map_err(|never| match never {}),
+    ));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Some(out)
 }
 
 async fn proxy(
