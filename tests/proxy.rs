@@ -1048,3 +1048,79 @@ async fn healthz_says_alive_and_readyz_whether_an_upstream_is_in_rotation() {
     assert_eq!(v["status"], "not_ready");
     let _ = proxy.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_access_log_line_per_call_written_when_it_ends() {
+    use futures_util::StreamExt as _;
+    // A stream cut after it started: its line says so, and is written once it ended.
+    let addr = common::raw_server(
+        vec![common::chunked_response(
+            "text/event-stream",
+            &[ROLE.as_bytes(), TEXT.as_bytes()],
+            false,
+        )],
+        None,
+    )
+    .await;
+    let proxy = Proxy::start(
+        &config(&[upstream("cut", &format!("http://{addr}"), "")]),
+        &[],
+        &["--log", "--log-format", "json"],
+    );
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/chat/completions?api-key=QUERY-SECRET",
+            proxy.url
+        ))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {CALLER_KEY}"))
+        .body(
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    while let Some(Ok(_)) = body.next().await {}
+    drop(body);
+    // A request for nothing the proxy serves: a line too, with no upstream.
+    let (status, _, _) = post(&proxy, "/v1/nothing", CHAT).await;
+    assert_eq!(status, 404);
+    let (_, out, _) = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let stream = lines
+        .iter()
+        .find(|l| l["path"] == "/v1/chat/completions")
+        .expect(&out);
+    assert_eq!(stream["status"], 200);
+    assert_eq!(stream["upstream"], "cut");
+    assert_eq!(stream["stream"], "failed", "{stream}");
+    assert_eq!(
+        stream["decision"], "fallback",
+        "judged at its end: {stream}"
+    );
+    assert!(stream["duration_ms"].as_f64().is_some());
+    assert!(
+        humantime::parse_rfc3339(stream["time"].as_str().unwrap()).is_ok(),
+        "{stream}"
+    );
+    let other = lines
+        .iter()
+        .find(|l| l["path"] == "/v1/nothing")
+        .expect(&out);
+    assert_eq!(
+        (other["status"].as_u64(), other["stream"].as_str()),
+        (Some(404), Some("-"))
+    );
+    assert!(
+        !out.contains("QUERY-SECRET") && !out.contains(CALLER_KEY),
+        "{out}"
+    );
+}

@@ -32,8 +32,9 @@
 //! `Authorization` goes only to an upstream with no key configured that says
 //! `forward_caller_auth = true`; any other gets no caller credential at all. Keys are never printed: the
 //! proxy prints one start-up line (address and upstream names), and per request nothing unless
-//! `--log` asks for one line (method, path without its query, status, upstream, hops,
-//! decision). Ctrl-C (or SIGTERM) stops it: it stops accepting, lets open requests finish for
+//! `--log` asks for one line per call, written when the call ends (a stream's when it
+//! ends, fails or is dropped): time, method, path without its query, status, upstream, hops,
+//! decision, how a stream ended, duration; `--log-format json` for one JSON object a line. Ctrl-C (or SIGTERM) stops it: it stops accepting, lets open requests finish for
 //! up to 30 s (a second Ctrl-C stops at once), and flushes the telemetry.
 //!
 //! ```toml
@@ -206,15 +207,20 @@ pub(crate) struct ProxyArgs {
     /// The configuration file (TOML, described below).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// Print one line per request on stdout: method, path (without its query), status,
-    /// upstream, hops, decision. Never a header, a body or a key.
+    /// Print one line per call on stdout, written when the call ends (a stream's when it
+    /// ends, fails or is dropped): time, method, path (without its query), status, upstream,
+    /// hops, decision, how a stream ended, duration. Never a header, a body or a key.
     #[arg(long)]
     log: bool,
+    /// The log line's format: `text` (the default) or `json` (one object a line).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 struct State {
     client: ClientWithMiddleware,
     log: bool,
+    log_json: bool,
     /// The failover layer's state, for `/readyz`.
     upstreams: FailoverHandle,
     names: Vec<String>,
@@ -284,6 +290,7 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
     let state = Arc::new(State {
         client,
         log: args.log,
+        log_json: args.log_format == "json",
         upstreams: handle,
         names: config.upstreams.iter().map(|u| u.name.clone()).collect(),
     });
@@ -572,6 +579,10 @@ struct Served {
     upstream: Option<Arc<str>>,
     hops: u32,
     decision: Option<FallbackDecision>,
+    /// The call's evidence, final when the call ends (a stream's at its end).
+    evidence: Option<EvidenceHandle>,
+    /// The answer is a stream passed on as it comes.
+    streamed: bool,
 }
 
 async fn handle(
@@ -586,17 +597,85 @@ async fn handle(
     {
         return Ok(health);
     }
+    let started = std::time::Instant::now();
+    let at = std::time::SystemTime::now();
     let (response, served) = proxy(req, &state).await;
     if state.log {
-        println!(
-            "{method} {path} {} upstream={} hops={} decision={}",
-            served.status.as_u16(),
-            served.upstream.as_deref().unwrap_or("-"),
-            served.hops,
-            served.decision.map_or("-", FallbackDecision::as_str),
-        );
+        let json = state.log_json;
+        let handle = served.evidence.clone();
+        let line = move |e: Option<Evidence>| {
+            log_line(
+                &method,
+                &path,
+                &served,
+                e.as_ref(),
+                at,
+                started.elapsed(),
+                json,
+            );
+        };
+        match handle {
+            // A stream's line when it ends; anything else's now.
+            Some(h) if h.get().is_none() => {
+                tokio::spawn(async move { line(Some(h.settled().await)) });
+            }
+            Some(h) => line(h.get()),
+            None => line(None),
+        }
     }
     Ok(response)
+}
+
+/// One access-log line for a call that ended, on stdout: `text` or `json`.
+fn log_line(
+    method: &Method,
+    path: &str,
+    served: &Served,
+    e: Option<&Evidence>,
+    at: std::time::SystemTime,
+    took: Duration,
+    json: bool,
+) {
+    let upstream = e
+        .and_then(|e| e.upstream.as_deref())
+        .or(served.upstream.as_deref());
+    let hops = e.map_or(served.hops, |e| e.hops);
+    let decision = e.map(|e| e.fallback_decision).or(served.decision);
+    // How a stream ended: whole, failed, or dropped by the caller; `-` for anything else.
+    let stream = match e {
+        _ if !served.streamed => "-",
+        Some(e) if e.skip_reason == Some(reqwest_llm_guard::evidence::SkipReason::Cancelled) => {
+            "cancelled"
+        }
+        Some(e) if e.parse_check == Some(reqwest_llm_guard::evidence::ParseCheck::Fail) => "failed",
+        Some(_) => "complete",
+        None => "-",
+    };
+    let time = humantime::format_rfc3339_millis(at).to_string();
+    let millis = took.as_secs_f64() * 1000.0;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "time": time,
+                "method": method.as_str(),
+                "path": path,
+                "status": served.status.as_u16(),
+                "upstream": upstream,
+                "hops": hops,
+                "decision": decision.map(FallbackDecision::as_str),
+                "stream": stream,
+                "duration_ms": (millis * 10.0).round() / 10.0,
+            })
+        );
+    } else {
+        println!(
+            "{time} {method} {path} {} upstream={} hops={hops} decision={} stream={stream} duration_ms={millis:.1}",
+            served.status.as_u16(),
+            upstream.unwrap_or("-"),
+            decision.map_or("-", FallbackDecision::as_str),
+        );
+    }
 }
 
 /// `GET /healthz`: the proxy is alive (200). `GET /readyz`: at least one upstream is in
@@ -659,6 +738,8 @@ async fn proxy(
             upstream: None,
             hops: 0,
             decision: None,
+            evidence: None,
+            streamed: false,
         };
         (error_response(status, code, message), served)
     };
@@ -716,6 +797,8 @@ async fn proxy(
                     upstream: e.upstream,
                     hops: e.hops,
                     decision: Some(e.fallback_decision),
+                    evidence: Some(evidence.clone()),
+                    streamed: false,
                 };
                 return (out, served);
             }
@@ -741,6 +824,8 @@ async fn proxy(
                 upstream: e.upstream,
                 hops: e.hops,
                 decision: Some(e.fallback_decision),
+                evidence: Some(evidence.clone()),
+                streamed,
             };
             (out, served)
         }
@@ -762,6 +847,8 @@ async fn proxy(
                 upstream,
                 hops,
                 decision,
+                evidence: Some(evidence.clone()),
+                streamed: false,
             };
             (out, served)
         }
