@@ -29,13 +29,14 @@
 //!
 //! Keys stay out of the file: an upstream names the environment variable that holds its key
 //! (`api_key_env`), and the proxy refuses to start while one is unset. The caller's own
-//! `Authorization` goes only to an upstream with no key configured that says
-//! `forward_caller_auth = true`; any other gets no caller credential at all. Keys are never printed: the
-//! proxy prints one start-up line (address and upstream names), and per request nothing unless
-//! `--log` asks for one line per call, written when the call ends (a stream's when it
-//! ends, fails or is dropped): time, method, path without its query, status, upstream, hops,
-//! decision, how a stream ended, duration; `--log-format json` for one JSON object a line. Ctrl-C (or SIGTERM) stops it: it stops accepting, lets open requests finish for
-//! up to 30 s (a second Ctrl-C stops at once), and flushes the telemetry.
+//! `Authorization` goes only to an upstream with no key configured that says `forward_caller_auth =
+//! true`; any other gets no caller credential at all. Keys are never printed: the proxy prints one
+//! start-up line (address and upstream names), and per request nothing unless `--log` asks for one
+//! line per call, written when the call ends (a stream's when it ends, fails or is dropped): time,
+//! method, path without its query, status, upstream, hops, decision, how a stream ended, duration;
+//! `--log-format json` for one JSON object a line. Ctrl-C (or SIGTERM) stops it: it stops
+//! accepting, lets open requests finish for up to 30 s (a second Ctrl-C stops at once), and flushes
+//! the telemetry.
 //!
 //! ```toml
 //! listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
