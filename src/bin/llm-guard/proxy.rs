@@ -29,8 +29,8 @@
 //!
 //! Keys stay out of the file: an upstream names the environment variable that holds its key
 //! (`api_key_env`), and the proxy refuses to start while one is unset. The caller's own
-//! `Authorization` goes only to an upstream with no key configured that says `forward_caller_auth =
-//! true`; any other gets no caller credential at all. Keys are never printed: the proxy prints one
+//! `Authorization` goes only to an upstream with no key configured that sets `forward_caller_auth`;
+//! any other gets no caller credential at all. Keys are never printed: the proxy prints one
 //! start-up line (address and upstream names), and per request nothing unless `--log` asks for one
 //! line per call, written when the call ends (a stream's when it ends, fails or is dropped): time,
 //! method, path without its query, status, upstream, hops, decision, how a stream ended, duration;
