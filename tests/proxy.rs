@@ -1124,3 +1124,70 @@ async fn one_access_log_line_per_call_written_when_it_ends() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_finishes_its_headers_is_closed_and_connections_are_bounded() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ok = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&ok)
+        .await;
+    let proxy = Proxy::start(
+        &format!(
+            "header_read_timeout = \"3s\"\nmax_connections = 1\n{}",
+            config(&[upstream("ok", &ok.uri(), "")])
+        ),
+        &[],
+        &[],
+    );
+    let addr = proxy.url.trim_start_matches("http://").to_owned();
+    // A: headers begun and never finished.
+    let mut a = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    a.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // B: a whole request, while A holds the one connection allowed.
+    let b = tokio::spawn({
+        let url = proxy.url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(CHAT)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    // While A holds it, B is not served. (Checked well inside A's 3 s: a slow machine can only
+    // make B later, never earlier.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !b.is_finished(),
+        "a second connection was served past max_connections = 1"
+    );
+    // A is closed at the header limit (an upper bound only: 3 s set, 20 s allowed).
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match a.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection stuck in its headers stays open"
+    );
+    // Then B is accepted and answered.
+    let status = tokio::time::timeout(Duration::from_secs(20), b)
+        .await
+        .expect("B answered once A closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    let _ = proxy.stop();
+}

@@ -46,6 +46,12 @@ pub(crate) struct Config {
     pub(crate) breaker: BreakerConfig,
     /// The call's deadline, every retry and hop included (top-level `deadline`, default 60 s).
     pub(crate) deadline: Duration,
+    /// How long a connection may take to send a request's headers (default 30 s): a
+    /// connection that never finishes them is closed.
+    pub(crate) header_read_timeout: Duration,
+    /// Connections open at once, at most (default 1,024): past it, the proxy accepts no more
+    /// until one closes.
+    pub(crate) max_connections: usize,
     /// The retry layer.
     pub(crate) retry: RetryConfig,
     /// The failover layer.
@@ -191,6 +197,8 @@ struct RawConfig {
     listen: Option<Value>,
     allow_non_loopback: Option<Value>,
     deadline: Option<Value>,
+    header_read_timeout: Option<Value>,
+    max_connections: Option<Value>,
     upstreams: Option<Value>,
     breaker: Option<Value>,
     retry: Option<Value>,
@@ -730,11 +738,22 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
         }
         (None, None) => DEFAULT_DEADLINE,
     };
+    let header_read_timeout = match raw.header_read_timeout {
+        Some(v) => duration(v, "header_read_timeout")?,
+        None => Duration::from_secs(30),
+    };
+    let max_connections = match raw.max_connections {
+        Some(v) => usize::try_from(integer(&v, "max_connections", 1, 1_000_000)?)
+            .map_err(|_| ConfigError::new("max_connections", "out of range"))?,
+        None => 1024,
+    };
     Ok(Config {
         listen,
         upstreams,
         breaker,
         deadline,
+        header_read_timeout,
+        max_connections,
         retry,
         failover,
         deprecations,

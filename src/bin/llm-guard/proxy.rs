@@ -41,6 +41,8 @@
 //! ```toml
 //! listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
 //! deadline = "60s"                   # the whole call, every retry and hop included
+//! header_read_timeout = "30s"        # a connection that never finishes its headers is closed
+//! max_connections = 1024             # open at once; past it, new ones wait
 //!
 //! [[upstreams]]                      # in priority order
 //! name = "openai"
@@ -128,6 +130,8 @@ pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
 
     listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
     deadline = "60s"                   # the whole call, every retry and hop included
+    header_read_timeout = "30s"        # a connection that never finishes its headers is closed
+    max_connections = 1024             # open at once; past it, new ones wait
 
     [[upstreams]]                      # in priority order
     name = "openai"
@@ -220,6 +224,8 @@ pub(crate) struct ProxyArgs {
 
 struct State {
     client: ClientWithMiddleware,
+    header_read_timeout: Duration,
+    max_connections: usize,
     log: bool,
     log_json: bool,
     /// The failover layer's state, for `/readyz`.
@@ -290,6 +296,8 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
     let drills = spawn_drills(&config, handle.clone(), otel.is_some());
     let state = Arc::new(State {
         client,
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
         log: args.log,
         log_json: args.log_format == "json",
         upstreams: handle,
@@ -483,18 +491,23 @@ async fn serve(listener: TcpListener, state: Arc<State>, mut stop: Stop) {
         tokio::select! {
             () = stop.wait() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
+            // At most `max_connections` open: past it, new ones wait in the listen backlog.
+            accepted = listener.accept(), if connections.len() < state.max_connections => {
                 let Ok((stream, _)) = accepted else {
                     // Out of descriptors, most likely: let some connections close.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let stream = no_delay(stream);
+                let state_timeout = state.header_read_timeout;
                 let state = state.clone();
                 let mut stopping = stop_rx.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| handle(req, state.clone()));
+                    // A connection that never finishes its headers is closed at the limit.
                     let conn = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(state_timeout)
                         .serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(conn);
                     // Errors here are the caller going away, or a stream that failed after it
