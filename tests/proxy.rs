@@ -462,6 +462,10 @@ fn a_bad_configuration_exits_2_naming_the_field_before_listening() {
             &["listen", "allow_non_loopback"],
         ),
         (
+            format!("listen = \"0.0.0.0:0\"\nallow_non_loopback = true\n{ok}"),
+            &["auth.keys_env", "inbound keys"],
+        ),
+        (
             format!("listen = \"127.0.0.1:0\"\n{ok}api_key_env = \"LLM_GUARD_PROXY_TEST_UNSET\"\n"),
             &[
                 "upstreams[0] (\"a\").api_key_env",
@@ -1190,4 +1194,66 @@ async fn a_connection_that_never_finishes_its_headers_is_closed_and_connections_
         .unwrap();
     assert_eq!(status, 200);
     let _ = proxy.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_keys_admit_callers_and_are_never_forwarded() {
+    const INBOUND: &str = "sk-INBOUND-proxy-5b1e";
+    let open = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(chat_ok())
+        .mount(&open)
+        .await;
+    let proxy = Proxy::start(
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[auth]\nkeys_env = [\"LLM_GUARD_PROXY_INBOUND\"]\n\n{}",
+            upstream("open", &open.uri(), "forward_caller_auth = true")
+        ),
+        &[("LLM_GUARD_PROXY_INBOUND", INBOUND)],
+        &["--log"],
+    );
+    let send = |key: Option<&'static str>| {
+        let url = format!("{}/v1/chat/completions", proxy.url);
+        async move {
+            let mut r = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(CHAT);
+            if let Some(k) = key {
+                r = r.bearer_auth(k);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    for (key, want) in [
+        (None, 401),
+        (Some("sk-INBOUND-proxy-5b1f"), 401),
+        (Some(INBOUND), 200),
+    ] {
+        let r = send(key).await;
+        assert_eq!(r.status().as_u16(), want, "{key:?}");
+        if want == 401 {
+            assert_eq!(header(r.headers(), "x-should-retry"), "false");
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "invalid_api_key");
+        }
+    }
+    let to_open = seen(&open).await;
+    assert_eq!(to_open.len(), 1, "refusals never reach an upstream");
+    assert!(
+        !format!("{:?}", to_open[0].headers).contains(INBOUND),
+        "the inbound key is the proxy's, never forwarded"
+    );
+    // Health checks need no key.
+    let health = reqwest::get(format!("{}/healthz", proxy.url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let (_, out, err) = proxy.stop();
+    assert!(!out.contains(INBOUND) && !err.contains(INBOUND));
+    assert_eq!(
+        out.matches(" 401 ").count(),
+        2,
+        "refusals are logged: {out}"
+    );
 }

@@ -52,6 +52,9 @@ pub(crate) struct Config {
     /// Connections open at once, at most (default 1,024): past it, the proxy accepts no more
     /// until one closes.
     pub(crate) max_connections: usize,
+    /// The environment variables holding the keys callers must present (`[auth] keys_env`):
+    /// required to listen beyond loopback.
+    pub(crate) inbound_keys_env: Vec<String>,
     /// The retry layer.
     pub(crate) retry: RetryConfig,
     /// The failover layer.
@@ -199,10 +202,45 @@ struct RawConfig {
     deadline: Option<Value>,
     header_read_timeout: Option<Value>,
     max_connections: Option<Value>,
+    auth: Option<Value>,
     upstreams: Option<Value>,
     breaker: Option<Value>,
     retry: Option<Value>,
     failover: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    keys_env: Option<Value>,
+}
+
+/// `[auth] keys_env`: the names of the variables holding the inbound keys.
+fn auth(value: Value) -> Result<Vec<String>, ConfigError> {
+    let raw: RawAuth = section(value, "auth")?;
+    let Some(names) = raw.keys_env else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(items) = names else {
+        return Err(wrong_type(
+            "auth.keys_env",
+            "an array of variable names",
+            &names,
+        ));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("auth.keys_env[{i}]");
+        let name = string(item, &at)?;
+        if !valid_env_name(&name) {
+            return Err(ConfigError::new(
+                at,
+                "must be the NAME of an environment variable, in capitals, never the key itself",
+            ));
+        }
+        out.push(name);
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -738,6 +776,18 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
         }
         (None, None) => DEFAULT_DEADLINE,
     };
+    let inbound_keys_env = match raw.auth {
+        Some(v) => auth(v)?,
+        None => Vec::new(),
+    };
+    if !listen.ip().is_loopback() && inbound_keys_env.is_empty() {
+        // Anyone who reaches the port would spend the upstreams' keys.
+        return Err(ConfigError::new(
+            "auth.keys_env",
+            "listening beyond loopback needs inbound keys: [auth] keys_env = [\"NAME\"], the \
+             variables holding the keys callers present as Bearer",
+        ));
+    }
     let header_read_timeout = match raw.header_read_timeout {
         Some(v) => duration(v, "header_read_timeout")?,
         None => Duration::from_secs(30),
@@ -754,6 +804,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
         deadline,
         header_read_timeout,
         max_connections,
+        inbound_keys_env,
         retry,
         failover,
         deprecations,
@@ -961,9 +1012,21 @@ idle_timeout = "30s"
     #[test]
     fn non_loopback_needs_consent() {
         let c = parse(&format!(
+            "listen = \"0.0.0.0:1\"\nallow_non_loopback = true\n[auth]\nkeys_env = [\"PROXY_KEY\"]\n{ONE}"
+        ));
+        assert!(c.is_ok(), "{c:?}");
+        let e = err(&format!(
             "listen = \"0.0.0.0:1\"\nallow_non_loopback = true\n{ONE}"
         ));
-        assert!(c.is_ok());
+        assert!(
+            e.contains("auth.keys_env"),
+            "beyond loopback, inbound keys are required: {e}"
+        );
+        let e = err(&format!("[auth]\nkeys_env = [\"sk-proj-SECRET\"]\n{ONE}"));
+        assert!(
+            e.contains("auth.keys_env[0]") && !e.contains("SECRET"),
+            "{e}"
+        );
         let c = parse(&format!("listen = \"localhost:9\"\n{ONE}")).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9".parse().unwrap());
         assert!(parse(&format!("listen = \"[::1]:9\"\n{ONE}")).is_ok());

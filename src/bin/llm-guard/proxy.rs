@@ -40,6 +40,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
+//!                                    # and [auth] keys_env
 //! deadline = "60s"                   # the whole call, every retry and hop included
 //! header_read_timeout = "30s"        # a connection that never finishes its headers is closed
 //! max_connections = 1024             # open at once; past it, new ones wait
@@ -78,6 +79,9 @@
 //! max_retries = 2                    # per upstream
 //! time_to_headers = "30s"            # default: no limit
 //! preset = "429"                     # or "openai_sdk": 408, 409, 429, 5xx, transport errors
+//!
+//! [auth]                             # required beyond loopback; optional on it
+//! keys_env = ["PROXY_KEY"]           # callers present one as Bearer; never forwarded
 //!
 //! [failover]
 //! max_hops = 2
@@ -129,6 +133,7 @@ use crate::forward::{self, DECISION_HEADER, HOPS_HEADER, UPSTREAM_HEADER};
 pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
 
     listen = "127.0.0.1:8787"          # default; other hosts need allow_non_loopback = true
+                                       # and [auth] keys_env
     deadline = "60s"                   # the whole call, every retry and hop included
     header_read_timeout = "30s"        # a connection that never finishes its headers is closed
     max_connections = 1024             # open at once; past it, new ones wait
@@ -167,6 +172,9 @@ pub(crate) const CONFIG_EXAMPLE: &str = r#"Configuration (TOML):
     max_retries = 2                    # per upstream
     time_to_headers = "30s"            # default: no limit
     preset = "429"                     # or "openai_sdk": 408, 409, 429, 5xx, transport errors
+
+    [auth]                             # required beyond loopback; optional on it
+    keys_env = ["PROXY_KEY"]           # callers present one as Bearer; never forwarded
 
     [failover]
     max_hops = 2
@@ -224,6 +232,9 @@ pub(crate) struct ProxyArgs {
 
 struct State {
     client: ClientWithMiddleware,
+    /// The keys callers must present as `Bearer` (none: loopback only, no check). Never
+    /// printed, never forwarded.
+    inbound: Vec<Vec<u8>>,
     header_read_timeout: Duration,
     max_connections: usize,
     log: bool,
@@ -264,6 +275,17 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
             ));
         }
     }
+    let mut inbound = Vec::with_capacity(config.inbound_keys_env.len());
+    for (i, var) in config.inbound_keys_env.iter().enumerate() {
+        match std::env::var(var) {
+            Ok(key) if !key.is_empty() => inbound.push(key.into_bytes()),
+            _ => {
+                return fail(format!(
+                    "{path}: auth.keys_env[{i}]: the environment variable {var} is unset or empty"
+                ));
+            }
+        }
+    }
     let otel = match otel_from_env().await {
         Ok(o) => o,
         Err(e) => return fail(e),
@@ -287,15 +309,10 @@ pub(crate) async fn run(args: &ProxyArgs) -> ExitCode {
     for deprecation in &config.deprecations {
         eprintln!("llm-guard proxy: warning: {path}: {deprecation}");
     }
-    if !addr.ip().is_loopback() {
-        eprintln!(
-            "llm-guard proxy: warning: listening beyond loopback (allow_non_loopback = true): \
-             anyone who reaches {addr} spends the upstreams' keys"
-        );
-    }
     let drills = spawn_drills(&config, handle.clone(), otel.is_some());
     let state = Arc::new(State {
         client,
+        inbound,
         header_read_timeout: config.header_read_timeout,
         max_connections: config.max_connections,
         log: args.log,
@@ -613,7 +630,27 @@ async fn handle(
     }
     let started = std::time::Instant::now();
     let at = std::time::SystemTime::now();
-    let (response, served) = proxy(req, &state).await;
+    let (response, served) = if admitted(&req, &state.inbound) {
+        proxy(req, &state).await
+    } else {
+        // Refused here, never sent upstream.
+        let mut out = error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "the proxy needs one of its inbound keys, as `Authorization: Bearer …`",
+        );
+        out.headers_mut()
+            .insert(SHOULD_RETRY_HEADER, HeaderValue::from_static("false"));
+        let served = Served {
+            status: StatusCode::UNAUTHORIZED,
+            upstream: None,
+            hops: 0,
+            decision: None,
+            evidence: None,
+            streamed: false,
+        };
+        (out, served)
+    };
     if state.log {
         let json = state.log_json;
         let handle = served.evidence.clone();
@@ -638,6 +675,29 @@ async fn handle(
         }
     }
     Ok(response)
+}
+
+/// Whether a request may use the proxy: with inbound keys configured, it presents one as
+/// `Bearer`, compared in constant time (`subtle`: the time taken says nothing of how much of a
+/// key matched); without, anyone on loopback may.
+fn admitted(req: &hyper::Request<Incoming>, keys: &[Vec<u8>]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    if keys.is_empty() {
+        return true;
+    }
+    let Some(presented) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    // Every key is compared, whichever matches.
+    keys.iter()
+        .fold(subtle::Choice::from(0), |any, key| {
+            any | key.as_slice().ct_eq(presented)
+        })
+        .into()
 }
 
 /// One access-log line for a call that ended, on stdout: `text` or `json`.
@@ -766,7 +826,11 @@ async fn proxy(
         );
     };
     let method: Method = req.method().clone();
-    let headers = forward::request_headers(req.headers());
+    let mut headers = forward::request_headers(req.headers());
+    if !state.inbound.is_empty() {
+        // The caller's key is the proxy's, never an upstream's.
+        headers.remove(http::header::AUTHORIZATION);
+    }
     // Buffered whole: the retry and failover layers resend it.
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
