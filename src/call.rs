@@ -119,7 +119,7 @@ impl Middleware for Telemetry {
         handle.set_policy(policy.clone());
         put(extensions, handle.clone());
         // The call, written once here and read by every layer below.
-        let scope = CallScope::start_by(bounds, policy.clone(), true);
+        let scope = CallScope::start(bounds, policy.clone(), true);
         put(extensions, scope.clone());
         let surface = *put_default(extensions, || ApiSurface::of_request(&req));
         let recording = self.recording(&mut req, surface, extensions);

@@ -136,9 +136,9 @@ pub(crate) struct CallBounds {
     pub(crate) budget: Option<Arc<RetryBudget>>,
 }
 
-impl CallBounds {
+impl Default for CallBounds {
     /// The default call settings: a 60 s deadline and a budget of its own.
-    pub(crate) fn default_new() -> Self {
+    fn default() -> Self {
         Self {
             deadline: Some(DEFAULT_DEADLINE),
             budget: Some(Arc::new(RetryBudget::default())),
@@ -160,18 +160,14 @@ impl CallScope {
             return (scope.clone(), false);
         }
         let (bounds, policy) = start();
-        let scope = Self::start(bounds, policy);
+        let scope = Self::start(bounds, policy, false);
         put(extensions, scope.clone());
         (scope, true)
     }
 
-    /// A new scope, the call's budget charged with it.
-    pub(crate) fn start(bounds: CallBounds, policy: Arc<dyn DecisionPolicy>) -> Self {
-        Self::start_by(bounds, policy, false)
-    }
-
-    /// A new scope, started by a call layer (`true`) or by a layer used alone.
-    pub(crate) fn start_by(
+    /// A new scope, the call's budget charged with it, started by a call layer (`true`) or by
+    /// a layer used alone.
+    pub(crate) fn start(
         bounds: CallBounds,
         policy: Arc<dyn DecisionPolicy>,
         by_call_layer: bool,

@@ -48,15 +48,25 @@ fn client(failover: Failover) -> ClientWithMiddleware {
 }
 
 async fn chat(client: &ClientWithMiddleware, to: &MockServer) -> (u16, Evidence) {
+    chat_with(client, &to.uri(), &[]).await
+}
+
+/// A Chat call to `to` with these headers: its status (0 for an error) and its evidence.
+async fn chat_with(
+    client: &ClientWithMiddleware,
+    to: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Evidence) {
     let handle = EvidenceHandle::new();
-    let result = client
-        .post(format!("{}/v1/chat/completions", to.uri()))
+    let mut request = client
+        .post(format!("{to}/v1/chat/completions"))
         .with_extension(handle.clone())
         .header("content-type", "application/json")
-        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
-        .send()
-        .await;
-    let status = match result {
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let status = match request.send().await {
         Ok(r) => {
             let s = r.status().as_u16();
             let _ = r.bytes().await;
@@ -761,31 +771,21 @@ async fn a_failed_continuation_surfaces_the_original_failure() {
     assert_eq!(seen(&b).await, 1);
 }
 
-/// The caller's key on a call to `to`.
+/// The caller's key, in every header a key travels in, on a call to `to`.
 async fn keyed_chat(client: &ClientWithMiddleware, to: &str) -> (u16, Evidence) {
-    let handle = EvidenceHandle::new();
-    let result = client
-        .post(format!("{to}/v1/chat/completions"))
-        .with_extension(handle.clone())
-        .bearer_auth("sk-caller-canary")
-        .header("api-key", "sk-caller-canary")
-        .header("ocp-apim-subscription-key", "sk-caller-canary")
-        .header("proxy-authorization", "Basic sk-caller-canary")
-        .header("x-session-token", "sk-caller-canary")
-        .header("cookie", "session=sk-caller-canary")
-        .header("content-type", "application/json")
-        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
-        .send()
-        .await;
-    let status = match result {
-        Ok(r) => {
-            let s = r.status().as_u16();
-            let _ = r.bytes().await;
-            s
-        }
-        Err(_) => 0,
-    };
-    (status, handle.settled().await)
+    chat_with(
+        client,
+        to,
+        &[
+            ("authorization", "Bearer sk-caller-canary"),
+            ("api-key", "sk-caller-canary"),
+            ("ocp-apim-subscription-key", "sk-caller-canary"),
+            ("proxy-authorization", "Basic sk-caller-canary"),
+            ("x-session-token", "sk-caller-canary"),
+            ("cookie", "session=sk-caller-canary"),
+        ],
+    )
+    .await
 }
 
 /// Whether any request `server` saw carried the caller's key, in any header.

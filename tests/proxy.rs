@@ -38,6 +38,53 @@ fn config(upstreams: &[String]) -> String {
     format!("listen = \"127.0.0.1:0\"\n\n{}", upstreams.concat())
 }
 
+/// An upstream that sends these events as a stream, then ends the connection without the
+/// chunked terminator: a stream cut after it started. Its base URL.
+async fn cut_stream(events: &[&str]) -> String {
+    let events: Vec<&[u8]> = events.iter().map(|e| e.as_bytes()).collect();
+    let addr = common::raw_server(
+        vec![common::chunked_response(
+            "text/event-stream",
+            &events,
+            false,
+        )],
+        None,
+    )
+    .await;
+    format!("http://{addr}")
+}
+
+/// A streaming Chat call through the proxy (`query` after the path, these headers), read to
+/// its end: the status, the text that came, and whether the body ended in an error.
+async fn stream_through(
+    proxy: &Proxy,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, bool) {
+    use futures_util::StreamExt as _;
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions{query}", proxy.url))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.bytes_stream();
+    let (mut text, mut cut) = (String::new(), false);
+    while let Some(chunk) = body.next().await {
+        let Ok(b) = chunk else {
+            cut = true;
+            break;
+        };
+        text.push_str(&String::from_utf8_lossy(&b));
+    }
+    (status, text, cut)
+}
+
 async fn post(
     proxy: &Proxy,
     path: &str,
@@ -778,42 +825,12 @@ async fn a_wall_at_any_status_reaches_the_sdk_as_an_error_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_fails_after_it_started_ends_with_an_error_event_the_sdks_raise() {
-    use futures_util::StreamExt as _;
     // The upstream sends the role and some text, then the connection ends without the
     // chunked terminator: a stream cut after the proxy committed it to the caller.
-    let addr = common::raw_server(
-        vec![common::chunked_response(
-            "text/event-stream",
-            &[ROLE.as_bytes(), TEXT.as_bytes()],
-            false,
-        )],
-        None,
-    )
-    .await;
-    let proxy = Proxy::start(
-        &config(&[upstream("a", &format!("http://{addr}"), "")]),
-        &[],
-        &[],
-    );
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.url))
-        .header("content-type", "application/json")
-        .body(
-            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
-    let (mut text, mut cut) = (String::new(), false);
-    while let Some(chunk) = body.next().await {
-        let Ok(b) = chunk else {
-            cut = true;
-            break;
-        };
-        text.push_str(&String::from_utf8_lossy(&b));
-    }
+    let base = cut_stream(&[ROLE, TEXT]).await;
+    let proxy = Proxy::start(&config(&[upstream("a", &base, "")]), &[], &[]);
+    let (status, text, cut) = stream_through(&proxy, "", &[]).await;
+    assert_eq!(status, 200);
     assert!(
         text.starts_with(ROLE),
         "what came is passed on first: {text}"
@@ -941,16 +958,8 @@ async fn the_python_sdk_raises_what_the_proxy_means_and_retries_nothing_twice() 
     assert_eq!(seen(&wall).await.len(), 1, "a wall is asked once: {got}");
 
     // A stream cut after it started: an API error, not an untyped transport error.
-    let addr = common::raw_server(
-        vec![common::chunked_response(
-            "text/event-stream",
-            &[ROLE.as_bytes(), TEXT.as_bytes()],
-            false,
-        )],
-        None,
-    )
-    .await;
-    let proxy = proxy_over(vec![upstream("cut", &format!("http://{addr}"), "")]).await;
+    let base = cut_stream(&[ROLE, TEXT]).await;
+    let proxy = proxy_over(vec![upstream("cut", &base, "")]).await;
     let got = tokio::task::spawn_blocking(move || {
         let got = openai_sdk(&proxy, "chat_stream", 0);
         let _ = proxy.stop();
@@ -966,36 +975,10 @@ async fn the_python_sdk_raises_what_the_proxy_means_and_retries_nothing_twice() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_breaks_after_its_terminal_event_gets_no_error_event() {
-    use futures_util::StreamExt as _;
     // A whole answer, `[DONE]` included, then the connection ends without the terminator.
-    let addr = common::raw_server(
-        vec![common::chunked_response(
-            "text/event-stream",
-            &[ROLE.as_bytes(), TEXT.as_bytes(), STOP.as_bytes()],
-            false,
-        )],
-        None,
-    )
-    .await;
-    let proxy = Proxy::start(
-        &config(&[upstream("a", &format!("http://{addr}"), "")]),
-        &[],
-        &[],
-    );
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.url))
-        .header("content-type", "application/json")
-        .body(
-            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-        )
-        .send()
-        .await
-        .unwrap();
-    let mut body = response.bytes_stream();
-    let mut text = String::new();
-    while let Some(Ok(b)) = body.next().await {
-        text.push_str(&String::from_utf8_lossy(&b));
-    }
+    let base = cut_stream(&[ROLE, TEXT, STOP]).await;
+    let proxy = Proxy::start(&config(&[upstream("a", &base, "")]), &[], &[]);
+    let (_, text, _) = stream_through(&proxy, "", &[]).await;
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(
         !text.contains("event: error"),
@@ -1055,38 +1038,20 @@ async fn healthz_says_alive_and_readyz_whether_an_upstream_is_in_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_access_log_line_per_call_written_when_it_ends() {
-    use futures_util::StreamExt as _;
     // A stream cut after it started: its line says so, and is written once it ended.
-    let addr = common::raw_server(
-        vec![common::chunked_response(
-            "text/event-stream",
-            &[ROLE.as_bytes(), TEXT.as_bytes()],
-            false,
-        )],
-        None,
-    )
-    .await;
+    let base = cut_stream(&[ROLE, TEXT]).await;
     let proxy = Proxy::start(
-        &config(&[upstream("cut", &format!("http://{addr}"), "")]),
+        &config(&[upstream("cut", &base, "")]),
         &[],
         &["--log", "--log-format", "json"],
     );
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/chat/completions?api-key=QUERY-SECRET",
-            proxy.url
-        ))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {CALLER_KEY}"))
-        .body(
-            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-        )
-        .send()
-        .await
-        .unwrap();
-    let mut body = response.bytes_stream();
-    while let Some(Ok(_)) = body.next().await {}
-    drop(body);
+    let caller = format!("Bearer {CALLER_KEY}");
+    let _ = stream_through(
+        &proxy,
+        "?api-key=QUERY-SECRET",
+        &[("authorization", caller.as_str())],
+    )
+    .await;
     // A request for nothing the proxy serves: a line too, with no upstream.
     let (status, _, _) = post(&proxy, "/v1/nothing", CHAT).await;
     assert_eq!(status, 404);
@@ -1137,21 +1102,26 @@ async fn a_connection_that_never_finishes_its_headers_is_closed_and_connections_
         .respond_with(chat_ok())
         .mount(&ok)
         .await;
-    let proxy = Proxy::start(
-        &format!(
-            "header_read_timeout = \"3s\"\nmax_connections = 1\n{}",
-            config(&[upstream("ok", &ok.uri(), "")])
-        ),
-        &[],
-        &[],
-    );
-    let addr = proxy.url.trim_start_matches("http://").to_owned();
-    // A: headers begun and never finished.
-    let mut a = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    a.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
-    // B: a whole request, while A holds the one connection allowed.
+    let start = |settings: &str| {
+        Proxy::start(
+            &format!("{settings}\n{}", config(&[upstream("ok", &ok.uri(), "")])),
+            &[],
+            &[],
+        )
+    };
+    // Headers begun and never finished.
+    let stuck = |addr: String| async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        c
+    };
+
+    // The bound: while A holds the one connection allowed (its header limit far off), B is
+    // not served; once A goes, B is. No timing decides it: B cannot be served before A goes.
+    let proxy = start("header_read_timeout = \"60s\"\nmax_connections = 1");
+    let a = stuck(proxy.url.trim_start_matches("http://").to_owned()).await;
     let b = tokio::spawn({
         let url = proxy.url.clone();
         async move {
@@ -1164,18 +1134,28 @@ async fn a_connection_that_never_finishes_its_headers_is_closed_and_connections_
                 .map(|r| r.status().as_u16())
         }
     });
-    // While A holds it, B is not served. (Checked well inside A's 3 s: a slow machine can only
-    // make B later, never earlier.)
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !b.is_finished(),
         "a second connection was served past max_connections = 1"
     );
-    // A is closed at the header limit (an upper bound only: 3 s set, 20 s allowed).
+    drop(a);
+    let status = tokio::time::timeout(Duration::from_secs(20), b)
+        .await
+        .expect("B answered once A closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    let _ = proxy.stop();
+
+    // The header limit: a connection stuck in its headers is closed (an upper bound only:
+    // 1 s set, 20 s allowed).
+    let proxy = start("header_read_timeout = \"1s\"");
+    let mut c = stuck(proxy.url.trim_start_matches("http://").to_owned()).await;
     let mut buf = [0u8; 1024];
     let closed = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            match a.read(&mut buf).await {
+            match c.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -1186,13 +1166,6 @@ async fn a_connection_that_never_finishes_its_headers_is_closed_and_connections_
         closed.is_ok(),
         "a connection stuck in its headers stays open"
     );
-    // Then B is accepted and answered.
-    let status = tokio::time::timeout(Duration::from_secs(20), b)
-        .await
-        .expect("B answered once A closed")
-        .unwrap()
-        .unwrap();
-    assert_eq!(status, 200);
     let _ = proxy.stop();
 }
 

@@ -87,7 +87,7 @@ impl Failover {
                 first_token: Some(DEFAULT_FIRST_TOKEN_TIMEOUT),
                 idle: Some(DEFAULT_IDLE_TIMEOUT),
                 continuation: None,
-                bounds: CallBounds::default_new(),
+                bounds: CallBounds::default(),
             },
         }
     }

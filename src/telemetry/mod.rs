@@ -226,7 +226,7 @@ impl Telemetry {
                 conventions: OnceLock::new(),
                 provider: None,
                 policy: Arc::new(DecisionTable::default()),
-                bounds: CallBounds::default_new(),
+                bounds: CallBounds::default(),
                 retargets: false,
                 capture: None,
                 family: None,

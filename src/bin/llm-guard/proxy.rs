@@ -888,12 +888,12 @@ async fn proxy(
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|ct| ct.starts_with("text/event-stream"));
-            let body = FlushBeforeError::new(InBandError::new(
+            let body = Ending::new(
                 http::Response::<reqwest::Body>::from(response)
                     .into_body()
                     .map_err(|e| Box::new(e) as BoxError),
                 streamed,
-            ));
+            );
             let mut out = hyper::Response::new(UnsyncBoxBody::new(body));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
@@ -1127,15 +1127,23 @@ fn terminal(data: &[u8]) -> bool {
 }
 
 pin_project_lite::pin_project! {
-    /// For a stream (`streamed`): an error after the headers is preceded by
-    /// [`STREAM_FAILED_EVENT`], on a line of its own, then passed on; not after the answer's
-    /// terminal event (the SDKs have stopped reading: the answer stands as it came, and the
-    /// connection is cut). Any other body passes as it is.
-    struct InBandError<B> {
+    /// How the caller's body ends when the upstream's fails.
+    ///
+    /// - For a stream (`streamed`) whose terminal event has not passed: the error is preceded
+    ///   by [`STREAM_FAILED_EVENT`], on a line of its own, so the SDKs raise it. After the
+    ///   terminal event the SDKs have stopped reading: the answer stands as it came, and the
+    ///   connection is cut.
+    /// - Whatever came last is flushed before the error. hyper's HTTP/1 writer buffers the
+    ///   last frame and, told of the body's error on its next poll, closes the connection
+    ///   without flushing it: the caller would lose the last bytes that did arrive. Returning
+    ///   `Pending` once (with a wake) lets hyper flush them before it sees the error.
+    struct Ending<B> {
         #[pin]
         inner: B,
         streamed: bool,
+        // The error, once the frame before it is flushed.
         held: Option<BoxError>,
+        after_data: bool,
         // The last two bytes passed on: an event starts only after a blank line.
         tail: [u8; 2],
         // The answer's terminal event has been passed on.
@@ -1143,19 +1151,20 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B> InBandError<B> {
+impl<B> Ending<B> {
     fn new(inner: B, streamed: bool) -> Self {
         Self {
             inner,
             streamed,
             held: None,
+            after_data: false,
             tail: *b"\n\n",
             ended: false,
         }
     }
 }
 
-impl<B> hyper::body::Body for InBandError<B>
+impl<B> hyper::body::Body for Ending<B>
 where
     B: hyper::body::Body<Data = Bytes, Error = BoxError>,
 {
@@ -1169,12 +1178,20 @@ where
         use std::task::Poll;
         let this = self.project();
         if let Some(e) = this.held.take() {
+            if *this.after_data {
+                // Once more: the frame before the error is still to be flushed.
+                *this.after_data = false;
+                *this.held = Some(e);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             return Poll::Ready(Some(Err(e)));
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) if *this.streamed && !*this.ended => {
                 *this.streamed = false;
                 *this.held = Some(e);
+                *this.after_data = true;
                 let mut event = Vec::with_capacity(STREAM_FAILED_EVENT.len() + 2);
                 // Cut inside an event: end it first (what it held is lost either way).
                 match *this.tail {
@@ -1185,7 +1202,14 @@ where
                 event.extend_from_slice(STREAM_FAILED_EVENT.as_bytes());
                 Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(event)))))
             }
+            Poll::Ready(Some(Err(e))) if *this.after_data => {
+                *this.after_data = false;
+                *this.held = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Ready(Some(Ok(frame))) => {
+                *this.after_data = frame.is_data();
                 if let Some(data) = frame.data_ref() {
                     *this.ended = *this.ended || terminal(data);
                     match data[..] {
@@ -1211,68 +1235,5 @@ where
         } else {
             self.inner.size_hint()
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Holds an error that comes right after a data frame back for one poll. hyper's HTTP/1
-    /// writer buffers the last frame and, told of the body's error on its next poll, closes the
-    /// connection without flushing it: the caller would lose the last bytes that did arrive.
-    /// Returning `Pending` once (with a wake) lets hyper flush them before it sees the error.
-    struct FlushBeforeError<B> {
-        #[pin]
-        inner: B,
-        held: Option<BoxError>,
-        after_data: bool,
-    }
-}
-
-impl<B> FlushBeforeError<B> {
-    fn new(inner: B) -> Self {
-        Self {
-            inner,
-            held: None,
-            after_data: false,
-        }
-    }
-}
-
-impl<B> hyper::body::Body for FlushBeforeError<B>
-where
-    B: hyper::body::Body<Data = Bytes, Error = BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        use std::task::Poll;
-        let this = self.project();
-        if let Some(e) = this.held.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) if *this.after_data => {
-                *this.after_data = false;
-                *this.held = Some(e);
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                *this.after_data = frame.is_data();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.held.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
