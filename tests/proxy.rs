@@ -881,11 +881,22 @@ fn openai_sdk(proxy: &Proxy, kind: &str, retries: u32) -> Option<serde_json::Val
     )
 }
 
-/// Starts the proxy off the async workers (the SDK runs as a child process, blocking too).
-async fn proxy_over(upstreams: Vec<String>) -> Proxy {
-    tokio::task::spawn_blocking(move || Proxy::start(&config(&upstreams), &[], &[]))
-        .await
-        .unwrap()
+/// One SDK call (`kind`, with the SDK's `retries`) through a proxy over these upstreams,
+/// started and stopped off the async workers (the proxy's start and the SDK block); `None`
+/// when the package is not installed.
+async fn sdk_call(
+    upstreams: Vec<String>,
+    kind: &'static str,
+    retries: u32,
+) -> Option<serde_json::Value> {
+    tokio::task::spawn_blocking(move || {
+        let proxy = Proxy::start(&config(&upstreams), &[], &[]);
+        let got = openai_sdk(&proxy, kind, retries);
+        let _ = proxy.stop();
+        got
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -907,18 +918,8 @@ async fn the_python_sdk_raises_what_the_proxy_means_and_retries_nothing_twice() 
             .mount(server)
             .await;
     }
-    let proxy = proxy_over(vec![
-        upstream("a", &a.uri(), ""),
-        upstream("b", &b.uri(), ""),
-    ])
-    .await;
-    let Some(got) = tokio::task::spawn_blocking(move || {
-        let got = openai_sdk(&proxy, "chat", 2);
-        let _ = proxy.stop();
-        got
-    })
-    .await
-    .unwrap() else {
+    let upstreams = vec![upstream("a", &a.uri(), ""), upstream("b", &b.uri(), "")];
+    let Some(got) = sdk_call(upstreams, "chat", 2).await else {
         return;
     };
     assert_eq!(got["result"], "raised", "{got}");
@@ -941,15 +942,9 @@ async fn the_python_sdk_raises_what_the_proxy_means_and_retries_nothing_twice() 
         )
         .mount(&wall)
         .await;
-    let proxy = proxy_over(vec![upstream("wall", &wall.uri(), "")]).await;
-    let got = tokio::task::spawn_blocking(move || {
-        let got = openai_sdk(&proxy, "chat", 2);
-        let _ = proxy.stop();
-        got
-    })
-    .await
-    .unwrap()
-    .expect("probed above");
+    let got = sdk_call(vec![upstream("wall", &wall.uri(), "")], "chat", 2)
+        .await
+        .expect("probed above");
     assert_eq!(got["result"], "raised", "{got}");
     assert_eq!(got["exception"], "InternalServerError", "{got}");
     assert_eq!(got["status"], 502, "{got}");
@@ -959,15 +954,9 @@ async fn the_python_sdk_raises_what_the_proxy_means_and_retries_nothing_twice() 
 
     // A stream cut after it started: an API error, not an untyped transport error.
     let base = cut_stream(&[ROLE, TEXT]).await;
-    let proxy = proxy_over(vec![upstream("cut", &base, "")]).await;
-    let got = tokio::task::spawn_blocking(move || {
-        let got = openai_sdk(&proxy, "chat_stream", 0);
-        let _ = proxy.stop();
-        got
-    })
-    .await
-    .unwrap()
-    .expect("probed above");
+    let got = sdk_call(vec![upstream("cut", &base, "")], "chat_stream", 0)
+        .await
+        .expect("probed above");
     assert_eq!(got["result"], "raised", "{got}");
     assert_eq!(got["exception"], "APIError", "{got}");
     assert_eq!(got["code"], "stream_failed", "{got}");
